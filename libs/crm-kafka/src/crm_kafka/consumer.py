@@ -1,0 +1,245 @@
+"""The idempotent consumer: each event's effect is applied once, whatever Kafka redelivers.
+
+For every message: decode the envelope; in one database transaction check the inbox for
+``(consumer, event_id)``, apply the handler, insert the inbox row (plus whatever outbox rows
+the handler wrote); commit; only then store the offset, and commit offsets to Kafka after
+the batch. A crash anywhere before the Kafka commit redelivers the message and the inbox
+says "done already". A failing handler is retried with exponential backoff; after
+``max_attempts`` the message goes to ``<topic>.dlq`` with the error and its origin in
+headers, and the consumer goes on. Undecodable messages go to the DLQ at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from crm.events.v1.envelope_pb2 import Envelope
+from crm_events.envelope import EnvelopeDecodeError, decode
+from crm_events.topics import dlq_name
+from crm_kit import correlation, metrics
+from crm_kit.db import Database, new_metadata, utcnow
+
+log = logging.getLogger(__name__)
+
+INBOX = new_metadata().tables["inbox"]
+Handler = Callable[[Session, Envelope], None]
+FAULT_EXIT_AFTER = "CRM_FAULT_CONSUMER_EXIT_AFTER"
+
+
+def dispatch(handlers: Mapping[str, Handler], default: Handler | None = None) -> Handler:
+    """One handler from a map of ``event_type`` -> handler; other types are ignored (or
+    given to ``default``). Ignoring is deliberate: topics carry more types than any one
+    consumer needs, and new types must not break old consumers."""
+
+    def handle(session: Session, envelope: Envelope) -> None:
+        handler = handlers.get(envelope.event_type, default)
+        if handler is not None:
+            handler(session, envelope)
+
+    return handle
+
+
+class IdempotentConsumer:
+    """One consumer group over some topics, applying ``handler`` exactly once per event."""
+
+    def __init__(
+        self,
+        name: str,
+        topics: list[str],
+        handler: Handler,
+        database: Database,
+        consumer_config: dict[str, Any],
+        dlq_producer_factory: Callable[[], Producer],
+        service: str,
+        *,
+        max_attempts: int = 4,
+        backoff: float = 0.2,
+        batch_size: int = 200,
+    ) -> None:
+        self.name = name
+        self.topics = topics
+        self.handler = handler
+        self.database = database
+        self.config = dict(consumer_config)
+        self.dlq_producer_factory = dlq_producer_factory
+        self.service = service
+        self.max_attempts = max(1, max_attempts)
+        self.backoff = backoff
+        self.batch_size = batch_size
+        self.heartbeat = time.monotonic()
+        self.applied = 0
+        self._dlq: Producer | None = None
+        self._fault_after = int(os.environ.get(FAULT_EXIT_AFTER, "0") or 0)
+        self._last_lag = 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop`` is set, then commit what was done and leave the group."""
+        consumer = Consumer(self.config)
+        consumer.subscribe(self.topics)
+        try:
+            while not stop.is_set():
+                self.heartbeat = time.monotonic()
+                messages = consumer.consume(num_messages=self.batch_size, timeout=0.5)
+                done = False
+                for msg in messages:
+                    if stop.is_set():
+                        break
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() != KafkaError._PARTITION_EOF:
+                            log.warning("consumer %s: %s", self.name, err)
+                        continue
+                    if not self._process(msg, stop):
+                        break  # stopping mid-retry: leave the offset, the event comes again
+                    consumer.store_offsets(message=msg)
+                    done = True
+                if done:
+                    self._commit(consumer)
+                self._report_lag(consumer)
+        finally:
+            try:
+                self._commit(consumer)
+            finally:
+                consumer.close()
+                if self._dlq is not None:
+                    self._dlq.flush(5)
+
+    # -- one message ----------------------------------------------------------------------------
+
+    def _process(self, msg: Message, stop: threading.Event) -> bool:
+        """Apply, skip as duplicate, or dead-letter one message; False if stopped first."""
+        topic = msg.topic() or ""
+        try:
+            envelope = decode(msg.value() or b"")
+        except EnvelopeDecodeError as exc:
+            self._dead_letter(msg, exc, attempts=1)
+            return True
+        token = correlation.set(envelope.correlation_id or correlation.new_id())
+        try:
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    applied = self._apply_once(envelope, topic)
+                    metrics.EVENTS_CONSUMED.labels(self.service, self.name, topic,
+                                                   "applied" if applied else "duplicate").inc()
+                    if applied:
+                        self.applied += 1
+                        if self._fault_after and self.applied >= self._fault_after:
+                            # Fault injection (tests and `make chaos` only): die like a
+                            # SIGKILL after the effect committed, before the offset commit.
+                            log.warning("fault injection: consumer killing itself after %d events", self.applied)
+                            os.kill(os.getpid(), signal.SIGKILL)
+                    return True
+                except Exception as exc:  # noqa: BLE001 - any handler error is retried, then dead-lettered
+                    if attempt >= self.max_attempts:
+                        log.error("event %s failed %d times; sending to DLQ: %s", envelope.event_id, attempt, exc)
+                        self._dead_letter(msg, exc, attempts=attempt)
+                        return True
+                    metrics.EVENT_RETRIES.labels(self.service, self.name, topic).inc()
+                    delay = self.backoff * (2 ** (attempt - 1))
+                    log.warning("event %s failed (attempt %d of %d), retrying in %.2f s: %s",
+                                envelope.event_id, attempt, self.max_attempts, delay, exc)
+                    if stop.wait(delay):
+                        return False
+        finally:
+            correlation.reset(token)
+
+    def _apply_once(self, envelope: Envelope, topic: str) -> bool:
+        """Apply the event in one transaction with its inbox row; False if it was done before."""
+        try:
+            with self.database.transaction() as session:
+                seen = session.execute(
+                    select(INBOX.c.event_id).where(INBOX.c.consumer == self.name,
+                                                   INBOX.c.event_id == envelope.event_id)
+                ).first()
+                if seen is not None:
+                    return False
+                self.handler(session, envelope)
+                session.execute(INBOX.insert().values(consumer=self.name, event_id=envelope.event_id,
+                                                      topic=topic, processed_at=utcnow()))
+            return True
+        except IntegrityError:
+            # A concurrent delivery of the same event (e.g. during a rebalance) won the
+            # inbox row: if it is there now, this one is a duplicate; otherwise re-raise.
+            with self.database.transaction() as session:
+                seen = session.execute(
+                    select(INBOX.c.event_id).where(INBOX.c.consumer == self.name,
+                                                   INBOX.c.event_id == envelope.event_id)
+                ).first()
+            if seen is not None:
+                return False
+            raise
+
+    def _dead_letter(self, msg: Message, exc: BaseException, attempts: int) -> None:
+        topic = msg.topic() or ""
+        if self._dlq is None:
+            self._dlq = self.dlq_producer_factory()
+        headers = list(msg.headers() or [])
+        headers += [
+            ("dlq.error", f"{type(exc).__name__}: {exc}"[:2000].encode()),
+            ("dlq.stacktrace", "".join(traceback.format_exception(exc))[-4000:].encode()),
+            ("dlq.origin.topic", topic.encode()),
+            ("dlq.origin.partition", str(msg.partition()).encode()),
+            ("dlq.origin.offset", str(msg.offset()).encode()),
+            ("dlq.consumer", self.name.encode()),
+            ("dlq.attempts", str(attempts).encode()),
+            ("dlq.service", self.service.encode()),
+        ]
+        errors: list[str] = []
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        # The offset is committed only after the DLQ has the message: nothing is lost.
+        while True:
+            self._dlq.produce(dlq_name(topic), key=msg.key(), value=msg.value(), headers=headers,
+                              on_delivery=on_delivery)
+            self._dlq.flush(30)
+            if not errors:
+                break
+            log.error("could not write to %s (%s); retrying", dlq_name(topic), errors[-1])
+            errors.clear()
+            time.sleep(1)
+        metrics.DLQ_MESSAGES.labels(self.service, self.name, topic).inc()
+        metrics.EVENTS_CONSUMED.labels(self.service, self.name, topic, "dead_lettered").inc()
+
+    # -- offsets and lag ------------------------------------------------------------------------
+
+    def _commit(self, consumer: Consumer) -> None:
+        try:
+            consumer.commit(asynchronous=False)
+        except Exception as exc:  # noqa: BLE001 - "no offset stored" is normal; a retry comes next batch
+            if "NO_OFFSET" not in str(exc):
+                log.warning("offset commit failed (will retry): %s", exc)
+
+    def _report_lag(self, consumer: Consumer) -> None:
+        now = time.monotonic()
+        if now - self._last_lag < 5.0:
+            return
+        self._last_lag = now
+        try:
+            assignment = consumer.assignment()
+            if not assignment:
+                return
+            positions = consumer.position(assignment)
+            for tp in positions:
+                _low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=1,
+                                                            cached=False)
+                lag = max(0, high - tp.offset) if tp.offset >= 0 else high
+                metrics.CONSUMER_LAG.labels(self.service, self.name, tp.topic, str(tp.partition)).set(lag)
+        except Exception as exc:  # noqa: BLE001 - lag is informational
+            log.debug("lag report failed: %s", exc)

@@ -1,0 +1,37 @@
+"""The transactional outbox: events are rows written in the state change's transaction."""
+
+from __future__ import annotations
+
+from sqlalchemy import Table, text
+from sqlalchemy.orm import Session
+
+from crm_events.envelope import encode, headers_for
+from crm.events.v1.envelope_pb2 import Envelope
+from crm_kit import correlation
+from crm_kit.db import is_postgres, new_metadata, utcnow
+
+NOTIFY_CHANNEL = "crm_outbox"
+OUTBOX: Table = new_metadata().tables["outbox"]
+
+
+def record_event(session: Session, topic: str, envelope: Envelope, key: str | None = None) -> None:
+    """Add ``envelope`` to the outbox in ``session``'s transaction (it commits with the change).
+
+    The Kafka key is the aggregate id unless given, so one record's events stay in order.
+    On PostgreSQL the commit also wakes the relay (NOTIFY is delivered only on commit).
+    """
+    if not envelope.correlation_id and correlation.get():
+        envelope.correlation_id = correlation.get() or ""
+    headers = [[name, value.decode()] for name, value in headers_for(envelope)]
+    session.execute(
+        OUTBOX.insert().values(
+            event_id=envelope.event_id,
+            topic=topic,
+            key=key or envelope.aggregate_id,
+            payload=encode(envelope),
+            headers=headers,
+            created_at=utcnow(),
+        )
+    )
+    if is_postgres(session):
+        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})

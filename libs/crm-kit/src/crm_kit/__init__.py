@@ -1,0 +1,1 @@
+"""crm_kit: the mechanisms every service of the platform shares (no domain code)."""

@@ -1,0 +1,45 @@
+"""gunicorn settings for every api process (``gunicorn -c python:crm_kit.gunicorn_conf``).
+
+Multiprocess metrics done right: the metrics directory is wiped when the master starts
+(stale files from a previous run would be summed in) and a dead worker's live gauges are
+dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+bind = os.environ.get("CRM_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("CRM_WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("CRM_WEB_THREADS", "4"))
+worker_class = "gthread"
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+# Request-line and header limits: the first line of defence against abusive requests.
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("CRM_LOG_LEVEL", "info").lower()
+proc_name = f"crm-{os.environ.get('CRM_SERVICE_NAME', 'service')}"
+
+
+def on_starting(server: Any) -> None:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        path = Path(directory)
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,63 @@
+"""Prometheus metrics, correct under gunicorn's multiprocess mode.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (gunicorn api processes), values are written to files
+in that directory and ``/metrics`` merges them with a fresh registry per scrape; the
+gunicorn hooks in ``crm_kit.gunicorn_conf`` wipe the directory at start and mark dead
+workers. Without it (the worker process, tests) the default registry is served.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+# Buckets with one at 0.25 s: the latency SLO the alert rules use.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+HTTP_REQUESTS = Counter(
+    "crm_http_requests_total", "HTTP requests handled, by route template and status.",
+    ["service", "method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "crm_http_request_duration_seconds", "HTTP request duration by route template.",
+    ["service", "method", "route"], buckets=LATENCY_BUCKETS,
+)
+EVENTS_PUBLISHED = Counter("crm_events_published_total", "Events the outbox relay delivered to Kafka.",
+                           ["service", "topic"])
+EVENTS_CONSUMED = Counter("crm_events_consumed_total", "Events a consumer finished, by result "
+                          "(applied, duplicate, dead_lettered).", ["service", "consumer", "topic", "result"])
+EVENT_RETRIES = Counter("crm_event_retries_total", "Failed attempts at an event that were retried.",
+                        ["service", "consumer", "topic"])
+DLQ_MESSAGES = Counter("crm_dlq_messages_total", "Messages sent to a dead-letter topic.",
+                       ["service", "consumer", "topic"])
+OUTBOX_BACKLOG = Gauge("crm_outbox_backlog", "Outbox rows not yet delivered to Kafka.", ["service"],
+                       multiprocess_mode="max")
+OUTBOX_OLDEST_AGE = Gauge("crm_outbox_oldest_age_seconds", "Age of the oldest undelivered outbox row.",
+                          ["service"], multiprocess_mode="max")
+OUTBOX_PUBLISH_LATENCY = Histogram("crm_outbox_publish_latency_seconds",
+                                   "Time from an outbox row's commit to its confirmed delivery.", ["service"],
+                                   buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+CONSUMER_LAG = Gauge("crm_consumer_lag", "Messages behind the end of each partition, per consumer group.",
+                     ["service", "consumer", "topic", "partition"], multiprocess_mode="max")
+WORKER_HEARTBEAT = Gauge("crm_worker_heartbeat_timestamp_seconds", "Last time each worker loop made progress.",
+                         ["service", "loop"], multiprocess_mode="max")
+
+
+def render_latest() -> tuple[bytes, str]:
+    """The exposition text of this process (or of every gunicorn worker, merged)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

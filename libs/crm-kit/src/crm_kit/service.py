@@ -1,0 +1,48 @@
+"""What a service tells the kit about itself, so one CLI can run any of them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from flask import Flask
+from sqlalchemy import MetaData
+
+from crm_kit.settings import Settings
+
+ENTRY_POINT_GROUP = "crm.services"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A service's name and the three things it can run: its api, its worker, its migrations.
+
+    ``role`` is ``"domain"`` (own database and Kafka) or ``"gateway"``; it decides which
+    settings are required.
+    """
+
+    name: str
+    title: str
+    build_app: Callable[[Settings], Flask]
+    role: str = "domain"
+    metadata: MetaData | None = None
+    migrations: Path | None = None
+    run_worker: Callable[[Settings], int] | None = None
+
+
+def find_service(name: str) -> ServiceSpec:
+    """The installed service called ``name`` (entry point group ``crm.services``)."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            spec = ep.load()
+            if not isinstance(spec, ServiceSpec):
+                raise TypeError(f"entry point {ep.value} is not a ServiceSpec")
+            return spec
+    known = ", ".join(sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))) or "none"
+    raise LookupError(f"no service named {name!r} is installed (installed: {known})")
+
+
+def installed_services() -> list[str]:
+    return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))

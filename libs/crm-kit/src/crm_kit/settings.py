@@ -1,0 +1,175 @@
+"""Settings from environment variables only.
+
+Every variable the platform reads is declared once in ``SETTINGS`` below; the README's
+configuration table is generated from it (``python -m crm_kit.settings``), so the two
+cannot drift. Required variables that are missing make the process fail at start with
+one message naming all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(RuntimeError):
+    """Raised at start-up when the environment does not describe a runnable service."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its name, parser, default and who reads it."""
+
+    env: str
+    description: str
+    default: str | None = None
+    required_for: tuple[str, ...] = ()  # "domain" (every service with a database), "gateway", "all"
+    parse: Callable[[str], Any] = str
+    secret: bool = False
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if value.lower() in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _json_object(value: str) -> dict[str, Any]:
+    parsed = json.loads(value)
+    if not isinstance(parsed, dict):
+        raise ValueError("must be a JSON object")
+    return parsed
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+SERVICES = ("catalogue", "leads", "opportunities", "linking", "triggers")
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("CRM_SERVICE_NAME", "Which service this process is (set by `crm-service <name>`).", None, ("all",)),
+    Setting("CRM_DATABASE_URL", "SQLAlchemy URL of the service's own database "
+            "(`postgresql+psycopg://...`; `make run` uses `sqlite:///.run/db/<service>.sqlite3`).", None, ("domain",)),
+    Setting("CRM_KAFKA_BOOTSTRAP", "Kafka bootstrap servers (`host:port,...`).", None, ("domain",)),
+    Setting("CRM_KAFKA_EXTRA", "Extra librdkafka settings as a JSON object (e.g. SASL/TLS), merged into every client.",
+            "{}", parse=_json_object),
+    Setting("CRM_JWT_SECRET", "HS256 secret that signs and verifies bearer tokens. `make run` uses the dev default "
+            "`dev-only-insecure-secret-change-me`.", None, ("all",), secret=True),
+    Setting("CRM_JWT_PUBLIC_KEY", "Optional PEM public key: RS256 tokens are accepted too when set.", "", secret=False),
+    Setting("CRM_JWT_AUDIENCE", "Optional `aud` every token must carry.", ""),
+    Setting("CRM_JWT_ISSUER", "Optional `iss` every token must carry.", ""),
+    Setting("CRM_ROLE_PERMISSIONS", "Role -> permissions map as a JSON object; replaces the default map "
+            "(admin, marketing, account_manager, viewer).", "", parse=lambda v: _json_object(v) if v else {}),
+    Setting("CRM_MAX_BODY_BYTES", "Largest JSON request body accepted (bytes); larger gets 413.", str(1024 * 1024),
+            parse=int),
+    Setting("CRM_MAX_UPLOAD_BYTES", "Largest attachment upload accepted (bytes).", str(20 * 1024 * 1024), parse=int),
+    Setting("CRM_DEFAULT_LANGUAGE", "Language used for `name` when `Accept-Language` matches none.", "en"),
+    Setting("CRM_LOG_LEVEL", "Python log level.", "INFO"),
+    Setting("CRM_LOG_FORMAT", "`json` (one JSON object a line, with correlation_id) or `text`.", "json"),
+    Setting("CRM_WEB_CONCURRENCY", "gunicorn worker processes of the api.", "2", parse=int),
+    Setting("CRM_WEB_THREADS", "Threads per gunicorn worker process (gthread).", "4", parse=int),
+    Setting("CRM_WORKER_PORT", "Port of the worker's own /healthz, /readyz and /metrics (0: none).", "0", parse=int),
+    Setting("CRM_OUTBOX_POLL_INTERVAL", "Seconds between outbox polls when no wake-up arrives. PostgreSQL wakes the "
+            "relay on commit (LISTEN/NOTIFY), so this is only the fallback; SQLite relies on it.", "0.05",
+            parse=float),
+    Setting("CRM_OUTBOX_BATCH", "Most outbox rows the relay publishes in one batch.", "500", parse=int),
+    Setting("CRM_CONSUMER_MAX_ATTEMPTS", "Attempts at one event before it goes to `<topic>.dlq`.", "4", parse=int),
+    Setting("CRM_CONSUMER_BACKOFF", "First retry delay in seconds (doubles each attempt).", "0.2", parse=float),
+    Setting("CRM_TOPIC_PARTITIONS", "Partitions for topics created at start (main topics; DLQs get 1).", "3",
+            parse=int),
+    Setting("CRM_TOPIC_REPLICATION", "Replication factor for topics created at start.", "1", parse=int),
+    Setting("CRM_IDEMPOTENCY_TTL", "Seconds an `Idempotency-Key` is remembered.", str(24 * 3600), parse=int),
+    Setting("CRM_UPSTREAM_TIMEOUT", "Gateway: seconds to wait for a service before 504.", "10", parse=float),
+    Setting("CRM_UPSTREAM_CONNECT_TIMEOUT", "Gateway: seconds to connect to a service before 503.", "2",
+            parse=float),
+    Setting("CRM_UPSTREAM_RETRIES", "Gateway: retries of idempotent requests (GET, HEAD, PUT, DELETE, OPTIONS) "
+            "when a service cannot be reached.", "2", parse=int),
+    *(Setting(f"CRM_{name.upper()}_URL", f"Gateway: base URL of the {name} service.", None, ("gateway",))
+      for name in SERVICES),
+    Setting("CRM_CORS_ORIGINS", "Gateway: comma-separated origins allowed by CORS (empty: CORS off).", "",
+            parse=_csv),
+    Setting("PROMETHEUS_MULTIPROC_DIR", "Directory for prometheus-client's multiprocess files (gunicorn); "
+            "wiped at start.", ""),
+)
+
+_BY_ENV = {s.env: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Parsed settings of one process. Look values up with ``settings["CRM_..."]`` or attributes."""
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, env: str) -> Any:
+        return self.values[env]
+
+    def get(self, env: str, default: Any = None) -> Any:
+        return self.values.get(env, default)
+
+    @property
+    def service_name(self) -> str:
+        return self.values["CRM_SERVICE_NAME"]
+
+    @property
+    def database_url(self) -> str:
+        return self.values["CRM_DATABASE_URL"]
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.values["CRM_KAFKA_BOOTSTRAP"]
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with some values replaced (tests, CLI flags)."""
+        merged = dict(self.values)
+        merged.update(overrides)
+        return Settings(merged)
+
+
+def load_settings(role: str, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read every declared setting from ``environ`` (default ``os.environ``).
+
+    ``role`` is ``"domain"`` for a service with a database and Kafka, ``"gateway"`` for the
+    gateway. Missing required variables and unparsable values raise ``ConfigError`` listing
+    all problems at once, so a misconfigured pod fails at start, not at first request.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for setting in SETTINGS:
+        raw = env.get(setting.env)
+        if raw is None or (raw == "" and setting.default is None):
+            if "all" in setting.required_for or role in setting.required_for:
+                problems.append(f"{setting.env} is required: {setting.description}")
+                continue
+            raw = setting.default
+        if raw is None:
+            values[setting.env] = None
+            continue
+        try:
+            values[setting.env] = setting.parse(raw)
+        except (ValueError, TypeError) as exc:
+            problems.append(f"{setting.env}={'***' if setting.secret else repr(raw)} is invalid: {exc}")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return Settings(values)
+
+
+def markdown_table() -> str:
+    """The configuration table for the README, generated from ``SETTINGS``."""
+    lines = ["| variable | default | required by | meaning |", "| --- | --- | --- | --- |"]
+    for s in SETTINGS:
+        default = "-" if s.default in (None, "") else f"`{s.default}`"
+        required = ", ".join(s.required_for) or "-"
+        lines.append(f"| `{s.env}` | {default} | {required} | {s.description} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover - used by `make config-table`
+    print(markdown_table())

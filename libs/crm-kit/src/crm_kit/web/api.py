@@ -1,0 +1,345 @@
+"""Declared routes: one decorator says who may call an endpoint, what it takes and returns.
+
+The declaration drives everything the edge does the same way for every endpoint - token
+check, permission, query and body validation (unknown fields refused), the
+``Idempotency-Key`` protocol, ETags, problem+json, the request's database transaction -
+and the OpenAPI document (``crm_kit.web.openapi``), so the spec cannot drift from the code.
+
+A route function receives a ``RequestContext`` and the URL's variables, and returns the
+data to serialise (or a ``Reply`` with a status and headers, or a ``ListResult``, or a
+ready ``flask.Response``). It never commits: the kit commits the request's session after
+a successful response (< 400) together with the idempotency record, and rolls back
+otherwise, so a refused request changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, Response, current_app, g, request
+from marshmallow import RAISE, Schema
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from crm_kit.web import idempotency as idem
+from crm_kit.web.auth import Identity, require_permission
+from crm_kit.web.http import etag_for, if_none_match_hits, load_query, preferred_language
+from crm_kit.web.problem import Problem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Reply:
+    """Data plus the status and headers to answer with."""
+
+    data: Any
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ListResult:
+    """One page of a list: serialised as ``{"items": [...], "next_page_token": ...}``."""
+
+    items: list[Any]
+    next_page_token: str | None = None
+
+
+@dataclass
+class Route:
+    method: str
+    rule: str
+    handler: Callable[..., Any]
+    permission: str | None = None
+    public: bool = False
+    body: Schema | None = None
+    query: Schema | None = None
+    response: Schema | None = None
+    status: int = 200
+    idempotent: bool = False
+    many: bool = False
+    summary: str = ""
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    errors: tuple[int, ...] = ()
+    accepts: str = "application/json"
+    produces: str = "application/json"
+    max_body: int | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.handler.__module__}.{self.handler.__name__}".replace(".", "_")
+
+
+def _instance(schema: Schema | type[Schema] | None) -> Schema | None:
+    if schema is None:
+        return None
+    inst = schema() if isinstance(schema, type) else schema
+    inst.unknown = RAISE  # unknown fields are a 422, always
+    return inst
+
+
+class Api:
+    """A set of declared routes; ``register(app)`` mounts them on a Flask app."""
+
+    def __init__(self, tag: str = "") -> None:
+        self.tag = tag
+        self.routes: list[Route] = []
+
+    def route(
+        self,
+        method: str,
+        rule: str,
+        *,
+        permission: str | None = None,
+        public: bool = False,
+        body: Schema | type[Schema] | None = None,
+        query: Schema | type[Schema] | None = None,
+        response: Schema | type[Schema] | None = None,
+        status: int | None = None,
+        idempotent: bool | None = None,
+        many: bool = False,
+        summary: str = "",
+        tags: Iterable[str] | None = None,
+        errors: Iterable[int] = (),
+        accepts: str = "application/json",
+        produces: str = "application/json",
+        max_body: int | None = None,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Declare an endpoint. ``permission=None`` means any valid token; ``public`` none."""
+        method = method.upper()
+
+        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self.routes.append(
+                Route(
+                    method=method,
+                    rule=rule,
+                    handler=fn,
+                    permission=permission,
+                    public=public,
+                    body=_instance(body),
+                    query=_instance(query),
+                    response=_instance(response),
+                    status=status or (201 if method == "POST" else 200),
+                    idempotent=(method == "POST") if idempotent is None else idempotent,
+                    many=many,
+                    summary=summary or (fn.__doc__ or "").strip().split("\n")[0],
+                    description=(fn.__doc__ or "").strip(),
+                    tags=tuple(tags) if tags is not None else ((self.tag,) if self.tag else ()),
+                    errors=tuple(errors),
+                    accepts=accepts,
+                    produces=produces,
+                    max_body=max_body,
+                )
+            )
+            return fn
+
+        return decorate
+
+    def get(self, rule: str, **kw: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return self.route("GET", rule, **kw)
+
+    def post(self, rule: str, **kw: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return self.route("POST", rule, **kw)
+
+    def patch(self, rule: str, **kw: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return self.route("PATCH", rule, **kw)
+
+    def put(self, rule: str, **kw: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return self.route("PUT", rule, **kw)
+
+    def delete(self, rule: str, **kw: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return self.route("DELETE", rule, **kw)
+
+    def register(self, app: Flask) -> None:
+        registry: list[Route] = app.extensions.setdefault("crm_routes", [])
+        for route in self.routes:
+            view = _make_view(route)
+            app.add_url_rule(route.rule, endpoint=f"{route.endpoint}_{route.method}", view_func=view,
+                             methods=[route.method])
+            registry.append(route)
+
+
+class RequestContext:
+    """What a route function gets: the caller, validated input, and the request's session."""
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+        self.kit = current_app.extensions["crm"]
+        self.identity: Identity | None = None
+        self.body: dict[str, Any] = {}
+        self.query: dict[str, Any] = {}
+
+    @property
+    def settings(self) -> Any:
+        return self.kit.settings
+
+    @property
+    def session(self) -> Session:
+        """The request's database session, in a transaction the kit commits or rolls back."""
+        return request_session()
+
+    @property
+    def user(self) -> Identity:
+        if self.identity is None:
+            raise Problem(401, "This endpoint needs a bearer token.")
+        return self.identity
+
+    def language(self, available: list[str]) -> str:
+        return preferred_language(available, self.kit.settings["CRM_DEFAULT_LANGUAGE"])
+
+    def page(self, stmt: Any, sort: Any, *, fingerprint: str = "") -> Any:
+        """Run a keyset-paginated query with the request's page_size and page_token."""
+        return self.kit.paginator.page(
+            self.session, stmt, sort,
+            page_size=self.query.get("page_size", 50),
+            page_token=self.query.get("page_token"),
+            fingerprint=fingerprint,
+        )
+
+
+def request_session() -> Session:
+    """The current request's session (created on first use)."""
+    session = g.get("crm_session")
+    if session is None:
+        session = current_app.extensions["crm"].database.sessions()
+        session.begin()
+        g.crm_session = session
+    return session
+
+
+def _finish_session(commit: bool) -> None:
+    session: Session | None = g.pop("crm_session", None)
+    if session is None:
+        return
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    finally:
+        session.close()
+
+
+def _load_body(route: Route) -> dict[str, Any]:
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        data: Any = {}
+    else:
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise Problem(400, "The request body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise Problem(422, "The request body must be a JSON object.", errors=[{"field": "body",
+                                                                               "message": "Expected an object."}])
+    assert route.body is not None
+    return route.body.load(data)
+
+
+def _serialise(route: Route, result: Any) -> Response:
+    if isinstance(result, Response):
+        return result
+    status = route.status
+    headers: dict[str, str] = {}
+    if isinstance(result, Reply):
+        status = result.status or status
+        headers = dict(result.headers)
+        result = result.data
+    if status == 204 or result is None:
+        resp = Response(status=204 if status < 300 else status)
+        resp.headers.update(headers)
+        return resp
+    if isinstance(result, ListResult):
+        items = route.response.dump(result.items, many=True) if route.response else result.items
+        payload: Any = {"items": items, "next_page_token": result.next_page_token}
+    else:
+        payload = route.response.dump(result) if route.response else result
+        version = payload.get("version") if isinstance(payload, Mapping) else None
+        if isinstance(version, int) and not isinstance(version, bool):
+            headers.setdefault("ETag", etag_for(version))
+            if request.method in ("GET", "HEAD") and if_none_match_hits(version):
+                resp = Response(status=304)
+                resp.headers.update(headers)
+                return resp
+    resp = Response(json.dumps(payload, default=str), status=status, mimetype="application/json")
+    resp.headers.update(headers)
+    return resp
+
+
+def _make_view(route: Route) -> Callable[..., Response]:
+    def view(**view_args: Any) -> Response:
+        ctx = RequestContext(route)
+        kit = ctx.kit
+        if not route.public:
+            ctx.identity = kit.verifier.identity_from_header(request.headers.get("Authorization"))
+            g.crm_identity = ctx.identity
+            require_permission(ctx.identity, route.permission)
+        if route.query is not None:
+            ctx.query = load_query(route.query)
+        elif request.args:
+            name = next(iter(request.args))
+            raise Problem(422, f"Unknown query parameter {name!r}.", errors=[{"field": name,
+                                                                              "message": "Unknown parameter."}])
+        if route.body is not None:
+            ctx.body = _load_body(route)
+
+        key = request.headers.get(idem.HEADER) if route.idempotent else None
+        if key is None:
+            try:
+                resp = _serialise(route, route.handler(ctx, **view_args))
+                _finish_session(commit=resp.status_code < 400)
+            except BaseException:
+                _finish_session(commit=False)
+                raise
+            return resp
+        return _idempotent_call(ctx, route, key, view_args)
+
+    view.__name__ = route.endpoint
+    view.crm_route = route  # type: ignore[attr-defined]
+    return view
+
+
+def _replay(stored: idem.StoredResponse) -> Response:
+    resp = Response(stored.body, status=stored.status)
+    for name, value in stored.headers.items():
+        resp.headers[name] = value
+    resp.headers[idem.REPLAYED_HEADER] = "true"
+    return resp
+
+
+def _idempotent_call(ctx: RequestContext, route: Route, key: str, view_args: dict[str, Any]) -> Response:
+    store: idem.IdempotencyStore = ctx.kit.idempotency
+    principal = ctx.user.user_id
+    idem.validate_key(key)
+    fingerprint = idem.request_fingerprint(request.method, request.path, request.get_data(cache=True))
+    try:
+        stored = store.lookup(ctx.session, principal, key, fingerprint)
+        if stored is not None:
+            _finish_session(commit=True)  # may have purged an expired record
+            return _replay(stored)
+        resp = _serialise(route, route.handler(ctx, **view_args))
+        if resp.status_code >= 400:
+            _finish_session(commit=False)
+            return resp
+        if 200 <= resp.status_code < 300 and not resp.is_streamed:
+            store.remember(ctx.session, principal, key, fingerprint, request.method, request.path,
+                           resp.status_code, dict(resp.headers), resp.get_data(as_text=True))
+        _finish_session(commit=True)
+        return resp
+    except IntegrityError:
+        # Most likely a concurrent request with the same key committed first: replay it.
+        _finish_session(commit=False)
+        stored = store.lookup(request_session(), principal, key, fingerprint)
+        _finish_session(commit=False)
+        if stored is None:
+            raise
+        return _replay(stored)
+    except BaseException:
+        _finish_session(commit=False)
+        raise

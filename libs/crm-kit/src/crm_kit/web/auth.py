@@ -1,0 +1,186 @@
+"""Identity from a bearer JWT, verified in every process that serves a request.
+
+HS256 with ``CRM_JWT_SECRET`` always; RS256 too when ``CRM_JWT_PUBLIC_KEY`` is set. The
+token's ``roles`` map to permissions through ``CRM_ROLE_PERMISSIONS`` (or the defaults
+below, which are the roles the API contract ships).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+
+from crm_kit.web.problem import Problem
+
+_ACTIONS = ("view", "create", "edit", "delete")
+ALL_PERMISSIONS: tuple[str, ...] = (
+    *(f"leads:{a}" for a in _ACTIONS),
+    *(f"opportunities:{a}" for a in _ACTIONS),
+    "catalogue:admin",
+    "triggers:admin",
+    "files:view",
+    "files:edit",
+)
+
+DEFAULT_ROLE_PERMISSIONS: dict[str, list[str]] = {
+    "admin": list(ALL_PERMISSIONS),
+    "marketing": [*(f"leads:{a}" for a in _ACTIONS), "opportunities:view", "files:view", "files:edit"],
+    "account_manager": [*(f"opportunities:{a}" for a in _ACTIONS), "leads:view", "files:view", "files:edit"],
+    "viewer": [p for p in ALL_PERMISSIONS if p.endswith(":view")],
+}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The caller of the current request, as its verified token says."""
+
+    user_id: str
+    name: str
+    office_id: str
+    roles: tuple[str, ...]
+    permissions: frozenset[str] = field(default_factory=frozenset)
+    token: str = ""
+
+    def has(self, permission: str) -> bool:
+        return permission in self.permissions
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.user_id,
+            "name": self.name,
+            "office_id": self.office_id,
+            "roles": list(self.roles),
+            "permissions": sorted(self.permissions),
+        }
+
+
+def _unauthenticated(detail: str) -> Problem:
+    return Problem(401, detail, headers={"WWW-Authenticate": 'Bearer realm="crm"'})
+
+
+class TokenVerifier:
+    """Checks signatures, expiry and claims; maps roles to permissions."""
+
+    def __init__(
+        self,
+        secret: str,
+        *,
+        public_key: str = "",
+        audience: str = "",
+        issuer: str = "",
+        role_permissions: Mapping[str, Iterable[str]] | None = None,
+        leeway: int = 30,
+    ) -> None:
+        if not secret:
+            raise ValueError("a JWT secret is required")
+        self._secret = secret
+        self._public_key = public_key
+        self._audience = audience or None
+        self._issuer = issuer or None
+        self._leeway = leeway
+        roles = role_permissions or DEFAULT_ROLE_PERMISSIONS
+        self.role_permissions = {role: frozenset(perms) for role, perms in roles.items()}
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> TokenVerifier:
+        return cls(
+            settings["CRM_JWT_SECRET"],
+            public_key=settings.get("CRM_JWT_PUBLIC_KEY") or "",
+            audience=settings.get("CRM_JWT_AUDIENCE") or "",
+            issuer=settings.get("CRM_JWT_ISSUER") or "",
+            role_permissions=settings.get("CRM_ROLE_PERMISSIONS") or None,
+        )
+
+    def permissions_for(self, roles: Iterable[str]) -> frozenset[str]:
+        perms: set[str] = set()
+        for role in roles:
+            perms |= self.role_permissions.get(role, frozenset())
+        return frozenset(perms)
+
+    def verify(self, token: str) -> Identity:
+        """Return the identity in ``token`` or raise a 401 Problem saying why not."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise _unauthenticated("The bearer token is malformed.") from None
+        alg = header.get("alg")
+        if alg == "HS256":
+            key: Any = self._secret
+        elif alg == "RS256" and self._public_key:
+            key = self._public_key
+        else:
+            raise _unauthenticated(f"Tokens signed with {alg!r} are not accepted.")
+        options = {"require": ["exp", "sub"]}
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options=options,
+            )
+        except jwt.ExpiredSignatureError:
+            raise _unauthenticated("The bearer token has expired.") from None
+        except jwt.PyJWTError:
+            raise _unauthenticated("The bearer token is not valid.") from None
+        roles = claims.get("roles") or []
+        if isinstance(roles, str):
+            roles = [roles]
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise _unauthenticated("The token's roles claim must be a list of strings.")
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise _unauthenticated("The token has no subject.")
+        return Identity(
+            user_id=sub,
+            name=str(claims.get("name") or sub),
+            office_id=str(claims.get("office") or ""),
+            roles=tuple(roles),
+            permissions=self.permissions_for(roles),
+            token=token,
+        )
+
+    def identity_from_header(self, authorization: str | None) -> Identity:
+        """Verify an ``Authorization`` header value; 401 when absent or not a bearer token."""
+        if not authorization:
+            raise _unauthenticated("This endpoint needs a bearer token (Authorization: Bearer <token>).")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _unauthenticated("The Authorization header must be 'Bearer <token>'.")
+        return self.verify(token.strip())
+
+
+def issue_token(
+    secret: str,
+    *,
+    user_id: str,
+    name: str,
+    office_id: str,
+    roles: Iterable[str],
+    ttl_seconds: int = 3600,
+    now: int | None = None,
+) -> str:
+    """Sign an HS256 token with the contract's claims (dev tooling and tests)."""
+    import time
+
+    issued = int(time.time()) if now is None else now
+    claims = {
+        "sub": user_id,
+        "name": name,
+        "office": office_id,
+        "roles": list(roles),
+        "iat": issued,
+        "exp": issued + ttl_seconds,
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def require_permission(identity: Identity, permission: str | None) -> None:
+    """403 unless ``identity`` holds ``permission`` (None: any valid token will do)."""
+    if permission and not identity.has(permission):
+        raise Problem(403, f"This action needs the permission {permission!r}.")

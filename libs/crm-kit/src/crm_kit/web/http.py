@@ -1,0 +1,78 @@
+"""Small HTTP rules every endpoint shares: ETags and If-Match, Accept-Language, query args."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+from marshmallow import Schema, fields
+
+from crm_kit.web.problem import Problem
+
+
+def etag_for(version: int) -> str:
+    """The strong ETag of a resource at ``version``."""
+    return f'"{int(version)}"'
+
+
+def _etag_values(header: str) -> list[str]:
+    values = []
+    for part in header.split(","):
+        part = part.strip()
+        if part.startswith("W/"):
+            part = part[2:]
+        values.append(part)
+    return values
+
+
+def check_if_match(current_version: int) -> None:
+    """412 when the request has ``If-Match`` and it names another version.
+
+    Call before changing a resource (PATCH, DELETE); without the header the write goes on
+    (clients that want safety send it).
+    """
+    header = request.headers.get("If-Match")
+    if not header:
+        return
+    values = _etag_values(header)
+    if "*" in values or etag_for(current_version) in values:
+        return
+    raise Problem(
+        412,
+        f"The resource has changed: it is at version {current_version}, the request's If-Match "
+        f"names {header}. Fetch it again and retry.",
+        current_version=current_version,
+    )
+
+
+def if_none_match_hits(version: int) -> bool:
+    """True when a conditional GET already has this version (answer 304)."""
+    header = request.headers.get("If-None-Match")
+    return bool(header) and ("*" in _etag_values(header) or etag_for(version) in _etag_values(header))
+
+
+def preferred_language(available: list[str], default: str) -> str:
+    """The best of ``available`` for the request's Accept-Language, else ``default``."""
+    best = request.accept_languages.best_match(available) if available else None
+    return best or default
+
+
+def load_query(schema: Schema) -> dict[str, Any]:
+    """Validate ``request.args`` with ``schema`` (unknown parameters are a 422).
+
+    List fields take repeated parameters (``?id=a&id=b``); everything else takes one value.
+    """
+    raw: dict[str, Any] = {}
+    for name in request.args:
+        field = schema.fields.get(name)
+        data_key_field = next((f for f in schema.fields.values() if f.data_key == name), None)
+        target = data_key_field or field
+        if isinstance(target, fields.List):
+            raw[name] = request.args.getlist(name)
+        else:
+            values = request.args.getlist(name)
+            if len(values) > 1:
+                raise Problem(422, f"Query parameter {name!r} was given more than once.",
+                              errors=[{"field": name, "message": "Give this parameter once."}])
+            raw[name] = values[0]
+    return schema.load(raw)
