@@ -94,10 +94,11 @@ class OutboxRelay:
     def _hold_leadership(self, stop: threading.Event) -> bool:
         if self._listen_conn is not None:
             return True
-        raw = self.database.engine.raw_connection()
-        raw.detach()  # a dedicated connection: LISTEN and the advisory lock live on it
-        conn = raw.driver_connection
-        conn.autocommit = True
+        import psycopg
+
+        # A dedicated connection outside the pool: LISTEN and the advisory lock live on it.
+        url = self.database.engine.url.set(drivername="postgresql")
+        conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
         got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_ADVISORY_LOCK_KEY,)).fetchone()[0]
         if not got:
             conn.close()
@@ -128,10 +129,16 @@ class OutboxRelay:
         if self._listen_conn is None:
             stop.wait(self.poll_interval)
             return
-        # Returns at the first NOTIFY or after the fallback interval; several notifies
+        # Returns at the first NOTIFY, after the fallback interval, or soon after a stop
+        # (waits in slices of at most 1 s so SIGTERM is honoured promptly). Several notifies
         # that arrived meanwhile are drained by the next publish_pending anyway.
-        for _ in self._listen_conn.notifies(timeout=max(self.poll_interval, 0.5), stop_after=1):
-            break
+        deadline = time.monotonic() + max(self.poll_interval, 0.5)
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            for _ in self._listen_conn.notifies(timeout=min(remaining, 1.0), stop_after=1):
+                return
 
     def _publish_batch(self) -> int:
         with self.database.transaction() as session:

@@ -210,13 +210,13 @@ def _serve_health(worker: Worker) -> ThreadingHTTPServer:
     return server
 
 
-def run_worker(settings: Settings, plan: WorkerPlan) -> int:
+def run_worker(settings: Settings, plan: WorkerPlan, database: Database | None = None) -> int:
     """Entry point for ``crm-service <name> worker``: run until SIGTERM or SIGINT."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:  # this process's own directory: stale files from a previous run must go
         shutil.rmtree(directory, ignore_errors=True)
         Path(directory).mkdir(parents=True, exist_ok=True)
-    worker = Worker(settings, plan)
+    worker = Worker(settings, plan, database)
 
     def _stop(signum: int, _frame: Any) -> None:
         log.info("worker stopping (signal %d)", signum)

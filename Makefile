@@ -1,0 +1,74 @@
+# The one interface for people and CI. `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LIBS := libs/crm-kit libs/crm-events libs/crm-kafka libs/crm-pipeline libs/crm-devstack
+SERVICES := services/catalogue services/leads services/opportunities services/linking services/triggers services/gateway
+STAMP := $(VENV)/.installed
+
+# `make token USER=... OFFICE=... ROLES=...`: USER is also the shell's login name, so only
+# a USER given on the command line counts.
+ifeq ($(origin USER),command line)
+TOKEN_USER := $(USER)
+else
+TOKEN_USER := dev-user
+endif
+OFFICE ?= office-1
+ROLES ?= admin
+NAME ?= Dev User
+
+.PHONY: help install run start stop status token test test-fast lint proto proto-check config-table clean distclean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): constraints.txt requirements-dev.txt $(foreach p,$(LIBS) $(SERVICES),$(p)/pyproject.toml)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing the platform into $(VENV) (pinned by constraints.txt)"
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -r requirements-dev.txt \
+		$(foreach p,$(LIBS) $(SERVICES),-e $(p))
+	@touch $@
+
+install: $(STAMP) ## Create .venv and install every service and library (pinned)
+
+run: $(STAMP) ## Run the whole platform on 127.0.0.1:8080 (Kafka from Maven Central, SQLite); Ctrl-C stops it
+	@$(BIN)/python -m crm_devstack run
+
+start: $(STAMP) ## Like run, in the background (stop with make stop)
+	@$(BIN)/python -m crm_devstack start
+
+stop: ## Stop a platform started with make start (or make run in another terminal)
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m crm_devstack stop; else echo "nothing to stop"; fi
+
+status: $(STAMP) ## Show which processes of the local platform are up
+	@$(BIN)/python -m crm_devstack status
+
+token: $(STAMP) ## Print a dev token: make token USER=u1 OFFICE=office-1 ROLES=marketing,viewer
+	@$(BIN)/python -m crm_devstack token --user "$(TOKEN_USER)" --office "$(OFFICE)" --roles "$(ROLES)" --name "$(NAME)"
+
+test: $(STAMP) ## The whole suite: unit, integration and end-to-end, on real Kafka and PostgreSQL it starts itself
+	@$(BIN)/python -m pytest
+
+test-fast: $(STAMP) ## Only the tests that need no Kafka or PostgreSQL
+	@$(BIN)/python -m pytest -m "not integration and not e2e"
+
+lint: $(STAMP) ## ruff over the whole tree
+	@$(BIN)/ruff check libs services tests
+
+proto: $(STAMP) ## Regenerate the Python code of the event contracts in proto/
+	@$(BIN)/python -m crm_events.codegen
+
+proto-check: $(STAMP) ## Fail if the generated event code is stale
+	@$(BIN)/python -m crm_events.codegen --check
+
+config-table: $(STAMP) ## Print the configuration table (the README's is generated from it)
+	@$(BIN)/python -m crm_kit.settings
+
+clean: ## Remove local run state (.run: databases, Kafka data, logs); keeps the Kafka jar cache
+	@find .run -mindepth 1 -maxdepth 1 ! -name kafka-cache -exec rm -rf {} + 2>/dev/null || true
+
+distclean: ## Remove .run entirely and the virtualenv
+	@rm -rf .run $(VENV)

@@ -1,0 +1,55 @@
+"""``domain_service``: the ServiceSpec of a service that owns a database and talks Kafka.
+
+A service states its name, routes, tables, migrations and worker plan; this wires the api
+(database, readiness of database and Kafka), the worker and the migrations the same way
+for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from flask import Flask
+from sqlalchemy import MetaData
+
+from crm_kafka.clients import kafka_ready_check
+from crm_kafka.worker import WorkerPlan, run_worker
+from crm_kit.db import Database
+from crm_kit.service import ServiceSpec
+from crm_kit.settings import Settings
+from crm_kit.web import Api, create_app
+
+
+def domain_service(
+    name: str,
+    title: str,
+    *,
+    apis: Iterable[Api],
+    metadata: MetaData,
+    migrations: Path,
+    worker_plan: Callable[[Settings, Database], WorkerPlan] | None = None,
+) -> ServiceSpec:
+    """Describe a domain service; ``worker_plan`` builds its consumers (default: relay only)."""
+    apis = list(apis)
+
+    def build_app(settings: Settings) -> Flask:
+        database = Database(settings.database_url)
+        app = create_app(
+            name,
+            settings,
+            apis,
+            database=database,
+            readiness={"kafka": kafka_ready_check(settings.kafka_bootstrap, settings["CRM_KAFKA_EXTRA"])},
+            openapi_title=title,
+        )
+        app.extensions["crm_database"] = database
+        return app
+
+    def worker(settings: Settings) -> int:
+        database = Database(settings.database_url)
+        plan = worker_plan(settings, database) if worker_plan else WorkerPlan(service=name)
+        return run_worker(settings, plan, database)
+
+    return ServiceSpec(name=name, title=title, build_app=build_app, role="domain", metadata=metadata,
+                       migrations=migrations, run_worker=worker)

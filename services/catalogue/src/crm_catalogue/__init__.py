@@ -1,0 +1,1 @@
+"""The catalogue service: stages, lookup tables and templates of both kinds."""

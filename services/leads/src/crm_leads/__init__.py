@@ -1,0 +1,1 @@
+"""The leads service. Everything it shares with its sibling lives in crm_pipeline."""

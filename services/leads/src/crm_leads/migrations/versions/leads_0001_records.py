@@ -1,0 +1,23 @@
+"""leads: the records table
+
+Revision ID: leads_0001
+Revises:
+Create Date: 2026-11-23
+"""
+
+from alembic import op
+
+from crm_pipeline.tables import create_records_table
+
+revision = "leads_0001"
+down_revision = None
+branch_labels = ("leads",)
+depends_on = None
+
+
+def upgrade() -> None:
+    create_records_table(op, "leads")
+
+
+def downgrade() -> None:
+    op.drop_table("leads")

@@ -1,0 +1,1 @@
+"""The linking service: files and their links to leads and opportunities."""

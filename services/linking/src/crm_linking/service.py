@@ -1,0 +1,63 @@
+"""The linking service. Foundation scope: its read model of leads and opportunities, kept
+from their events (tabs and activity details will read it instead of calling them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Column, Integer, String, Table, delete, select, update
+from sqlalchemy.orm import Session
+
+from crm.events.v1.envelope_pb2 import Envelope
+from crm_events.envelope import payload_of
+from crm_kafka.consumer import dispatch
+from crm_kafka.service import domain_service
+from crm_kafka.worker import ConsumerSpec, WorkerPlan
+from crm_kit.db import Database, UTCDateTime, new_metadata, utcnow
+from crm_kit.settings import Settings
+
+metadata = new_metadata()
+record_views = Table(
+    "record_views",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("kind", String(20), nullable=False),
+    Column("title", String(500), nullable=False),
+    Column("owner_id", String(200), nullable=False),
+    Column("office_id", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+
+def upsert_record(session: Session, envelope: Envelope) -> None:
+    """Keep the newest state of a record; an older or repeated version changes nothing."""
+    record = payload_of(envelope)
+    current = session.execute(select(record_views.c.version).where(record_views.c.id == record.id)).scalar()
+    values = {"kind": record.kind, "title": record.title, "owner_id": record.owner_id,
+              "office_id": record.office_id, "version": record.version, "updated_at": utcnow()}
+    if current is None:
+        session.execute(record_views.insert().values(id=record.id, **values))
+    elif record.version > current:
+        session.execute(update(record_views).where(record_views.c.id == record.id).values(**values))
+
+
+def forget_record(session: Session, envelope: Envelope) -> None:
+    session.execute(delete(record_views).where(record_views.c.id == envelope.aggregate_id))
+
+
+def worker_plan(settings: Settings, database: Database) -> WorkerPlan:
+    handlers = {}
+    for kind in ("lead", "opportunity"):
+        handlers[f"{kind}.created"] = upsert_record
+        handlers[f"{kind}.updated"] = upsert_record
+        handlers[f"{kind}.deleted"] = forget_record
+    return WorkerPlan(service="linking", consumers=[
+        ConsumerSpec("records", ["crm.leads.v1", "crm.opportunities.v1"], dispatch(handlers)),
+    ])
+
+
+SERVICE = domain_service(
+    "linking", "Linking service", apis=[], metadata=metadata,
+    migrations=Path(__file__).parent / "migrations" / "versions", worker_plan=worker_plan,
+)

@@ -1,0 +1,1 @@
+"""The opportunities service. Everything it shares with its sibling lives in crm_pipeline."""

@@ -1,0 +1,1 @@
+"""The triggers service: automation rules, their evaluation and executions."""

@@ -1,0 +1,59 @@
+"""The triggers service. Foundation scope: the trigger rules table and listing it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from marshmallow import Schema, fields, validate
+from sqlalchemy import JSON, Boolean, Column, Integer, String, Table, select
+
+from crm_kafka.service import domain_service
+from crm_kit.db import UTCDateTime, new_metadata
+from crm_kit.web import Api, ListResult, RequestContext, SortKey
+from crm_kit.web.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+
+metadata = new_metadata()
+trigger_rules = Table(
+    "trigger_rules",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("definition", JSON, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("modified_at", UTCDateTime, nullable=False),
+)
+
+
+class TriggerOut(Schema):
+    id = fields.String()
+    name = fields.String()
+    kind = fields.String()
+    active = fields.Boolean()
+    version = fields.Integer()
+    created_at = fields.DateTime()
+    modified_at = fields.DateTime()
+
+
+class TriggerQuery(Schema):
+    page_size = fields.Integer(load_default=DEFAULT_PAGE_SIZE, validate=validate.Range(min=1, max=MAX_PAGE_SIZE))
+    page_token = fields.String(validate=validate.Length(max=2000))
+
+
+api = Api("triggers")
+
+
+@api.get("/v1/triggers", permission="triggers:admin", query=TriggerQuery, response=TriggerOut, many=True)
+def list_triggers(ctx: RequestContext) -> ListResult:
+    """List trigger rules, newest first."""
+    page = ctx.page(select(trigger_rules), [SortKey("created_at", trigger_rules.c.created_at, descending=True),
+                                             SortKey("id", trigger_rules.c.id, descending=True)])
+    return ListResult([row._asdict() for row in page.rows], page.next_page_token)
+
+
+SERVICE = domain_service(
+    "triggers", "Triggers service", apis=[api], metadata=metadata,
+    migrations=Path(__file__).parent / "migrations" / "versions",
+)
