@@ -53,9 +53,11 @@ def admin_client(bootstrap: str, extra: dict[str, Any] | None = None) -> AdminCl
 
 def kafka_ready_check(bootstrap: str, extra: dict[str, Any] | None = None, timeout: float = 2.0) -> Any:
     """A readiness check (callable) that raises when the cluster's metadata cannot be read."""
-    client = admin_client(bootstrap, extra)
+    clients: list[AdminClient] = []  # created on first use: building an app must not dial Kafka
 
     def check() -> None:
-        client.list_topics(timeout=timeout)
+        if not clients:
+            clients.append(admin_client(bootstrap, extra))
+        clients[0].list_topics(timeout=timeout)
 
     return check
