@@ -23,12 +23,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import crm_devstack
 import jwt
 import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+
+import crm_devstack
 from crm_devstack import (
     DevstackError,
     KafkaBroker,

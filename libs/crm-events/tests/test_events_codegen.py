@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from crm_events import codegen
 
 REPO = codegen.RepoPaths(Path(__file__).resolve().parents[3])

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+
 from crm_events import codegen
 
 REPO = codegen.RepoPaths(Path(__file__).resolve().parents[3])

@@ -8,6 +8,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from crm.events.v1.catalogue_pb2 import CatalogueEntry
 from crm.events.v1.envelope_pb2 import Actor, Envelope
 from crm.events.v1.probe_pb2 import Probe
@@ -22,8 +25,6 @@ from crm_events.envelope import (
     payload_of,
     to_dict,
 )
-from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
 
 def _record() -> PipelineRecord:

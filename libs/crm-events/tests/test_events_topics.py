@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from google.protobuf.message import Message
+
 from crm_events import topics
 from crm_events.envelope import decode, encode, payload_of
-from google.protobuf.message import Message
 
 MAIN_TOPICS = {
     "crm.catalogue.v1": "catalogue",

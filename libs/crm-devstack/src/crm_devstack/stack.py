@@ -273,13 +273,11 @@ def make_token(
     ttl: int = 86400,
 ) -> str:
     """Return an HS256 JWT with the claims the gateway expects (sub, name, office, roles, iat, exp)."""
-    import jwt
+    from crm_kit.web.auth import issue_token
 
     if ttl <= 0:
         raise DevstackError(f"Token lifetime must be positive, not {ttl} s.")
-    now = int(time.time())
-    claims = {"sub": user, "name": name, "office": office, "roles": list(roles), "iat": now, "exp": now + ttl}
-    return jwt.encode(claims, secret, algorithm="HS256")
+    return issue_token(secret, user_id=user, name=name, office_id=office, roles=roles, ttl_seconds=ttl)
 
 
 def running_stack_pid(config: StackConfig) -> int | None:

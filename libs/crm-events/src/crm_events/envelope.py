@@ -10,9 +10,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from crm.events.v1.envelope_pb2 import Actor, Envelope
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
+
+from crm.events.v1.envelope_pb2 import Actor, Envelope
 
 __all__ = [
     "CONTENT_TYPE",

@@ -13,14 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from crm.events.v1.catalogue_pb2 import CatalogueEntry
-from crm.events.v1.envelope_pb2 import Actor, Envelope
-from crm.events.v1.probe_pb2 import Probe
-from crm.events.v1.records_pb2 import PipelineRecord
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
 from google.protobuf.struct_pb2 import Struct
 
+from crm.events.v1.catalogue_pb2 import CatalogueEntry
+from crm.events.v1.envelope_pb2 import Actor, Envelope
+from crm.events.v1.probe_pb2 import Probe
+from crm.events.v1.records_pb2 import PipelineRecord
 from crm_events.envelope import new_envelope
 
 __all__ = [

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import Table, text
 from sqlalchemy.orm import Session
 
-from crm_events.envelope import encode, headers_for
 from crm.events.v1.envelope_pb2 import Envelope
+from crm_events.envelope import encode, headers_for
 from crm_kit import correlation
 from crm_kit.db import is_postgres, new_metadata, utcnow
 

@@ -114,8 +114,8 @@ class OutboxRelay:
         if self._listen_conn is not None:
             try:
                 self._listen_conn.close()
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as exc:  # noqa: BLE001 - closing a broken connection may fail too
+                log.debug("closing the LISTEN connection failed: %s", exc)
             self._listen_conn = None
 
     def _loop(self, stop: threading.Event) -> None:

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["CRM_WEB_CONCURRENCY"] = str(args.workers)
     # Build once here so configuration errors fail before gunicorn forks workers.
     spec.build_app(settings)
-    os.execvp(
+    os.execvp(  # noqa: S606 - replaces this process with gunicorn, no shell involved
         sys.executable,
         [sys.executable, "-m", "gunicorn", "-c", "python:crm_kit.gunicorn_conf", "crm_kit.cli:wsgi()"],
     )

@@ -27,6 +27,9 @@ accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("CRM_LOG_LEVEL", "info").lower()
 proc_name = f"crm-{os.environ.get('CRM_SERVICE_NAME', 'service')}"
+# gunicorn 27's control socket defaults to one path per user: several services on one
+# machine (make run, tests) would fight over it, and nothing here uses it.
+control_socket_disable = True
 
 
 def on_starting(server: Any) -> None:

@@ -139,7 +139,8 @@ def _install_edge_rules(app: Flask, service: str) -> None:
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("Cache-Control", "no-store")
         started = g.get("crm_started")
-        route = request.url_rule.rule if request.url_rule else "unmatched"
+        # A catch-all route (the gateway's) names its real template in g.crm_route_label.
+        route = g.get("crm_route_label") or (request.url_rule.rule if request.url_rule else "unmatched")
         if started is not None and route not in ("/metrics",):
             metrics.HTTP_REQUESTS.labels(service, request.method, route, str(resp.status_code)).inc()
             metrics.HTTP_DURATION.labels(service, request.method, route).observe(time.perf_counter() - started)

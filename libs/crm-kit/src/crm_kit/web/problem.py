@@ -57,7 +57,7 @@ _SLUGS = {
 }
 
 
-class Problem(Exception):
+class Problem(Exception):  # noqa: N818 - RFC 9457's name for it
     """Raise anywhere during a request to answer with a problem+json response."""
 
     def __init__(

@@ -1,0 +1,283 @@
+"""The gateway's Flask app: crm_kit's edge plus the route table, forwarding, readiness and docs.
+
+Request path for ``/v1/...``: the kit's edge rules first (correlation id, JSON-only bodies
+(415), body limit (413), metrics), then the route table (404 / 405), the token (401) and
+the route's permission (403) - all before anything is sent to a service, which checks the
+token and permission again itself - then the streamed forward (``crm_gateway.proxy``).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, Response, current_app, g, has_request_context, request
+
+from crm_gateway import docs, openapi
+from crm_gateway.proxy import BAD_RESPONSE, CONNECT_ERROR, TIMEOUT, Upstream, UpstreamError, forward
+from crm_gateway.routes import ROUTES, UPLOAD_RULE, MethodNotAllowedError, RouteNotFoundError
+from crm_kit.settings import SERVICES, Settings
+from crm_kit.web import Api, Problem, RequestContext
+from crm_kit.web import create_app as kit_create_app
+from crm_kit.web.api import Route
+from crm_kit.web.auth import require_permission
+from crm_kit.web.openapi import build_spec
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT = 2.0  # seconds a service's /readyz may take before it counts as not ready
+SPEC_FETCH_TIMEOUT = 5.0
+FORWARD_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+CORS_ALLOW_HEADERS = ("Authorization, Content-Type, Accept, Accept-Language, If-Match, If-None-Match, "
+                      "Idempotency-Key, X-Correlation-ID, X-Request-ID")
+CORS_EXPOSE_HEADERS = ("ETag, Location, Link, Retry-After, Idempotent-Replayed, Content-Disposition, "
+                       "X-Correlation-ID, X-Request-ID")
+_FORWARD_ENDPOINTS = frozenset({"gateway_forward", "gateway_upload"})
+
+
+# -- readiness ---------------------------------------------------------------------------------
+
+class ServiceNotReadyError(Exception):
+    """A service is not ready; the class name is what /readyz shows for it."""
+
+
+class ConnectionFailedError(ServiceNotReadyError):
+    pass
+
+
+class ReadyzTimeoutError(ServiceNotReadyError):
+    pass
+
+
+class BadResponseError(ServiceNotReadyError):
+    pass
+
+
+class NotReadyError(ServiceNotReadyError):
+    pass
+
+
+_NOT_READY_BY_KIND = {CONNECT_ERROR: ConnectionFailedError, TIMEOUT: ReadyzTimeoutError, BAD_RESPONSE: BadResponseError}
+
+
+@dataclass
+class GatewayState:
+    """What the gateway keeps on ``app.extensions["crm_gateway"]``."""
+
+    settings: Settings
+    upstreams: dict[str, Upstream]
+    executor: ThreadPoolExecutor
+    documents: openapi.DocumentCache | None = None
+    own_document: dict[str, Any] | None = field(default=None, repr=False)
+
+    def probe_one(self, name: str) -> ServiceNotReadyError | None:
+        upstream = self.upstreams[name]
+        try:
+            status, _ = upstream.get_json("/readyz", timeout=(min(upstream.connect_timeout, READY_TIMEOUT),
+                                                              READY_TIMEOUT))
+        except UpstreamError as exc:
+            return _NOT_READY_BY_KIND.get(exc.kind, BadResponseError)(f"the {name} service: {exc.kind}")
+        if status != 200:
+            return NotReadyError(f"the {name} service's /readyz answered {status}")
+        return None
+
+    def probe_all(self) -> dict[str, ServiceNotReadyError | None]:
+        """Every service's readiness, asked concurrently; at most READY_TIMEOUT (plus a little) in all."""
+        futures = {name: self.executor.submit(self.probe_one, name) for name in self.upstreams}
+        wait(futures.values(), timeout=READY_TIMEOUT + 0.25)
+        results: dict[str, ServiceNotReadyError | None] = {}
+        for name, future in futures.items():
+            if not future.done():
+                results[name] = ReadyzTimeoutError(f"the {name} service's /readyz took longer than {READY_TIMEOUT:g} s")
+            elif future.exception() is not None:
+                results[name] = BadResponseError(f"the {name} service: {future.exception()!r}")
+            else:
+                results[name] = future.result()
+        return results
+
+    def readiness_check(self, name: str) -> Any:
+        """The kit's readiness check for one service (raises when it is not ready).
+
+        The kit runs checks one after the other; the first of a request probes all the
+        services at once and the others read that result, so /readyz takes one timeout, not five.
+        """
+        def check() -> None:
+            if has_request_context():
+                results = g.get("gateway_readiness")
+                if results is None:
+                    results = g.gateway_readiness = self.probe_all()
+            else:
+                results = {name: self.probe_one(name)}
+            error = results.get(name)
+            if error is not None:
+                raise error
+
+        check.__name__ = f"{name}_ready"
+        return check
+
+    def fetch_document(self, name: str) -> Any:
+        upstream = self.upstreams[name]
+        status, doc = upstream.get_json("/openapi.json", timeout=(min(upstream.connect_timeout, READY_TIMEOUT),
+                                                                   min(upstream.read_timeout, SPEC_FETCH_TIMEOUT)))
+        return doc if status == 200 else None
+
+
+# -- views -------------------------------------------------------------------------------------
+
+def _gateway() -> GatewayState:
+    return current_app.extensions["crm_gateway"]
+
+
+def forward_view(**_: str) -> Response:
+    """Every /v1 path of the route table: route, token, permission, then the owning service."""
+    try:
+        match = ROUTES.resolve(request.method, request.path)
+    except RouteNotFoundError:
+        own = {r.method for r in current_app.extensions.get("crm_routes", []) if r.rule == request.path}
+        if own:  # one of the gateway's own endpoints (/v1/me), asked with another method
+            allowed = ", ".join(sorted(own | ({"HEAD"} if "GET" in own else set()) | {"OPTIONS"}))
+            raise Problem(405, f"{request.method} is not allowed here.", headers={"Allow": allowed}) from None
+        raise Problem(404, "There is no such endpoint.") from None
+    except MethodNotAllowedError as exc:
+        g.gateway_route = exc.route.pattern
+        raise Problem(405, f"{request.method} is not allowed here.",
+                      headers={"Allow": ", ".join(exc.allowed)}) from None
+    g.gateway_route = match.template
+    if request.method == "OPTIONS":
+        resp = Response(status=204, headers={"Allow": ", ".join(match.route.methods)})
+        del resp.headers["Content-Type"]
+        return resp
+    kit = current_app.extensions["crm"]
+    identity = kit.verifier.identity_from_header(request.headers.get("Authorization"))
+    g.crm_identity = identity
+    require_permission(identity, match.permission)
+    return forward(_gateway().upstreams[match.service])
+
+
+def openapi_view() -> Response:
+    import json
+
+    return Response(json.dumps(_gateway().documents.get()), mimetype="application/json")  # type: ignore[union-attr]
+
+
+def _own_api() -> Api:
+    api = Api("gateway")
+
+    @api.get("/v1/me")
+    def me(ctx: RequestContext) -> dict[str, Any]:
+        """The caller, as the bearer token says: id, name, office, roles and permissions."""
+        return ctx.user.to_dict()
+
+    return api
+
+
+# -- the app -----------------------------------------------------------------------------------
+
+def create_app(settings: Settings) -> Flask:
+    """Build the gateway's app from ``settings`` (``load_settings("gateway")``)."""
+    threads = int(settings.get("CRM_WEB_THREADS") or 4)
+    upstreams = {
+        name: Upstream(
+            name,
+            settings[f"CRM_{name.upper()}_URL"],
+            connect_timeout=settings["CRM_UPSTREAM_CONNECT_TIMEOUT"],
+            read_timeout=settings["CRM_UPSTREAM_TIMEOUT"],
+            retries=settings["CRM_UPSTREAM_RETRIES"],
+            pool_size=max(10, 2 * threads),
+        )
+        for name in SERVICES
+    }
+    state = GatewayState(settings, upstreams, ThreadPoolExecutor(max_workers=4 * len(SERVICES),
+                                                                  thread_name_prefix="crm-gateway"))
+    app = kit_create_app(
+        "gateway", settings, [_own_api()],
+        readiness={name: state.readiness_check(name) for name in SERVICES},
+        openapi_title=openapi.TITLE,
+    )
+    app.extensions["crm_gateway"] = state
+
+    # Forwarding: one catch-all rule, and a POST rule for uploads (more specific, so it wins)
+    # whose declared route tells the kit's edge to take multipart bodies up to the upload limit.
+    app.add_url_rule("/v1/<path:path>", "gateway_forward", forward_view, methods=FORWARD_METHODS)
+
+    def upload_view(**view_args: str) -> Response:
+        """Attachment uploads: the same forwarding, with multipart bodies up to CRM_MAX_UPLOAD_BYTES."""
+        return forward_view(**view_args)
+
+    upload_view.crm_route = Route(  # type: ignore[attr-defined]  # read by the kit's edge rules
+        method="POST", rule=UPLOAD_RULE, handler=upload_view, accepts="multipart/form-data",
+        max_body=settings["CRM_MAX_UPLOAD_BYTES"],
+    )
+    app.add_url_rule(UPLOAD_RULE, "gateway_upload", upload_view, methods=["POST"])
+
+    # /openapi.json: the kit serves the gateway's own routes there; serve the merged one instead.
+    def own_document() -> dict[str, Any]:
+        if state.own_document is None:
+            state.own_document = openapi.gateway_document(build_spec(openapi.TITLE, app.extensions["crm_routes"]))
+        return state.own_document
+
+    state.documents = openapi.DocumentCache(SERVICES, state.fetch_document, own_document, state.executor,
+                                            fetch_timeout=SPEC_FETCH_TIMEOUT)
+    app.view_functions["openapi_json"] = openapi_view
+    docs.install_docs(app)
+    _install_route_labels(app)
+    _install_cors(app, settings.get("CRM_CORS_ORIGINS") or [])
+    return app
+
+
+def _install_route_labels(app: Flask) -> None:
+    """Metrics per route template: a forwarded request is labelled with the table's pattern
+    (``g.crm_route_label``, read by the kit), not with the catch-all rule; a path no route
+    has is labelled ``unmatched``."""
+
+    @app.after_request
+    def _label(resp: Response) -> Response:
+        rule = request.url_rule
+        if rule is not None and rule.endpoint in _FORWARD_ENDPOINTS:
+            template = g.get("gateway_route")
+            if template is None:
+                found = ROUTES.route_for_path(request.path)
+                template = found[0].pattern if found else None
+            g.crm_route_label = template or "unmatched"
+        return resp
+
+
+def _install_cors(app: Flask, origins: list[str]) -> None:
+    """CORS for browser clients on the origins of CRM_CORS_ORIGINS (``*``: any); off when empty.
+
+    Tokens travel in the Authorization header, never in cookies: no credentials mode.
+    """
+    if not origins:
+        return
+    any_origin = "*" in origins
+    allowed = frozenset(origins)
+
+    def allowed_origin() -> str | None:
+        origin = request.headers.get("Origin")
+        if origin and (any_origin or origin in allowed):
+            return origin
+        return None
+
+    @app.before_request
+    def _preflight() -> Response | None:
+        origin = allowed_origin()
+        if request.method != "OPTIONS" or origin is None or "Access-Control-Request-Method" not in request.headers:
+            return None
+        resp = Response(status=204, headers={
+            "Access-Control-Allow-Methods": ", ".join(FORWARD_METHODS),
+            "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
+            "Access-Control-Max-Age": "600",
+        })
+        del resp.headers["Content-Type"]
+        return resp
+
+    @app.after_request
+    def _cors(resp: Response) -> Response:
+        origin = allowed_origin()
+        resp.vary.add("Origin")
+        if origin is not None:
+            resp.headers["Access-Control-Allow-Origin"] = "*" if any_origin else origin
+            resp.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
+        return resp
