@@ -59,10 +59,13 @@ def test_missing_permission_is_403_at_the_gateway(platform):
 def test_a_lead_created_through_the_gateway_reaches_linking_through_kafka(platform):
     h = platform.auth(("marketing",))
     key = uuid.uuid4().hex
+    correlation_id = "e2e-" + key
     r = requests.post(f"{platform.gateway_url}/v1/leads", json={"title": "E2E lead"},
-                      headers={**h, "Idempotency-Key": key}, timeout=10)
+                      headers={**h, "Idempotency-Key": key, "X-Correlation-ID": correlation_id}, timeout=10)
     assert r.status_code == 201, r.text
+    assert r.headers["X-Correlation-ID"] == correlation_id
     lead = r.json()
+    assert lead["created_at"].endswith("Z")
     assert r.headers["ETag"] == '"1"'
     again = requests.post(f"{platform.gateway_url}/v1/leads", json={"title": "E2E lead"},
                           headers={**h, "Idempotency-Key": key}, timeout=10)
@@ -83,6 +86,16 @@ def test_a_lead_created_through_the_gateway_reaches_linking_through_kafka(platfo
     engine.dispose()
     assert row is not None, "the lead's event never reached the linking service"
     assert tuple(row) == ("E2E lead", 1)
+
+    # The request's correlation id travelled into the event (and its Kafka headers).
+    engine = create_engine(platform.db_urls["leads"])
+    with engine.connect() as conn:
+        payload = conn.execute(text("SELECT payload FROM outbox WHERE key = :id ORDER BY id"),
+                               {"id": lead["id"]}).scalars().first()
+    engine.dispose()
+    from crm_events.envelope import decode
+
+    assert decode(payload).correlation_id == correlation_id
 
 
 def test_gateway_metrics_and_openapi(platform):

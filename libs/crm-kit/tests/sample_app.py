@@ -12,7 +12,8 @@ from sqlalchemy import Column, Integer, String, Table, delete, select, update
 from crm_kit.db import Database, UTCDateTime, new_metadata, utcnow
 from crm_kit.settings import load_settings
 from crm_kit.web import Api, ListResult, Problem, Reply, RequestContext, SortKey, check_if_match, create_app
-from crm_kit.web.pagination import MAX_PAGE_SIZE
+from crm_kit.web.fields import Timestamp
+from crm_kit.web.pagination import PageQuery
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
 
@@ -35,12 +36,7 @@ class NoteOut(Schema):
     id = fields.String()
     title = fields.String()
     version = fields.Integer()
-    created_at = fields.DateTime()
-
-
-class PageQuery(Schema):
-    page_size = fields.Integer(load_default=50, validate=validate.Range(min=1, max=MAX_PAGE_SIZE))
-    page_token = fields.String()
+    created_at = Timestamp()
 
 
 api = Api("notes")

@@ -161,11 +161,7 @@ class IdempotentConsumer:
         """Apply the event in one transaction with its inbox row; False if it was done before."""
         try:
             with self.database.transaction() as session:
-                seen = session.execute(
-                    select(INBOX.c.event_id).where(INBOX.c.consumer == self.name,
-                                                   INBOX.c.event_id == envelope.event_id)
-                ).first()
-                if seen is not None:
+                if self._seen(session, envelope.event_id):
                     return False
                 self.handler(session, envelope)
                 session.execute(INBOX.insert().values(consumer=self.name, event_id=envelope.event_id,
@@ -175,13 +171,15 @@ class IdempotentConsumer:
             # A concurrent delivery of the same event (e.g. during a rebalance) won the
             # inbox row: if it is there now, this one is a duplicate; otherwise re-raise.
             with self.database.transaction() as session:
-                seen = session.execute(
-                    select(INBOX.c.event_id).where(INBOX.c.consumer == self.name,
-                                                   INBOX.c.event_id == envelope.event_id)
-                ).first()
-            if seen is not None:
-                return False
+                if self._seen(session, envelope.event_id):
+                    return False
             raise
+
+    def _seen(self, session: Session, event_id: str) -> bool:
+        """True when this consumer's inbox already has ``event_id``."""
+        return session.execute(
+            select(INBOX.c.event_id).where(INBOX.c.consumer == self.name, INBOX.c.event_id == event_id)
+        ).first() is not None
 
     def _dead_letter(self, msg: Message, exc: BaseException, attempts: int) -> None:
         topic = msg.topic() or ""

@@ -23,9 +23,26 @@ keepalive = 5
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
-accesslog = None
+accesslog = None  # the kit logs and measures requests itself
 errorlog = "-"
 loglevel = os.environ.get("CRM_LOG_LEVEL", "info").lower()
+# gunicorn's own lines (boot, worker timeouts) in the same JSON shape as the services' logs.
+if os.environ.get("CRM_LOG_FORMAT", "json") == "json":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "datefmt": "%Y-%m-%dT%H:%M:%S%z",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            "static_fields": {"service": os.environ.get("CRM_SERVICE_NAME", "")},
+        }},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
+                                "stream": "ext://sys.stderr"}},
+        "root": {"handlers": ["stderr"], "level": loglevel.upper()},
+        "loggers": {"gunicorn.error": {"handlers": ["stderr"], "level": loglevel.upper(), "propagate": False}},
+    }
 proc_name = f"crm-{os.environ.get('CRM_SERVICE_NAME', 'service')}"
 # gunicorn 27's control socket defaults to one path per user: several services on one
 # machine (make run, tests) would fight over it, and nothing here uses it.

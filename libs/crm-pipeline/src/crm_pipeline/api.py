@@ -10,7 +10,8 @@ from sqlalchemy import Table, delete, select, update
 
 from crm_kit.db import utcnow
 from crm_kit.web import Api, ListResult, Problem, Reply, RequestContext, SortKey, check_if_match
-from crm_kit.web.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from crm_kit.web.fields import Timestamp
+from crm_kit.web.pagination import PageQuery
 from crm_pipeline.events import emit
 from crm_pipeline.kind import RecordKind
 
@@ -32,15 +33,10 @@ class RecordOut(Schema):
     owner_id = fields.String()
     office_id = fields.String()
     version = fields.Integer()
-    created_at = fields.DateTime()
+    created_at = Timestamp()
     created_by = fields.String()
-    modified_at = fields.DateTime()
+    modified_at = Timestamp()
     modified_by = fields.String()
-
-
-class ListQuery(Schema):
-    page_size = fields.Integer(load_default=DEFAULT_PAGE_SIZE, validate=validate.Range(min=1, max=MAX_PAGE_SIZE))
-    page_token = fields.String(validate=validate.Length(max=2000))
 
 
 def build_api(kind: RecordKind, table: Table) -> Api:
@@ -70,7 +66,7 @@ def build_api(kind: RecordKind, table: Table) -> Api:
         emit(ctx.session, kind, "created", row, user)
         return Reply(row._asdict(), headers={"Location": f"{base}/{values['id']}"})
 
-    @api.get(base, permission=kind.permission("view"), query=ListQuery, response=out, many=True,
+    @api.get(base, permission=kind.permission("view"), query=PageQuery, response=out, many=True,
              summary=f"List {kind.plural}, most recently modified first")
     def list_records(ctx: RequestContext) -> ListResult:
         page = ctx.page(select(table), [SortKey("modified_at", table.c.modified_at, descending=True),

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields
 from sqlalchemy import JSON, Boolean, Column, Integer, String, Table, UniqueConstraint, select
 
 from crm_kafka.service import domain_service
 from crm_kit.db import UTCDateTime, new_metadata
 from crm_kit.web import Api, ListResult, RequestContext, SortKey
-from crm_kit.web.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from crm_kit.web.pagination import PageQuery
 
 metadata = new_metadata()
 stages = Table(
@@ -40,9 +40,7 @@ class StageOut(Schema):
     version = fields.Integer()
 
 
-class StageQuery(Schema):
-    page_size = fields.Integer(load_default=DEFAULT_PAGE_SIZE, validate=validate.Range(min=1, max=MAX_PAGE_SIZE))
-    page_token = fields.String(validate=validate.Length(max=2000))
+class StageQuery(PageQuery):
     active = fields.Boolean()
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields
 from sqlalchemy import JSON, Boolean, Column, Integer, String, Table, select
 
 from crm_kafka.service import domain_service
 from crm_kit.db import UTCDateTime, new_metadata
 from crm_kit.web import Api, ListResult, RequestContext, SortKey
-from crm_kit.web.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from crm_kit.web.fields import Timestamp
+from crm_kit.web.pagination import PageQuery
 
 metadata = new_metadata()
 trigger_rules = Table(
@@ -33,19 +34,14 @@ class TriggerOut(Schema):
     kind = fields.String()
     active = fields.Boolean()
     version = fields.Integer()
-    created_at = fields.DateTime()
-    modified_at = fields.DateTime()
-
-
-class TriggerQuery(Schema):
-    page_size = fields.Integer(load_default=DEFAULT_PAGE_SIZE, validate=validate.Range(min=1, max=MAX_PAGE_SIZE))
-    page_token = fields.String(validate=validate.Length(max=2000))
+    created_at = Timestamp()
+    modified_at = Timestamp()
 
 
 api = Api("triggers")
 
 
-@api.get("/v1/triggers", permission="triggers:admin", query=TriggerQuery, response=TriggerOut, many=True)
+@api.get("/v1/triggers", permission="triggers:admin", query=PageQuery, response=TriggerOut, many=True)
 def list_triggers(ctx: RequestContext) -> ListResult:
     """List trigger rules, newest first."""
     page = ctx.page(select(trigger_rules), [SortKey("created_at", trigger_rules.c.created_at, descending=True),

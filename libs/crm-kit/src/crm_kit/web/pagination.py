@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from marshmallow import Schema, fields, validate
 from sqlalchemy import ColumnElement, Select, and_, or_
 from sqlalchemy.orm import Session
 
@@ -134,3 +135,14 @@ def _after(sort: Sequence[SortKey], values: Sequence[Any]) -> ColumnElement[bool
         step = key.column < values[i] if key.descending else key.column > values[i]
         clauses.append(and_(*equal_prefix, step))
     return or_(*clauses)
+
+
+class PageQuery(Schema):
+    """The query parameters of every list: ``page_size`` (1-200, default 50) and ``page_token``.
+
+    A list with filters subclasses it and adds its own fields.
+    """
+
+    page_size = fields.Integer(load_default=DEFAULT_PAGE_SIZE,
+                               validate=validate.Range(min=1, max=MAX_PAGE_SIZE))
+    page_token = fields.String(validate=validate.Length(max=2000))  # empty: the first page
