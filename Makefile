@@ -55,8 +55,9 @@ test: $(STAMP) ## The whole suite: unit, integration and end-to-end, on real Kaf
 test-fast: $(STAMP) ## Only the tests that need no Kafka or PostgreSQL
 	@$(BIN)/python -m pytest -m "not integration and not e2e"
 
-lint: $(STAMP) ## ruff over the whole tree
+lint: $(STAMP) ## ruff over the whole tree, mypy over libs/
 	@$(BIN)/ruff check libs services tests
+	@$(BIN)/mypy --ignore-missing-imports -p crm_kit -p crm_kafka -p crm_pipeline -p crm_events -p crm_devstack
 
 proto: $(STAMP) ## Regenerate the Python code of the event contracts in proto/
 	@$(BIN)/python -m crm_events.codegen

@@ -185,7 +185,8 @@ class IdempotentConsumer:
         topic = msg.topic() or ""
         if self._dlq is None:
             self._dlq = self.dlq_producer_factory()
-        headers = list(msg.headers() or [])
+        original: Any = msg.headers() or []  # librdkafka's stubs type this loosely
+        headers: list[tuple[str, str | bytes | None]] = [(str(k), v) for k, v in original]
         headers += [
             ("dlq.error", f"{type(exc).__name__}: {exc}"[:2000].encode()),
             ("dlq.stacktrace", "".join(traceback.format_exception(exc))[-4000:].encode()),

@@ -99,7 +99,8 @@ class OutboxRelay:
         # A dedicated connection outside the pool: LISTEN and the advisory lock live on it.
         url = self.database.engine.url.set(drivername="postgresql")
         conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
-        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_ADVISORY_LOCK_KEY,)).fetchone()[0]
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (_ADVISORY_LOCK_KEY,)).fetchone()
+        got = bool(row and row[0])
         if not got:
             conn.close()
             log.info("another outbox relay holds the lock; standing by")

@@ -86,7 +86,7 @@ def build_api(kind: RecordKind, table: Table) -> Api:
         changes = {k: v for k, v in ctx.body.items() if getattr(row, k) != v}
         if not changes:
             return row._asdict()
-        result = ctx.session.execute(
+        result: Any = ctx.session.execute(
             update(table).where(table.c.id == record_id, table.c.version == row.version)
             .values(**changes, version=row.version + 1, modified_at=utcnow(), modified_by=ctx.user.user_id)
         )
@@ -101,7 +101,7 @@ def build_api(kind: RecordKind, table: Table) -> Api:
     def delete_record(ctx: RequestContext, record_id: str) -> None:
         row = load(ctx, record_id)
         check_if_match(row.version)
-        result = ctx.session.execute(delete(table).where(table.c.id == record_id, table.c.version == row.version))
+        result: Any = ctx.session.execute(delete(table).where(table.c.id == record_id, table.c.version == row.version))
         if result.rowcount != 1:
             raise Problem(412, "The record changed while this request was processed; fetch it and retry.")
         emit(ctx.session, kind, "deleted", row, ctx.user)

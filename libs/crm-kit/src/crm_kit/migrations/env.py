@@ -8,7 +8,7 @@ from crm_kit.db import make_engine
 
 config = context.config
 target_metadata = config.attributes.get("target_metadata")
-url = config.get_main_option("sqlalchemy.url")
+url = config.get_main_option("sqlalchemy.url") or ""
 
 
 def run_offline() -> None:

@@ -113,7 +113,7 @@ class TokenVerifier:
             key = self._public_key
         else:
             raise _unauthenticated(f"Tokens signed with {alg!r} are not accepted.")
-        options = {"require": ["exp", "sub"]}
+        options: Any = {"require": ["exp", "sub"]}
         try:
             claims = jwt.decode(
                 token,

@@ -48,7 +48,10 @@ def check_if_match(current_version: int) -> None:
 def if_none_match_hits(version: int) -> bool:
     """True when a conditional GET already has this version (answer 304)."""
     header = request.headers.get("If-None-Match")
-    return bool(header) and ("*" in _etag_values(header) or etag_for(version) in _etag_values(header))
+    if not header:
+        return False
+    values = _etag_values(header)
+    return "*" in values or etag_for(version) in values
 
 
 def preferred_language(available: list[str], default: str) -> str:

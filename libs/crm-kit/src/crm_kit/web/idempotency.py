@@ -12,9 +12,9 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import CursorResult, Table, delete, select
 from sqlalchemy.orm import Session
 
 from crm_kit.db import utcnow
@@ -94,4 +94,4 @@ class IdempotencyStore:
     def purge_expired(self, session: Session) -> int:
         """Delete records older than the TTL (run from the worker); returns how many."""
         result = session.execute(delete(self.table).where(self.table.c.created_at < utcnow() - self.ttl))
-        return result.rowcount or 0
+        return cast(CursorResult[Any], result).rowcount or 0
