@@ -29,6 +29,7 @@ def domain_service(
     metadata: MetaData,
     migrations: Path,
     worker_plan: Callable[[Settings, Database], WorkerPlan] | None = None,
+    after_migrate: Callable[[Settings], None] | None = None,
 ) -> ServiceSpec:
     """Describe a domain service; ``worker_plan`` builds its consumers (default: relay only)."""
     apis = list(apis)
@@ -52,4 +53,4 @@ def domain_service(
         return run_worker(settings, plan, database)
 
     return ServiceSpec(name=name, title=title, build_app=build_app, role="domain", metadata=metadata,
-                       migrations=migrations, run_worker=worker)
+                       migrations=migrations, run_worker=worker, after_migrate=after_migrate)

@@ -39,6 +39,8 @@ def migrate(spec: ServiceSpec, settings: Settings) -> int:
 
     upgrade(settings.database_url, spec.migrations, spec.metadata)
     log.info("migrations of %s are at head", spec.name)
+    if spec.after_migrate is not None:
+        spec.after_migrate(settings)
     return 0
 
 

@@ -30,6 +30,8 @@ class ServiceSpec:
     metadata: MetaData | None = None
     migrations: Path | None = None
     run_worker: Callable[[Settings], int] | None = None
+    # Runs after the migrations, in the same `migrate` command (e.g. loading starter data once).
+    after_migrate: Callable[[Settings], None] | None = None
 
 
 def find_service(name: str) -> ServiceSpec:
