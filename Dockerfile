@@ -12,7 +12,7 @@ COPY libs ./libs
 COPY services/${CRM_SERVICE} ./services/${CRM_SERVICE}
 RUN python -m venv /opt/crm \
  && /opt/crm/bin/pip install -c constraints.txt \
-      ./libs/crm-kit ./libs/crm-events ./libs/crm-kafka ./libs/crm-pipeline ./services/${CRM_SERVICE}
+      ./libs/crm-kit ./libs/crm-events ./libs/crm-kafka ./libs/crm-catalogue-view ./libs/crm-pipeline ./services/${CRM_SERVICE}
 
 FROM ${PYTHON_IMAGE}
 ARG CRM_SERVICE

@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-LIBS := libs/crm-kit libs/crm-events libs/crm-kafka libs/crm-pipeline libs/crm-devstack
+LIBS := libs/crm-kit libs/crm-events libs/crm-kafka libs/crm-catalogue-view libs/crm-pipeline libs/crm-devstack
 SERVICES := services/catalogue services/leads services/opportunities services/linking services/triggers services/gateway
 STAMP := $(VENV)/.installed
 
@@ -57,7 +57,7 @@ test-fast: $(STAMP) ## Only the tests that need no Kafka or PostgreSQL
 
 lint: $(STAMP) ## ruff over the whole tree, mypy over libs/
 	@$(BIN)/ruff check libs services tests
-	@$(BIN)/mypy --ignore-missing-imports -p crm_kit -p crm_kafka -p crm_pipeline -p crm_events -p crm_devstack
+	@$(BIN)/mypy --ignore-missing-imports -p crm_kit -p crm_kafka -p crm_catalogue_view -p crm_pipeline -p crm_events -p crm_devstack
 
 proto: $(STAMP) ## Regenerate the Python code of the event contracts in proto/
 	@$(BIN)/python -m crm_events.codegen

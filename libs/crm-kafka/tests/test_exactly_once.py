@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from kafka_roles import TOPIC, effects, make_consumer, prepare
 from sqlalchemy import func, select
 
@@ -95,16 +95,21 @@ def count_on_topic(bootstrap: str, topic: str, accept: Callable[[bytes, list], b
 def group_caught_up(bootstrap: str, group: str, topic: str) -> bool:
     consumer = Consumer(consumer_config(bootstrap, group))
     try:
-        metadata = consumer.list_topics(topic, timeout=10)
-        tps = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
-        committed = consumer.committed(tps, timeout=10)
-        for tp in committed:
-            _low, high = consumer.get_watermark_offsets(tp, timeout=10)
-            if high > 0 and tp.offset < high:
-                return False
-        return True
+        return _caught_up(consumer, topic)
+    except KafkaException:  # e.g. NOT_COORDINATOR while the group moves: ask again
+        return False
     finally:
         consumer.close()
+
+
+def _caught_up(consumer: Consumer, topic: str) -> bool:
+    metadata = consumer.list_topics(topic, timeout=10)
+    tps = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
+    for tp in consumer.committed(tps, timeout=10):
+        _low, high = consumer.get_watermark_offsets(tp, timeout=10)
+        if high > 0 and tp.offset < high:
+            return False
+    return True
 
 
 def is_marker(marker: str) -> Callable[[bytes, list], bool]:
@@ -247,3 +252,44 @@ def test_relay_is_woken_by_the_commit_not_by_its_poll(any_db_url, bootstrap):
         stop.set()
         thread.join(timeout=30)
         db.dispose()
+
+
+def run_consumer_until(db, bootstrap: str, group: str, marker: str, done: Callable[[], bool]) -> None:
+    consumer = make_consumer(db, bootstrap, group, marker)
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop,))
+    thread.start()
+    try:
+        wait_for(done, 60, f"consumer {group}")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+def test_a_fresh_database_replays_the_topic_from_offset_zero(postgres, pg_url, bootstrap):
+    """The database, not the consumer group, says where to start: a read model rebuilt on an
+    empty database gets every event again, though its group committed offsets at the end."""
+    marker = "r-" + uuid.uuid4().hex[:8]
+    group = "g-" + marker
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for seq in range(5):
+        env = new_envelope("test.probed", "probe", f"agg-{seq}", 1, Probe(note=marker, sequence=seq))
+        producer.produce(TOPIC, key=env.aggregate_id.encode(), value=encode(env))
+    producer.flush(10)
+
+    def effects_in(db) -> int:
+        with db.transaction() as s:
+            return s.execute(select(func.count()).select_from(effects).where(effects.c.marker == marker)).scalar_one()
+
+    first = prepare(pg_url)
+    run_consumer_until(first, bootstrap, group, marker,
+                       lambda: effects_in(first) == 5 and group_caught_up(bootstrap, group, TOPIC))
+    # Same group, same database: nothing again (given time to do wrong: one more full pass).
+    before = time.monotonic()
+    run_consumer_until(first, bootstrap, group, marker, lambda: time.monotonic() - before > 5)
+    assert effects_in(first) == 5
+    # Same group, empty database: everything again.
+    fresh = prepare(postgres.create_database("fresh_" + uuid.uuid4().hex[:8]))
+    run_consumer_until(fresh, bootstrap, group, marker, lambda: effects_in(fresh) == 5)
+    first.dispose()
+    fresh.dispose()

@@ -4,9 +4,18 @@ For every message: decode the envelope; in one database transaction check the in
 ``(consumer, event_id)``, apply the handler, insert the inbox row (plus whatever outbox rows
 the handler wrote); commit; only then store the offset, and commit offsets to Kafka after
 the batch. A crash anywhere before the Kafka commit redelivers the message and the inbox
-says "done already". A failing handler is retried with exponential backoff; after
-``max_attempts`` the message goes to ``<topic>.dlq`` with the error and its origin in
-headers, and the consumer goes on. Undecodable messages go to the DLQ at once.
+says "done already".
+
+Where to start reading is the database's decision, not Kafka's: the next offset of each
+partition is written in the same transaction as the effect (``consumer_offsets``), and on
+assignment the consumer seeks there - or to offset 0 when the database has none. So a read
+model on a fresh database rebuilds itself from the whole topic even though its consumer
+group committed offsets long ago, and a restored backup resumes where the backup was.
+Kafka's committed offsets are still kept, for lag monitoring.
+
+A failing handler is retried with exponential backoff; after ``max_attempts`` the message
+goes to ``<topic>.dlq`` with the error and its origin in headers, and the consumer goes on.
+Undecodable messages go to the DLQ at once.
 """
 
 from __future__ import annotations
@@ -20,8 +29,8 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
-from sqlalchemy import select
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,6 +43,7 @@ from crm_kit.db import Database, new_metadata, utcnow
 log = logging.getLogger(__name__)
 
 INBOX = new_metadata().tables["inbox"]
+OFFSETS = new_metadata().tables["consumer_offsets"]
 Handler = Callable[[Session, Envelope], None]
 FAULT_EXIT_AFTER = "CRM_FAULT_CONSUMER_EXIT_AFTER"
 
@@ -87,7 +97,7 @@ class IdempotentConsumer:
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set, then commit what was done and leave the group."""
         consumer = Consumer(self.config)
-        consumer.subscribe(self.topics)
+        consumer.subscribe(self.topics, on_assign=self._on_assign)
         try:
             while not stop.is_set():
                 self.heartbeat = time.monotonic()
@@ -125,6 +135,7 @@ class IdempotentConsumer:
             envelope = decode(msg.value() or b"")
         except EnvelopeDecodeError as exc:
             self._dead_letter(msg, exc, attempts=1)
+            self._store_offset(msg)
             return True
         token = correlation.set(envelope.correlation_id or correlation.new_id())
         try:
@@ -132,7 +143,7 @@ class IdempotentConsumer:
             while True:
                 attempt += 1
                 try:
-                    applied = self._apply_once(envelope, topic)
+                    applied = self._apply_once(envelope, msg)
                     metrics.EVENTS_CONSUMED.labels(self.service, self.name, topic,
                                                    "applied" if applied else "duplicate").inc()
                     if applied:
@@ -147,6 +158,7 @@ class IdempotentConsumer:
                     if attempt >= self.max_attempts:
                         log.error("event %s failed %d times; sending to DLQ: %s", envelope.event_id, attempt, exc)
                         self._dead_letter(msg, exc, attempts=attempt)
+                        self._store_offset(msg)
                         return True
                     metrics.EVENT_RETRIES.labels(self.service, self.name, topic).inc()
                     delay = self.backoff * (2 ** (attempt - 1))
@@ -157,10 +169,13 @@ class IdempotentConsumer:
         finally:
             correlation.reset(token)
 
-    def _apply_once(self, envelope: Envelope, topic: str) -> bool:
-        """Apply the event in one transaction with its inbox row; False if it was done before."""
+    def _apply_once(self, envelope: Envelope, msg: Message) -> bool:
+        """Apply the event in one transaction with its inbox row and the partition's next
+        offset; False if it was done before."""
+        topic = msg.topic() or ""
         try:
             with self.database.transaction() as session:
+                self._write_offset(session, msg)
                 if self._seen(session, envelope.event_id):
                     return False
                 self.handler(session, envelope)
@@ -174,6 +189,33 @@ class IdempotentConsumer:
                 if self._seen(session, envelope.event_id):
                     return False
             raise
+
+    # -- offsets kept in the database ------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Start each assigned partition where the database says (0 when it knows nothing)."""
+        with self.database.transaction() as session:
+            stored = {
+                (row.topic, row.partition): row.next_offset
+                for row in session.execute(select(OFFSETS).where(OFFSETS.c.consumer == self.name))
+            }
+        for tp in partitions:
+            tp.offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
+        consumer.assign(partitions)
+
+    def _write_offset(self, session: Session, msg: Message) -> None:
+        key = (OFFSETS.c.consumer == self.name, OFFSETS.c.topic == msg.topic(),
+               OFFSETS.c.partition == msg.partition())
+        next_offset = (msg.offset() or 0) + 1
+        result: Any = session.execute(update(OFFSETS).where(*key).values(next_offset=next_offset))
+        if result.rowcount == 0:
+            session.execute(OFFSETS.insert().values(consumer=self.name, topic=msg.topic(),
+                                                    partition=msg.partition(), next_offset=next_offset))
+
+    def _store_offset(self, msg: Message) -> None:
+        """Record a dead-lettered message as done, so a restart does not dead-letter it again."""
+        with self.database.transaction() as session:
+            self._write_offset(session, msg)
 
     def _seen(self, session: Session, event_id: str) -> bool:
         """True when this consumer's inbox already has ``event_id``."""

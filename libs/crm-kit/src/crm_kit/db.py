@@ -106,6 +106,16 @@ def add_kit_tables(metadata: MetaData) -> None:
         Column("processed_at", UTCDateTime, nullable=False),
     )
     Table(
+        # Where each consumer is in each partition, committed with the effects: a fresh
+        # database has no rows, so its consumers replay their topics from offset 0.
+        "consumer_offsets",
+        metadata,
+        Column("consumer", String(200), primary_key=True),
+        Column("topic", String(200), primary_key=True),
+        Column("partition", Integer, primary_key=True),
+        Column("next_offset", BigInteger, nullable=False),
+    )
+    Table(
         "idempotency_keys",
         metadata,
         Column("principal", String(200), primary_key=True),

@@ -9,6 +9,7 @@ from sqlalchemy import Column, Integer, String, Table, delete, select, update
 from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Envelope
+from crm_catalogue_view import catalogue_view_table, consumer_spec
 from crm_events.envelope import payload_of
 from crm_kafka.consumer import dispatch
 from crm_kafka.service import domain_service
@@ -28,6 +29,7 @@ record_views = Table(
     Column("version", Integer, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
+catalogue_view_table(metadata)
 
 
 def upsert_record(session: Session, envelope: Envelope) -> None:
@@ -54,6 +56,7 @@ def worker_plan(settings: Settings, database: Database) -> WorkerPlan:
         handlers[f"{kind}.deleted"] = forget_record
     return WorkerPlan(service="linking", consumers=[
         ConsumerSpec("records", ["crm.leads.v1", "crm.opportunities.v1"], dispatch(handlers)),
+        consumer_spec(),
     ])
 
 

@@ -7,7 +7,9 @@ from pathlib import Path
 from marshmallow import Schema, fields
 from sqlalchemy import JSON, Boolean, Column, Integer, String, Table, select
 
+from crm_catalogue_view import catalogue_view_table, consumer_spec
 from crm_kafka.service import domain_service
+from crm_kafka.worker import WorkerPlan
 from crm_kit.db import UTCDateTime, new_metadata
 from crm_kit.web import Api, ListResult, RequestContext, SortKey
 from crm_kit.web.fields import Timestamp
@@ -26,6 +28,7 @@ trigger_rules = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("modified_at", UTCDateTime, nullable=False),
 )
+catalogue_view_table(metadata)
 
 
 class TriggerOut(Schema):
@@ -52,4 +55,5 @@ def list_triggers(ctx: RequestContext) -> ListResult:
 SERVICE = domain_service(
     "triggers", "Triggers service", apis=[api], metadata=metadata,
     migrations=Path(__file__).parent / "migrations" / "versions",
+    worker_plan=lambda settings, database: WorkerPlan(service="triggers", consumers=[consumer_spec()]),
 )
