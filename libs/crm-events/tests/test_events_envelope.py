@@ -180,16 +180,16 @@ def test_encode_rejects_what_decode_would() -> None:
 
 
 def test_decode_keeps_a_payload_it_does_not_know() -> None:
-    # A newer producer's payload type (oneof field 23) is not an error.
+    # A newer producer's payload type (an unused oneof number, 98) is not an error.
     env = _envelope()
     env.ClearField("payload")
-    data = encode(env) + bytes([0xBA, 0x01, 0x02, 0x08, 0x01])  # field 23: {1: 1}
+    data = encode(env) + bytes([0x92, 0x06, 0x02, 0x08, 0x01])  # field 98: {1: 1}
 
     decoded = decode(data)
 
     assert payload_of(decoded) is None
     assert decoded.event_id == env.event_id
-    assert decoded.SerializeToString().endswith(bytes([0xBA, 0x01, 0x02, 0x08, 0x01]))
+    assert decoded.SerializeToString().endswith(bytes([0x92, 0x06, 0x02, 0x08, 0x01]))
 
 
 def test_headers_for() -> None:

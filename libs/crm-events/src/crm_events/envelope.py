@@ -14,6 +14,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
 from crm.events.v1.envelope_pb2 import Actor, Envelope
+from crm.events.v1.records_pb2 import PipelineRecord
 
 __all__ = [
     "CONTENT_TYPE",
@@ -179,6 +180,22 @@ def payload_of(env: Envelope) -> Message | None:
         return None
     payload: Message = getattr(env, field_name)
     return payload
+
+
+def record_state(env: Envelope) -> PipelineRecord | None:
+    """The lead or opportunity an event carries, after its change, whatever the event type.
+
+    ``record`` (created, updated), ``stage_changed``, ``group_changed`` and, for
+    ``lead.converted``, the lead; None for events that carry no record state.
+    """
+    field_name = env.WhichOneof(PAYLOAD_ONEOF)
+    if field_name == "record":
+        return env.record
+    if field_name in ("stage_changed", "group_changed"):
+        return getattr(env, field_name).record
+    if field_name == "lead_converted":
+        return env.lead_converted.lead
+    return None
 
 
 def headers_for(env: Envelope) -> list[tuple[str, bytes]]:

@@ -12,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Envelope(_message.Message):
-    __slots__ = ("event_id", "event_type", "aggregate_type", "aggregate_id", "aggregate_version", "occurred_at", "actor", "correlation_id", "causation_id", "trigger_depth", "producer", "record", "record_deleted", "catalogue_entry", "probe")
+    __slots__ = ("event_id", "event_type", "aggregate_type", "aggregate_id", "aggregate_version", "occurred_at", "actor", "correlation_id", "causation_id", "trigger_depth", "producer", "record", "record_deleted", "catalogue_entry", "stage_changed", "group_changed", "lead_converted", "command", "probe")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     AGGREGATE_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,10 @@ class Envelope(_message.Message):
     RECORD_FIELD_NUMBER: _ClassVar[int]
     RECORD_DELETED_FIELD_NUMBER: _ClassVar[int]
     CATALOGUE_ENTRY_FIELD_NUMBER: _ClassVar[int]
+    STAGE_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    GROUP_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    LEAD_CONVERTED_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
     PROBE_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     event_type: str
@@ -42,8 +46,12 @@ class Envelope(_message.Message):
     record: _records_pb2.PipelineRecord
     record_deleted: _records_pb2.RecordDeleted
     catalogue_entry: _catalogue_pb2.CatalogueEntry
+    stage_changed: _records_pb2.StageChanged
+    group_changed: _records_pb2.GroupMembershipChanged
+    lead_converted: _records_pb2.LeadConverted
+    command: _records_pb2.RecordCommand
     probe: _probe_pb2.Probe
-    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., aggregate_type: _Optional[str] = ..., aggregate_id: _Optional[str] = ..., aggregate_version: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[_Union[Actor, _Mapping]] = ..., correlation_id: _Optional[str] = ..., causation_id: _Optional[str] = ..., trigger_depth: _Optional[int] = ..., producer: _Optional[str] = ..., record: _Optional[_Union[_records_pb2.PipelineRecord, _Mapping]] = ..., record_deleted: _Optional[_Union[_records_pb2.RecordDeleted, _Mapping]] = ..., catalogue_entry: _Optional[_Union[_catalogue_pb2.CatalogueEntry, _Mapping]] = ..., probe: _Optional[_Union[_probe_pb2.Probe, _Mapping]] = ...) -> None: ...
+    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., aggregate_type: _Optional[str] = ..., aggregate_id: _Optional[str] = ..., aggregate_version: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[_Union[Actor, _Mapping]] = ..., correlation_id: _Optional[str] = ..., causation_id: _Optional[str] = ..., trigger_depth: _Optional[int] = ..., producer: _Optional[str] = ..., record: _Optional[_Union[_records_pb2.PipelineRecord, _Mapping]] = ..., record_deleted: _Optional[_Union[_records_pb2.RecordDeleted, _Mapping]] = ..., catalogue_entry: _Optional[_Union[_catalogue_pb2.CatalogueEntry, _Mapping]] = ..., stage_changed: _Optional[_Union[_records_pb2.StageChanged, _Mapping]] = ..., group_changed: _Optional[_Union[_records_pb2.GroupMembershipChanged, _Mapping]] = ..., lead_converted: _Optional[_Union[_records_pb2.LeadConverted, _Mapping]] = ..., command: _Optional[_Union[_records_pb2.RecordCommand, _Mapping]] = ..., probe: _Optional[_Union[_probe_pb2.Probe, _Mapping]] = ...) -> None: ...
 
 class Actor(_message.Message):
     __slots__ = ("user_id", "name", "office_id", "kind")

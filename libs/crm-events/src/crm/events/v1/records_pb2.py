@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63rm/events/v1/records.proto\x12\rcrm.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x02\n\x0ePipelineRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x10\n\x08owner_id\x18\x05 \x01(\t\x12\x11\n\toffice_id\x18\x06 \x01(\t\x12\x10\n\x08stage_id\x18\x07 \x01(\t\x12\x16\n\x0estage_group_id\x18\x08 \x01(\t\x12\x0f\n\x07version\x18\t \x01(\x03\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x0b \x01(\t\x12/\n\x0bmodified_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bmodified_by\x18\r \x01(\t\")\n\rRecordDeleted\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63rm/events/v1/records.proto\x12\rcrm.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaf\x05\n\x0ePipelineRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x10\n\x08owner_id\x18\x05 \x01(\t\x12\x11\n\toffice_id\x18\x06 \x01(\t\x12\x10\n\x08stage_id\x18\x07 \x01(\t\x12\x16\n\x0estage_group_id\x18\x08 \x01(\t\x12\x0f\n\x07version\x18\t \x01(\x03\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x0b \x01(\t\x12/\n\x0bmodified_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bmodified_by\x18\r \x01(\t\x12\x12\n\ncompany_id\x18\x0e \x01(\t\x12\x12\n\ncontact_id\x18\x0f \x01(\t\x12\x11\n\tsource_id\x18\x10 \x01(\t\x12\x13\n\x0bpriority_id\x18\x11 \x01(\t\x12\x13\n\x0b\x63\x61tegory_id\x18\x12 \x01(\t\x12\x14\n\x0cprocedure_id\x18\x13 \x01(\t\x12\x15\n\rattribute_ids\x18\x14 \x03(\t\x12\x11\n\tgroup_ids\x18\x15 \x03(\t\x12\x0e\n\x06\x61mount\x18\x16 \x01(\t\x12\x10\n\x08\x63urrency\x18\x17 \x01(\t\x12\x18\n\x0bprobability\x18\x18 \x01(\x05H\x00\x88\x01\x01\x12\x1b\n\x13\x65xpected_close_date\x18\x19 \x01(\t\x12\x0f\n\x07lead_id\x18\x1a \x01(\t\x12 \n\x18\x63onverted_opportunity_id\x18\x1b \x01(\t\x12\x34\n\x10stage_changed_at\x18\x1c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0e\n\x0c_probability\"\xb0\x01\n\x0cStageChanged\x12-\n\x06record\x18\x01 \x01(\x0b\x32\x1d.crm.events.v1.PipelineRecord\x12\x15\n\rfrom_stage_id\x18\x02 \x01(\t\x12\x13\n\x0bto_stage_id\x18\x03 \x01(\t\x12\x1b\n\x13\x66rom_stage_group_id\x18\x04 \x01(\t\x12\x19\n\x11to_stage_group_id\x18\x05 \x01(\t\x12\r\n\x05\x63\x61use\x18\x06 \x01(\t\"Y\n\x16GroupMembershipChanged\x12-\n\x06record\x18\x01 \x01(\x0b\x32\x1d.crm.events.v1.PipelineRecord\x12\x10\n\x08group_id\x18\x02 \x01(\t\"p\n\rLeadConverted\x12+\n\x04lead\x18\x01 \x01(\x0b\x32\x1d.crm.events.v1.PipelineRecord\x12\x32\n\x0bopportunity\x18\x02 \x01(\x0b\x32\x1d.crm.events.v1.PipelineRecord\"x\n\rRecordCommand\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x10\n\x08stage_id\x18\x04 \x01(\t\x12\x10\n\x08group_id\x18\x05 \x01(\t\x12\x12\n\ntrigger_id\x18\x06 \x01(\t\")\n\rRecordDeleted\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,7 +33,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crm.events.v1.records_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PIPELINERECORD']._serialized_start=80
-  _globals['_PIPELINERECORD']._serialized_end=392
-  _globals['_RECORDDELETED']._serialized_start=394
-  _globals['_RECORDDELETED']._serialized_end=435
+  _globals['_PIPELINERECORD']._serialized_end=767
+  _globals['_STAGECHANGED']._serialized_start=770
+  _globals['_STAGECHANGED']._serialized_end=946
+  _globals['_GROUPMEMBERSHIPCHANGED']._serialized_start=948
+  _globals['_GROUPMEMBERSHIPCHANGED']._serialized_end=1037
+  _globals['_LEADCONVERTED']._serialized_start=1039
+  _globals['_LEADCONVERTED']._serialized_end=1151
+  _globals['_RECORDCOMMAND']._serialized_start=1153
+  _globals['_RECORDCOMMAND']._serialized_end=1273
+  _globals['_RECORDDELETED']._serialized_start=1275
+  _globals['_RECORDDELETED']._serialized_end=1316
 # @@protoc_insertion_point(module_scope)
