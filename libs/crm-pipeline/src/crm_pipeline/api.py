@@ -2,109 +2,196 @@
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import Schema, fields, validate
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import Table, select
 
-from crm_kit.db import utcnow
-from crm_kit.web import Api, ListResult, Problem, Reply, RequestContext, SortKey, check_if_match
-from crm_kit.web.fields import Timestamp
-from crm_kit.web.pagination import PageQuery
-from crm_pipeline.events import emit
-from crm_pipeline.kind import RecordKind
+from crm_catalogue_view import CatalogueView
+from crm_kit.web import Api, ListResult, Problem, Reply, RequestContext, check_if_match
+from crm_pipeline.conversion import convert
+from crm_pipeline.kind import OPPORTUNITY, RecordKind
+from crm_pipeline.queries import list_statement, load_visible, overview
+from crm_pipeline.records import Actor, Records
+from crm_pipeline.schemas import BulkIn, BulkOut, GroupIn, HistoryOut, OverviewOut, record_fields, record_schemas
 
-
-class RecordIn(Schema):
-    title = fields.String(required=True, validate=validate.Length(min=1, max=500))
-    description = fields.String(load_default="", validate=validate.Length(max=20000))
-
-
-class RecordPatch(Schema):
-    title = fields.String(validate=validate.Length(min=1, max=500))
-    description = fields.String(validate=validate.Length(max=20000))
+_COPIED = ("title", "description", "company_id", "contact_id", "source_id", "priority_id", "category_id",
+           "procedure_id", "attribute_ids", "amount", "currency", "probability", "expected_close_date", "lead_id")
 
 
-class RecordOut(Schema):
-    id = fields.String()
-    title = fields.String()
-    description = fields.String()
-    owner_id = fields.String()
-    office_id = fields.String()
-    version = fields.Integer()
-    created_at = Timestamp()
-    created_by = fields.String()
-    modified_at = Timestamp()
-    modified_by = fields.String()
+class Presenter:
+    """Rows to the contract's JSON: the stage is shown in the caller's language."""
+
+    def __init__(self, kind: RecordKind, records: Records) -> None:
+        self.kind = kind
+        self.records = records
+        self.view = records.view
+
+    def many(self, ctx: RequestContext, rows: list[Any]) -> list[dict[str, Any]]:
+        groups = self.records.group_ids_of(ctx.session, [r.id for r in rows])
+        stages = {s.id: s for s in self.view.stages(ctx.session, self.kind.kind)}
+        default_language = ctx.settings["CRM_DEFAULT_LANGUAGE"]
+        out = []
+        for row in rows:
+            item = {k: v for k, v in row._asdict().items() if k != "stage_index"}
+            stage = stages.get(row.stage_id)
+            language = ctx.language(list(stage.names)) if stage else default_language
+            item["stage"] = {
+                "id": row.stage_id,
+                "name": stage.name(language, default_language) if stage else "",
+                "code": stage.code if stage else "",
+                "color": stage.attr("color") if stage else None,
+                "is_end": bool(stage.attr("is_end")) if stage else False,
+                "remarks": stage.attr("remarks") if stage else None,
+            }
+            item["group_ids"] = groups[row.id]
+            out.append(item)
+        return out
+
+    def one(self, ctx: RequestContext, row: Any) -> dict[str, Any]:
+        return self.many(ctx, [row])[0]
 
 
-def build_api(kind: RecordKind, table: Table) -> Api:
-    """The routes of ``kind``: create, list, read, update, delete."""
+def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView | None = None) -> Api:
+    """The routes of ``kind``: create, list, overview, read, update, delete, history, groups,
+    copy, bulk."""
     api = Api(kind.plural)
     base = kind.collection_path
-    out = RecordOut()
+    schemas = record_schemas(kind)
+    out = schemas.out()
+    records = Records(kind, tables, view)
+    present = Presenter(kind, records)
+    table = tables["records"]
 
     def load(ctx: RequestContext, record_id: str) -> Any:
-        row = ctx.session.execute(select(table).where(table.c.id == record_id)).first()
-        if row is None:
-            raise Problem(404, f"No {kind.kind} with id {record_id!r}.")
-        return row
+        return load_visible(ctx.session, table, kind, ctx.user, record_id)
 
-    @api.post(base, permission=kind.permission("create"), body=RecordIn, response=out,
+    def check_office(ctx: RequestContext, data: Mapping[str, Any]) -> None:
+        office = data.get("office_id")
+        if office and office != ctx.user.office_id and "admin" not in ctx.user.roles:
+            raise Problem(403, "Only an admin may put a record in another office.")
+
+    @api.post(base, permission=kind.permission("create"), body=schemas.create, response=out, errors=(409,),
               summary=f"Create a {kind.kind}")
     def create_record(ctx: RequestContext) -> Reply:
-        now = utcnow()
-        user = ctx.user
-        values = {
-            "id": str(uuid.uuid4()), "title": ctx.body["title"], "description": ctx.body["description"],
-            "owner_id": user.user_id, "office_id": user.office_id, "version": 1,
-            "created_at": now, "created_by": user.user_id, "modified_at": now, "modified_by": user.user_id,
-        }
-        ctx.session.execute(table.insert().values(**values))
-        row = load(ctx, values["id"])
-        emit(ctx.session, kind, "created", row, user)
-        return Reply(row._asdict(), headers={"Location": f"{base}/{values['id']}"})
+        check_office(ctx, ctx.body)
+        row = records.create(ctx.session, ctx.body, Actor.of(ctx.user))
+        return Reply(present.one(ctx, row), headers={"Location": f"{base}/{row.id}"})
 
-    @api.get(base, permission=kind.permission("view"), query=PageQuery, response=out, many=True,
-             summary=f"List {kind.plural}, most recently modified first")
+    @api.get(base, permission=kind.permission("view"), query=schemas.list_query, response=out, many=True,
+             summary=f"List {kind.plural}: views, filters, search, order")
     def list_records(ctx: RequestContext) -> ListResult:
-        page = ctx.page(select(table), [SortKey("modified_at", table.c.modified_at, descending=True),
-                                         SortKey("id", table.c.id, descending=True)])
-        return ListResult([row._asdict() for row in page.rows], page.next_page_token)
+        stmt, keys, fingerprint = list_statement(kind, tables, ctx.user, ctx.query)
+        page = ctx.page(stmt, keys, fingerprint=fingerprint)
+        return ListResult(present.many(ctx, list(page.rows)), page.next_page_token)
 
-    @api.get(f"{base}/<record_id>", permission=kind.permission("view"), response=out,
-             summary=f"Read a {kind.kind}")
+    @api.get(f"{base}/overview", permission=kind.permission("view"), response=OverviewOut,
+             summary=f"Counts for the {kind.plural} overview tabs")
+    def overview_counts(ctx: RequestContext) -> dict[str, Any]:
+        default_language = ctx.settings["CRM_DEFAULT_LANGUAGE"]
+        return overview(ctx.session, kind, table, ctx.user, ctx.language([default_language, "en", "nl"]),
+                        default_language)
+
+    @api.get(f"{base}/<record_id>", permission=kind.permission("view"), response=out, summary=f"Read a {kind.kind}")
     def get_record(ctx: RequestContext, record_id: str) -> dict[str, Any]:
-        return load(ctx, record_id)._asdict()
+        return present.one(ctx, load(ctx, record_id))
 
-    @api.patch(f"{base}/<record_id>", permission=kind.permission("edit"), body=RecordPatch, response=out,
-               summary=f"Change a {kind.kind}")
+    @api.patch(f"{base}/<record_id>", permission=kind.permission("edit"), body=schemas.patch, response=out,
+               errors=(409,), summary=f"Change a {kind.kind} (stage_id moves it through the stages)")
     def patch_record(ctx: RequestContext, record_id: str) -> dict[str, Any]:
         row = load(ctx, record_id)
         check_if_match(row.version)
-        changes = {k: v for k, v in ctx.body.items() if getattr(row, k) != v}
-        if not changes:
-            return row._asdict()
-        result: Any = ctx.session.execute(
-            update(table).where(table.c.id == record_id, table.c.version == row.version)
-            .values(**changes, version=row.version + 1, modified_at=utcnow(), modified_by=ctx.user.user_id)
-        )
-        if result.rowcount != 1:  # a concurrent writer got there between our read and write
-            raise Problem(412, "The record changed while this request was processed; fetch it and retry.")
-        row = load(ctx, record_id)
-        emit(ctx.session, kind, "updated", row, ctx.user)
-        return row._asdict()
+        check_office(ctx, ctx.body)
+        if ctx.body.get("title", "x") is None:
+            raise Problem(422, "title cannot be null.", errors=[{"field": "title", "message": "Cannot be null."}])
+        return present.one(ctx, records.update(ctx.session, row, ctx.body, Actor.of(ctx.user)))
 
     @api.delete(f"{base}/<record_id>", permission=kind.permission("delete"), status=204,
                 summary=f"Delete a {kind.kind}")
     def delete_record(ctx: RequestContext, record_id: str) -> None:
         row = load(ctx, record_id)
         check_if_match(row.version)
-        result: Any = ctx.session.execute(delete(table).where(table.c.id == record_id, table.c.version == row.version))
-        if result.rowcount != 1:
-            raise Problem(412, "The record changed while this request was processed; fetch it and retry.")
-        emit(ctx.session, kind, "deleted", row, ctx.user)
-        return None
+        records.delete(ctx.session, row, Actor.of(ctx.user))
 
+    @api.get(f"{base}/<record_id>/stage-history", permission=kind.permission("view"), response=HistoryOut,
+             many=True, summary="Stage changes of a record, oldest first")
+    def stage_history(ctx: RequestContext, record_id: str) -> ListResult:
+        load(ctx, record_id)
+        history = records.history
+        rows = ctx.session.execute(select(history).where(history.c.record_id == record_id)
+                                   .order_by(history.c.at, history.c.id)).all()
+        return ListResult([r._asdict() for r in rows], None)
+
+    @api.post(f"{base}/<record_id>/groups", permission=kind.permission("edit"), body=GroupIn, response=out,
+              summary="Add a record to a group")
+    def add_group(ctx: RequestContext, record_id: str) -> Reply:
+        row, added = records.add_group(ctx.session, load(ctx, record_id), ctx.body["group_id"], Actor.of(ctx.user))
+        return Reply(present.one(ctx, row), status=201 if added else 200)
+
+    @api.delete(f"{base}/<record_id>/groups/<group_id>", permission=kind.permission("edit"), status=204,
+                summary="Remove a record from a group")
+    def remove_group(ctx: RequestContext, record_id: str, group_id: str) -> None:
+        records.remove_group(ctx.session, load(ctx, record_id), group_id, Actor.of(ctx.user))
+
+    @api.post(f"{base}/<record_id>/copy", permission=kind.permission("create"), body=schemas.copy, response=out,
+              errors=(409,), summary=f"A new {kind.kind} copied from this one")
+    def copy_record(ctx: RequestContext, record_id: str) -> Reply:
+        source = load(ctx, record_id)
+        data = {f: getattr(source, f) for f in _COPIED if hasattr(source, f) and (f in schemas.create().fields)}
+        data.update({k: v for k, v in ctx.body.items()})
+        data["group_ids"] = records.group_ids(ctx.session, source.id)
+        row = records.create(ctx.session, data, Actor.of(ctx.user))
+        return Reply(present.one(ctx, row), headers={"Location": f"{base}/{row.id}"})
+
+    @api.post(f"{base}/bulk", permission=kind.permission("edit"), body=BulkIn, response=BulkOut, status=200,
+              summary="One action on many records; each item succeeds or fails on its own")
+    def bulk(ctx: RequestContext) -> dict[str, Any]:
+        action = ctx.body["action"]
+        if action == "delete" and not ctx.user.has(kind.permission("delete")):
+            raise Problem(403, f"Deleting needs the permission {kind.permission('delete')!r}.")
+        actor = Actor.of(ctx.user, cause="bulk")
+        results = []
+        for record_id in dict.fromkeys(ctx.body["ids"]):
+            savepoint = ctx.session.begin_nested()  # one item's failure undoes only that item
+            try:
+                row = load(ctx, record_id)
+                if action == "set_stage":
+                    records.update(ctx.session, row, {"stage_id": ctx.body["stage_id"]}, actor)
+                elif action == "assign_owner":
+                    records.update(ctx.session, row, {"owner_id": ctx.body["owner_id"]}, actor)
+                elif action == "add_to_group":
+                    records.add_group(ctx.session, row, ctx.body["group_id"], actor)
+                elif action == "remove_from_group":
+                    records.remove_group(ctx.session, row, ctx.body["group_id"], actor)
+                else:
+                    records.delete(ctx.session, row, actor)
+                savepoint.commit()
+                results.append({"id": record_id, "status": "ok", "error": None})
+            except Problem as exc:
+                savepoint.rollback()
+                results.append({"id": record_id, "status": "error", "error": exc.detail})
+        return {"results": results}
+
+    if kind.is_lead:
+        _add_conversion(api, records, present, load, out)
     return api
+
+
+def _add_conversion(api: Api, records: Records, present: Presenter, load: Any, out: Schema) -> None:
+    """``POST /v1/leads/{id}/convert``: step 1 of the conversion saga (see conversion.py)."""
+    body = Schema.from_dict({k: v for k, v in record_fields(OPPORTUNITY, partial=True).items()
+                             if k not in ("lead_id", "office_id")}
+                            | {"group_ids": fields.List(fields.String(validate=validate.Length(min=1, max=36)),
+                                                        validate=validate.Length(max=100))},
+                            name="LeadConversion")
+    reply = Schema.from_dict({"lead": fields.Nested(out), "opportunity": fields.Dict()}, name="LeadConverted")
+
+    @api.post("/v1/leads/<record_id>/convert", permission="leads:edit", body=body, response=reply, errors=(409,),
+              summary="Convert a lead into an opportunity (201 once the opportunity is readable, via the gateway)")
+    def convert_lead(ctx: RequestContext, record_id: str) -> Reply:
+        lead = load(ctx, record_id)
+        check_if_match(lead.version)
+        moved, opportunity_id = convert(records, ctx.session, lead, ctx.body, Actor.of(ctx.user))
+        return Reply({"lead": present.one(ctx, moved), "opportunity": {"id": opportunity_id}},
+                     headers={"Location": f"/v1/opportunities/{opportunity_id}"})

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Fields only opportunities have (API.md: "Opportunities also: ...").
+OPPORTUNITY_FIELDS = ("amount", "currency", "probability", "expected_close_date", "lead_id")
+
 
 @dataclass(frozen=True)
 class RecordKind:
@@ -11,14 +14,36 @@ class RecordKind:
 
     kind: str  # "lead": event types are "<kind>.created", ...
     plural: str  # "leads": URL segment, table name, permission prefix
-    topic: str  # the topic the service publishes on
+
+    @property
+    def topic(self) -> str:
+        """Where the service publishes its records' events."""
+        return f"crm.{self.plural}.v1"
+
+    @property
+    def commands_topic(self) -> str:
+        """Where the triggers service sends commands for this kind."""
+        return f"crm.{self.plural}.commands.v1"
 
     @property
     def collection_path(self) -> str:
         return f"/v1/{self.plural}"
+
+    @property
+    def is_lead(self) -> bool:
+        return self.kind == "lead"
+
+    @property
+    def own_fields(self) -> tuple[str, ...]:
+        """The fields of this kind beyond the common ones."""
+        return () if self.is_lead else OPPORTUNITY_FIELDS
 
     def permission(self, action: str) -> str:
         return f"{self.plural}:{action}"
 
     def event_type(self, what: str) -> str:
         return f"{self.kind}.{what}"
+
+
+LEAD = RecordKind(kind="lead", plural="leads")
+OPPORTUNITY = RecordKind(kind="opportunity", plural="opportunities")

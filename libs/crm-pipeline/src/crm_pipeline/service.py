@@ -5,24 +5,37 @@ from __future__ import annotations
 from pathlib import Path
 
 from crm_catalogue_view import catalogue_view_table, consumer_spec
+from crm_kafka.consumer import dispatch
 from crm_kafka.service import domain_service
-from crm_kafka.worker import WorkerPlan
+from crm_kafka.worker import ConsumerSpec, WorkerPlan
 from crm_kit.db import Database, new_metadata
 from crm_kit.service import ServiceSpec
 from crm_kit.settings import Settings
 from crm_pipeline.api import build_api
+from crm_pipeline.commands import command_handler
+from crm_pipeline.conversion import conversion_handler
 from crm_pipeline.kind import RecordKind
-from crm_pipeline.tables import records_table
+from crm_pipeline.records import Records
+from crm_pipeline.tables import pipeline_tables
 
 
 def pipeline_service(kind: RecordKind, *, title: str, migrations: Path) -> ServiceSpec:
-    """The ServiceSpec of the ``kind`` records service (its migrations live with it)."""
+    """The ServiceSpec of the ``kind`` records service (its migrations live with it).
+
+    Its worker keeps the catalogue copy, applies the triggers' commands and, for
+    opportunities, creates the opportunities of converted leads.
+    """
     metadata = new_metadata()
-    table = records_table(metadata, kind.plural)
+    tables = pipeline_tables(metadata, kind.plural)
     catalogue_view_table(metadata)
+    records = Records(kind, tables)
 
     def worker_plan(settings: Settings, database: Database) -> WorkerPlan:
-        return WorkerPlan(service=kind.plural, consumers=[consumer_spec()])
+        consumers = [consumer_spec(), ConsumerSpec("commands", [kind.commands_topic], command_handler(records))]
+        if not kind.is_lead:
+            consumers.append(ConsumerSpec("conversions", ["crm.leads.v1"],
+                                          dispatch({"lead.converted": conversion_handler(records)})))
+        return WorkerPlan(service=kind.plural, consumers=consumers)
 
-    return domain_service(kind.plural, title, apis=[build_api(kind, table)], metadata=metadata,
+    return domain_service(kind.plural, title, apis=[build_api(kind, tables)], metadata=metadata,
                           migrations=migrations, worker_plan=worker_plan)

@@ -1,35 +1,156 @@
-"""The records table, the same shape for every kind (only its name differs)."""
+"""The tables of a records service, the same for every kind (only the records table's name
+differs). Opportunity-only columns stay NULL for leads and the reverse: one shape, one
+implementation.
+
+Indexes serve the list views at a million rows: every list is "a view (office, owner or
+all) + maybe a stage/stage group + ordered by modified_at, id", so each filter column leads a
+composite index that ends in the default order.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from alembic.operations import Operations
-from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+)
 
 from crm_kit.db import UTCDateTime
 
+ID = 36  # UUID strings
+REF = 200  # ids of users and offices come from the identity provider
 
-def _columns() -> list[Column]:
+
+def _record_columns() -> list[Column[Any]]:
     return [
-        Column("id", String(36), primary_key=True),
+        Column("id", String(ID), primary_key=True),
         Column("title", String(500), nullable=False),
-        Column("description", Text, nullable=False, default=""),
-        Column("owner_id", String(200), nullable=False),
-        Column("office_id", String(200), nullable=False),
+        Column("description", Text, nullable=False),
+        Column("company_id", String(ID)),
+        Column("contact_id", String(ID)),
+        Column("owner_id", String(REF), nullable=False),
+        Column("office_id", String(REF), nullable=False),
+        Column("stage_id", String(ID), nullable=False),
+        Column("stage_group_id", String(ID)),
+        Column("stage_changed_at", UTCDateTime, nullable=False),
+        Column("source_id", String(ID)),
+        Column("priority_id", String(ID)),
+        Column("category_id", String(ID)),
+        Column("procedure_id", String(ID)),
+        Column("attribute_ids", JSON, nullable=False),
+        # opportunities
+        Column("amount", Numeric(18, 2)),
+        Column("currency", String(3)),
+        Column("probability", Integer),
+        Column("expected_close_date", Date),
+        Column("lead_id", String(ID)),
+        # leads
+        Column("converted_opportunity_id", String(ID)),
+        Column("converted_at", UTCDateTime),
         Column("version", Integer, nullable=False),
         Column("created_at", UTCDateTime, nullable=False),
-        Column("created_by", String(200), nullable=False),
+        Column("created_by", String(REF), nullable=False),
         Column("modified_at", UTCDateTime, nullable=False),
-        Column("modified_by", String(200), nullable=False),
+        Column("modified_by", String(REF), nullable=False),
     ]
 
 
+IndexSpec = tuple[str, tuple[str, ...]]
+
+
+def _record_indexes(name: str) -> list[IndexSpec]:
+    def ix(*cols: str) -> IndexSpec:
+        return f"ix_{name}_{'_'.join(cols)}", cols
+
+    return [
+        ix("modified_at", "id"),
+        ix("office_id", "modified_at", "id"),
+        ix("owner_id", "modified_at", "id"),
+        ix("stage_id", "modified_at", "id"),
+        ix("stage_group_id", "modified_at", "id"),
+        ix("created_at", "id"),
+        ix("company_id"),
+        ix("contact_id"),
+        ix("lead_id"),
+    ]
+
+
+def _history_columns() -> list[Column[Any]]:
+    return [
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+        Column("record_id", String(ID), nullable=False),
+        Column("from_stage_id", String(ID)),
+        Column("to_stage_id", String(ID), nullable=False),
+        Column("at", UTCDateTime, nullable=False),
+        Column("by", String(REF), nullable=False),
+        Column("cause", String(100), nullable=False),
+    ]
+
+
+def _group_columns(records: str) -> list[Column[Any]]:
+    return [
+        Column("record_id", String(ID), ForeignKey(f"{records}.id", ondelete="CASCADE"), primary_key=True),
+        Column("group_id", String(ID), primary_key=True),
+        Column("added_at", UTCDateTime, nullable=False),
+        Column("added_by", String(REF), nullable=False),
+    ]
+
+
+def _attachment_columns(records: str) -> list[Column[Any]]:
+    return [
+        Column("id", String(ID), primary_key=True),
+        Column("record_id", String(ID), ForeignKey(f"{records}.id", ondelete="CASCADE"), nullable=False),
+        Column("filename", String(255), nullable=False),
+        Column("content_type", String(200), nullable=False),
+        Column("type", String(100), nullable=False),
+        Column("size", BigInteger, nullable=False),
+        Column("sha256", String(64), nullable=False),
+        Column("storage_key", String(500), nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("created_by", String(REF), nullable=False),
+    ]
+
+
+def _each_table(records: str) -> list[tuple[str, Callable[[], list[Column[Any]]], list[IndexSpec]]]:
+    return [
+        (records, _record_columns, _record_indexes(records)),
+        ("stage_history", _history_columns, [("ix_stage_history_record_id_at", ("record_id", "at"))]),
+        ("record_groups", lambda: _group_columns(records), [("ix_record_groups_group_id", ("group_id",))]),
+        ("attachments", lambda: _attachment_columns(records), [("ix_attachments_record_id", ("record_id",))]),
+    ]
+
+
+def pipeline_tables(metadata: MetaData, records: str) -> dict[str, Table]:
+    """Define the service's tables on ``metadata``; keys: records, stage_history, record_groups,
+    attachments."""
+    tables = {}
+    for name, columns, indexes in _each_table(records):
+        key = "records" if name == records else name
+        tables[key] = Table(name, metadata, *columns(), *(Index(ix, *cols) for ix, cols in indexes))
+    return tables
+
+
+def create_pipeline_tables(op: Operations, records: str) -> None:
+    """DDL for the service's tables, called from each kind's first migration."""
+    for name, columns, indexes in _each_table(records):
+        op.create_table(name, *columns())
+        for ix, cols in indexes:
+            op.create_index(ix, name, list(cols))
+
+
 def records_table(metadata: MetaData, name: str) -> Table:
-    """Define the records table ``name`` on ``metadata``."""
-    return Table(name, metadata, *_columns(),
-                 Index(f"ix_{name}_modified_at_id", "modified_at", "id"))
-
-
-def create_records_table(op: Operations, name: str) -> None:
-    """DDL for the records table, called from each kind's first migration."""
-    op.create_table(name, *_columns())
-    op.create_index(f"ix_{name}_modified_at_id", name, ["modified_at", "id"])
+    """The records table alone (kept for callers that need only it)."""
+    return pipeline_tables(metadata, name)["records"]

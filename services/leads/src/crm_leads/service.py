@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from crm_pipeline import RecordKind, pipeline_service
+from crm_pipeline import pipeline_service
+from crm_pipeline.kind import LEAD
 
-KIND = RecordKind(kind="lead", plural="leads", topic="crm.leads.v1")
-SERVICE = pipeline_service(KIND, title="Leads service",
-                           migrations=Path(__file__).parent / "migrations" / "versions")
+MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
+SERVICE = pipeline_service(LEAD, title="Leads service", migrations=MIGRATIONS)

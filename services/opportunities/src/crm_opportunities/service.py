@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from crm_pipeline import RecordKind, pipeline_service
+from crm_pipeline import pipeline_service
+from crm_pipeline.kind import OPPORTUNITY
 
-KIND = RecordKind(kind="opportunity", plural="opportunities", topic="crm.opportunities.v1")
-SERVICE = pipeline_service(KIND, title="Opportunities service",
-                           migrations=Path(__file__).parent / "migrations" / "versions")
+MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
+SERVICE = pipeline_service(OPPORTUNITY, title="Opportunities service", migrations=MIGRATIONS)

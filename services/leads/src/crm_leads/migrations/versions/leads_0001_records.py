@@ -1,4 +1,4 @@
-"""leads: the records table
+"""leads: records, stage history, groups, attachments
 
 Revision ID: leads_0001
 Revises:
@@ -7,7 +7,7 @@ Create Date: 2026-11-23
 
 from alembic import op
 
-from crm_pipeline.tables import create_records_table
+from crm_pipeline.tables import create_pipeline_tables
 
 revision = "leads_0001"
 down_revision = None
@@ -16,8 +16,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    create_records_table(op, "leads")
+    create_pipeline_tables(op, "leads")
 
 
 def downgrade() -> None:
-    op.drop_table("leads")
+    for table in ("attachments", "record_groups", "stage_history", "leads"):
+        op.drop_table(table)

@@ -1,4 +1,4 @@
-"""opportunities: the records table
+"""opportunities: records, stage history, groups, attachments
 
 Revision ID: opportunities_0001
 Revises:
@@ -7,7 +7,7 @@ Create Date: 2026-11-23
 
 from alembic import op
 
-from crm_pipeline.tables import create_records_table
+from crm_pipeline.tables import create_pipeline_tables
 
 revision = "opportunities_0001"
 down_revision = None
@@ -16,8 +16,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    create_records_table(op, "opportunities")
+    create_pipeline_tables(op, "opportunities")
 
 
 def downgrade() -> None:
-    op.drop_table("opportunities")
+    for table in ("attachments", "record_groups", "stage_history", "opportunities"):
+        op.drop_table(table)

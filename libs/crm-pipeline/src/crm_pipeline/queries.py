@@ -1,0 +1,142 @@
+"""Who sees which records, and the list query: views, filters, search, order, counts.
+
+Visibility: a caller sees the records of their own office; the ``admin`` role sees every
+office. Anything else is "not found" (404), not "forbidden", so ids of other offices'
+records do not leak. ``view=mine`` narrows to the caller's records, ``view=office`` to their
+office's, ``view=all`` to everything they may see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, Table, and_, exists, func, not_, select, true
+from sqlalchemy.orm import Session
+
+from crm_catalogue_view.model import VIEW
+from crm_kit.web import Identity, Problem, SortKey
+from crm_pipeline.filtering import FilterError, FilterField, parse_filter, parse_order_by
+from crm_pipeline.kind import RecordKind
+
+ALL_OFFICES_ROLE = "admin"
+_EQUALITY_FILTERS = ("stage_id", "stage_group_id", "owner_id", "office_id", "source_id", "priority_id",
+                     "category_id", "company_id", "contact_id", "lead_id")
+
+
+def visible(table: Table, identity: Identity) -> ColumnElement[bool]:
+    """The records ``identity`` may see."""
+    if ALL_OFFICES_ROLE in identity.roles:
+        return true()
+    return table.c.office_id == identity.office_id
+
+
+def view_clause(table: Table, identity: Identity, view: str) -> ColumnElement[bool]:
+    if view == "mine":
+        return table.c.owner_id == identity.user_id
+    if view == "office":
+        return table.c.office_id == identity.office_id
+    return true()
+
+
+def load_visible(session: Session, table: Table, kind: RecordKind, identity: Identity, record_id: str) -> Any:
+    """The record, or 404 when it does not exist or the caller may not see it."""
+    row = session.execute(select(table).where(table.c.id == record_id, visible(table, identity))).first()
+    if row is None:
+        raise Problem(404, f"No {kind.kind} with id {record_id!r} (or not visible to you).")
+    return row
+
+
+def _in_group(groups: Table, table: Table) -> Any:
+    def build(op: str, value: Any) -> ColumnElement[bool]:
+        member = exists().where(groups.c.record_id == table.c.id, groups.c.group_id == value)
+        return member if op == "=" else not_(member)
+    return build
+
+
+def filter_fields(kind: RecordKind, tables: Mapping[str, Table]) -> dict[str, FilterField]:
+    """The fields ``filter`` may use, with their types."""
+    table = tables["records"]
+    ids = ["stage_id", "stage_group_id", "owner_id", "office_id", "source_id", "priority_id", "category_id",
+           "procedure_id", "company_id", "contact_id"] + (["converted_opportunity_id"] if kind.is_lead
+                                                         else ["lead_id"])
+    fields: dict[str, FilterField] = {name: FilterField(table.c[name], "id") for name in ids}
+    fields.update(
+        title=FilterField(table.c.title, "string"),
+        created_at=FilterField(table.c.created_at, "datetime"),
+        modified_at=FilterField(table.c.modified_at, "datetime"),
+        stage_changed_at=FilterField(table.c.stage_changed_at, "datetime"),
+        group_id=FilterField(None, "id", build=_in_group(tables["record_groups"], table)),
+        attribute_ids=FilterField(table.c.attribute_ids, "id_list"),
+    )
+    if not kind.is_lead:
+        fields.update(amount=FilterField(table.c.amount, "number"),
+                      probability=FilterField(table.c.probability, "integer"),
+                      currency=FilterField(table.c.currency, "string"),
+                      expected_close_date=FilterField(table.c.expected_close_date, "date"))
+    return fields
+
+
+def list_statement(kind: RecordKind, tables: Mapping[str, Table], identity: Identity,
+                   query: Mapping[str, Any]) -> tuple[Select[Any], list[SortKey], str]:
+    """The list's SELECT, its sort keys and a fingerprint of its filters (for page tokens)."""
+    table = tables["records"]
+    stage = VIEW.alias("stage_sort")
+    stmt = (select(table, func.coalesce(stage.c.index, 0).label("stage_index"))
+            .outerjoin(stage, stage.c.id == table.c.stage_id)
+            .where(visible(table, identity), view_clause(table, identity, query.get("view", "all"))))
+    for name in _EQUALITY_FILTERS:
+        if name in query:
+            stmt = stmt.where(table.c[name] == query[name])
+    if "group_id" in query:
+        groups = tables["record_groups"]
+        stmt = stmt.where(exists().where(groups.c.record_id == table.c.id, groups.c.group_id == query["group_id"]))
+    for param, column, op in (("created_after", table.c.created_at, "ge"), ("created_before", table.c.created_at, "lt"),
+                              ("modified_after", table.c.modified_at, "ge"),
+                              ("modified_before", table.c.modified_at, "lt")):
+        if param in query:
+            stmt = stmt.where(column >= query[param] if op == "ge" else column < query[param])
+    if "q" in query:
+        stmt = stmt.where(table.c.title.icontains(query["q"], autoescape=True)
+                          | table.c.description.icontains(query["q"], autoescape=True))
+    if "filter" in query:
+        try:
+            stmt = stmt.where(parse_filter(query["filter"], filter_fields(kind, tables)))
+        except FilterError as exc:
+            raise Problem(422, f"Invalid filter: {exc.message}",
+                          errors=[{"field": "filter", "message": f"{exc.message}\n{exc.pointer()}"}],
+                          position=exc.position) from None
+    sortable = {"modified_at": table.c.modified_at, "created_at": table.c.created_at, "title": table.c.title,
+                "stage.index": func.coalesce(stage.c.index, 0)}
+    try:
+        order = parse_order_by(query.get("order_by") or "modified_at desc", sortable)
+    except FilterError as exc:
+        raise Problem(422, f"Invalid order_by: {exc.message}", errors=[{"field": "order_by",
+                                                                        "message": exc.message}]) from None
+    labels = {"stage.index": "stage_index"}
+    keys = [SortKey(labels.get(name, name), column, descending) for name, column, descending in order]
+    keys.append(SortKey("id", table.c.id, descending=keys[-1].descending if keys else True))
+    fingerprint = "|".join(f"{k}={query[k]}" for k in sorted(query) if k not in ("page_size", "page_token"))
+    return stmt, keys, fingerprint
+
+
+def overview(session: Session, kind: RecordKind, table: Table, identity: Identity,
+             language: str, default_language: str) -> dict[str, Any]:
+    """Counts for the overview tabs: per stage group, mine, office, all (of what is visible)."""
+    base = visible(table, identity)
+    counts = dict(session.execute(select(table.c.stage_group_id, func.count()).where(base)
+                                  .group_by(table.c.stage_group_id)).all())
+
+    def count(*where: ColumnElement[bool]) -> int:
+        return int(session.execute(select(func.count()).select_from(table).where(base, *where)).scalar_one())
+
+    from crm_catalogue_view import CatalogueView
+
+    groups = CatalogueView().entries(session, kind.kind, "stage_groups", active_only=False)
+    return {
+        "stage_groups": [{"id": g.id, "name": g.name(language, default_language), "count": int(counts.get(g.id, 0))}
+                         for g in groups],
+        "mine": count(table.c.owner_id == identity.user_id),
+        "office": count(table.c.office_id == identity.office_id),
+        "all": count(and_(true())),
+    }

@@ -1,0 +1,291 @@
+"""The records service layer: every change to a lead or an opportunity goes through here.
+
+One path for stage changes (``update`` with a ``stage_id``, whoever asks: a user's PATCH, a
+bulk action, a trigger's command, a conversion): it validates the stage against the
+service's catalogue copy, keeps the history with its cause, bumps the version once, and
+writes ``stage_changed`` (plus ``stage_group_changed`` when the group changes) to the outbox
+in the same transaction as the change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from crm.events.v1.envelope_pb2 import Actor as ActorMessage
+from crm.events.v1.records_pb2 import GroupMembershipChanged, RecordDeleted, StageChanged
+from crm_catalogue_view import CatalogueReferenceError, CatalogueView
+from crm_events.envelope import new_envelope
+from crm_kafka.outbox import record_event
+from crm_kit.db import utcnow
+from crm_kit.web import Identity, Problem
+from crm_pipeline.events import snapshot
+from crm_pipeline.kind import RecordKind
+
+# Reference fields and the catalogue table each must name (an active entry of the same kind).
+REFERENCES = {
+    "source_id": "sources",
+    "priority_id": "priorities",
+    "category_id": "categories",
+    "procedure_id": "procedures",
+}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who changes a record, and why: the cause goes into history and events."""
+
+    user_id: str
+    name: str = ""
+    office_id: str = ""
+    cause: str = "user"  # "user" | "bulk" | "conversion" | "trigger:<id>"
+    trigger_depth: int = 0
+    causation_id: str = ""
+
+    @classmethod
+    def of(cls, identity: Identity, cause: str = "user") -> Actor:
+        return cls(identity.user_id, identity.name, identity.office_id, cause)
+
+    def because(self, cause: str) -> Actor:
+        return replace(self, cause=cause)
+
+    def message(self) -> ActorMessage:
+        kind = self.cause if self.cause.startswith("trigger:") else ("system" if self.cause == "conversion"
+                                                                       else "user")
+        return ActorMessage(user_id=self.user_id, name=self.name, office_id=self.office_id, kind=kind)
+
+
+class Records:
+    """Reads and changes the records of one kind in one service's database."""
+
+    def __init__(self, kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView | None = None) -> None:
+        self.kind = kind
+        self.table = tables["records"]
+        self.history = tables["stage_history"]
+        self.groups = tables["record_groups"]
+        self.view = view or CatalogueView()
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def get(self, session: Session, record_id: str) -> Any:
+        return session.execute(select(self.table).where(self.table.c.id == record_id)).first()
+
+    def group_ids(self, session: Session, record_id: str) -> list[str]:
+        return list(session.execute(select(self.groups.c.group_id).where(self.groups.c.record_id == record_id)
+                                    .order_by(self.groups.c.group_id)).scalars())
+
+    def group_ids_of(self, session: Session, record_ids: list[str]) -> dict[str, list[str]]:
+        """Group ids of many records at once (list pages)."""
+        out: dict[str, list[str]] = {rid: [] for rid in record_ids}
+        if record_ids:
+            rows = session.execute(select(self.groups.c.record_id, self.groups.c.group_id)
+                                   .where(self.groups.c.record_id.in_(record_ids))
+                                   .order_by(self.groups.c.group_id))
+            for rid, gid in rows:
+                out[rid].append(gid)
+        return out
+
+    # -- validation -----------------------------------------------------------------------------
+
+    def _require(self, session: Session, entry_id: str, entity: str, field: str) -> Any:
+        try:
+            return self.view.require(session, entry_id, kind=self.kind.kind, entity=entity, field_name=field)
+        except CatalogueReferenceError as exc:
+            raise exc.to_problem() from None
+
+    def check_references(self, session: Session, values: Mapping[str, Any]) -> None:
+        """422 for any id that is not an active catalogue entry of this kind."""
+        for field, entity in REFERENCES.items():
+            if values.get(field):
+                self._require(session, values[field], entity, field)
+        for i, attribute_id in enumerate(values.get("attribute_ids") or []):
+            self._require(session, attribute_id, "attributes", f"attribute_ids.{i}")
+        for i, group_id in enumerate(values.get("group_ids") or []):
+            self._require(session, group_id, "groups", f"group_ids.{i}")
+
+    def stage(self, session: Session, stage_id: str) -> Any:
+        return self._require(session, stage_id, "stage", "stage_id")
+
+    def default_stage(self, session: Session) -> Any:
+        stage = self.view.default_stage(session, self.kind.kind)
+        if stage is None:
+            raise Problem(409, f"No default {self.kind.kind} stage is configured: an administrator must mark "
+                               f"one {self.kind.kind} stage as the default before {self.kind.plural} can be created.")
+        return stage
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def create(self, session: Session, data: Mapping[str, Any], actor: Actor, *,
+               record_id: str | None = None, trusted: bool = False) -> Any:
+        """Insert a record (default stage unless one is given) and emit ``<kind>.created``.
+
+        ``trusted``: the values were validated by another service against its own catalogue
+        copy (a conversion); this copy may lag behind it, so they are taken as they are
+        rather than refused - refusing would leave a conversion half-done.
+        """
+        values = dict(data)
+        group_ids = list(dict.fromkeys(values.pop("group_ids", None) or []))
+        if trusted and values.get("stage_id"):
+            known = self.view.get(session, values["stage_id"])
+            stage = known or _Stage(values["stage_id"], values.get("stage_group_id"))
+        else:
+            self.check_references(session, {**values, "group_ids": group_ids})
+            stage = self.stage(session, values["stage_id"]) if values.get("stage_id") \
+                else self.default_stage(session)
+        values.pop("stage_group_id", None)
+        now = utcnow()
+        row_values = {
+            "description": "", "attribute_ids": [], **values,
+            "id": record_id or str(uuid.uuid4()),
+            "owner_id": values.get("owner_id") or actor.user_id,
+            "office_id": values.get("office_id") or actor.office_id,
+            "stage_id": stage.id, "stage_group_id": stage.attr("stage_group_id"),
+            "stage_changed_at": now, "version": 1,
+            "created_at": now, "created_by": actor.user_id, "modified_at": now, "modified_by": actor.user_id,
+        }
+        row_values["attribute_ids"] = list(dict.fromkeys(row_values["attribute_ids"] or []))
+        session.execute(insert(self.table).values(**row_values))
+        for group_id in group_ids:
+            session.execute(insert(self.groups).values(record_id=row_values["id"], group_id=group_id,
+                                                       added_at=now, added_by=actor.user_id))
+        session.execute(insert(self.history).values(record_id=row_values["id"], from_stage_id=None,
+                                                    to_stage_id=stage.id, at=now, by=actor.user_id,
+                                                    cause=actor.cause))
+        row = self.get(session, row_values["id"])
+        self._emit(session, "created", row, actor)
+        return row
+
+    def update(self, session: Session, row: Any, changes: Mapping[str, Any], actor: Actor,
+               extra_events: tuple[tuple[str, Any], ...] = ()) -> Any:
+        """Apply ``changes`` (any fields, ``stage_id`` included) with one version bump.
+
+        Emits ``updated`` when fields other than the stage changed, ``stage_changed`` (and
+        ``stage_group_changed``) when the stage did; nothing when nothing changed.
+        """
+        changes = {k: v for k, v in changes.items() if _differs(getattr(row, k), v)}
+        if not changes:
+            return row
+        self.check_references(session, changes)
+        now = utcnow()
+        values: dict[str, Any] = dict(changes)
+        stage_move = None
+        if "stage_id" in changes:
+            stage = self.stage(session, changes["stage_id"])
+            group_id = stage.attr("stage_group_id")
+            values.update(stage_group_id=group_id, stage_changed_at=now)
+            stage_move = (row.stage_id, stage.id, row.stage_group_id, group_id)
+            session.execute(insert(self.history).values(record_id=row.id, from_stage_id=row.stage_id,
+                                                        to_stage_id=stage.id, at=now, by=actor.user_id,
+                                                        cause=actor.cause))
+        if "attribute_ids" in values:
+            values["attribute_ids"] = list(dict.fromkeys(values["attribute_ids"] or []))
+        result: Any = session.execute(
+            update(self.table).where(self.table.c.id == row.id, self.table.c.version == row.version)
+            .values(**values, version=row.version + 1, modified_at=now, modified_by=actor.user_id))
+        if result.rowcount != 1:  # someone else wrote between our read and this write
+            raise Problem(412, f"The {self.kind.kind} changed while this request was processed; "
+                               "fetch it again and retry.")
+        new = self.get(session, row.id)
+        if set(changes) - {"stage_id"}:
+            self._emit(session, "updated", new, actor)
+        if stage_move is not None:
+            from_stage, to_stage, from_group, to_group = stage_move
+            moved = StageChanged(record=self._snapshot(session, new), from_stage_id=from_stage,
+                                 to_stage_id=to_stage, from_stage_group_id=from_group or "",
+                                 to_stage_group_id=to_group or "", cause=actor.cause)
+            self._emit(session, "stage_changed", new, actor, moved)
+            if (from_group or "") != (to_group or ""):
+                self._emit(session, "stage_group_changed", new, actor, moved)
+        for what, payload in extra_events:
+            self._emit(session, what, new, actor, payload)
+        return new
+
+    def add_group(self, session: Session, row: Any, group_id: str, actor: Actor) -> tuple[Any, bool]:
+        """Add the record to a group; (record, False) when it already was a member."""
+        self._require(session, group_id, "groups", "group_id")
+        if group_id in self.group_ids(session, row.id):
+            return row, False
+        session.execute(insert(self.groups).values(record_id=row.id, group_id=group_id, added_at=utcnow(),
+                                                   added_by=actor.user_id))
+        return self._touch(session, row, actor, "added_to_group", group_id), True
+
+    def remove_group(self, session: Session, row: Any, group_id: str, actor: Actor) -> Any:
+        """Remove the record from a group; 404 when it is not a member."""
+        result: Any = session.execute(delete(self.groups).where(self.groups.c.record_id == row.id,
+                                                                self.groups.c.group_id == group_id))
+        if result.rowcount == 0:
+            raise Problem(404, f"This {self.kind.kind} is not in group {group_id!r}.")
+        return self._touch(session, row, actor, "removed_from_group", group_id)
+
+    def delete(self, session: Session, row: Any, actor: Actor) -> None:
+        """Delete the record, its history and memberships, and emit ``<kind>.deleted``."""
+        session.execute(delete(self.groups).where(self.groups.c.record_id == row.id))
+        session.execute(delete(self.history).where(self.history.c.record_id == row.id))
+        result: Any = session.execute(delete(self.table).where(self.table.c.id == row.id,
+                                                               self.table.c.version == row.version))
+        if result.rowcount != 1:
+            raise Problem(412, f"The {self.kind.kind} changed while this request was processed; "
+                               "fetch it again and retry.")
+        envelope = new_envelope(self.kind.event_type("deleted"), self.kind.kind, row.id, row.version + 1,
+                                RecordDeleted(id=row.id, kind=self.kind.kind), actor=actor.message(),
+                                trigger_depth=actor.trigger_depth, causation_id=actor.causation_id or None)
+        record_event(session, self.kind.topic, envelope)
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _touch(self, session: Session, row: Any, actor: Actor, what: str, group_id: str) -> Any:
+        """Bump the version for a membership change and emit its event."""
+        now = utcnow()
+        result: Any = session.execute(
+            update(self.table).where(self.table.c.id == row.id, self.table.c.version == row.version)
+            .values(version=row.version + 1, modified_at=now, modified_by=actor.user_id))
+        if result.rowcount != 1:
+            raise Problem(412, f"The {self.kind.kind} changed while this request was processed; retry.")
+        new = self.get(session, row.id)
+        self._emit(session, what, new, actor,
+                   GroupMembershipChanged(record=self._snapshot(session, new), group_id=group_id))
+        return new
+
+    def snapshot(self, session: Session, row: Any) -> Any:
+        """The record's event payload as it is now."""
+        return self._snapshot(session, row)
+
+    def emit(self, session: Session, what: str, row: Any, actor: Actor, payload: Any = None) -> None:
+        """Write ``<kind>.<what>`` for ``row`` to the outbox."""
+        self._emit(session, what, row, actor, payload)
+
+    def _snapshot(self, session: Session, row: Any) -> Any:
+        return snapshot(self.kind, row, self.group_ids(session, row.id))
+
+    def _emit(self, session: Session, what: str, row: Any, actor: Actor, payload: Any = None) -> None:
+        envelope = new_envelope(self.kind.event_type(what), self.kind.kind, row.id, row.version,
+                                payload if payload is not None else self._snapshot(session, row),
+                                actor=actor.message(), trigger_depth=actor.trigger_depth,
+                                causation_id=actor.causation_id or None)
+        record_event(session, self.kind.topic, envelope)
+
+
+@dataclass(frozen=True)
+class _Stage:
+    """A stage known only by id (see ``create(trusted=True)``)."""
+
+    id: str
+    group_id: str | None
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return self.group_id if key == "stage_group_id" else default
+
+
+def _differs(current: Any, new: Any) -> bool:
+    if isinstance(current, Decimal) or isinstance(new, Decimal):
+        return (None if current is None else Decimal(str(current))) != (None if new is None else Decimal(str(new)))
+    if isinstance(current, dt.date) and isinstance(new, str):
+        return current.isoformat() != new
+    return bool(current != new)

@@ -1,0 +1,155 @@
+"""The edge schemas of a kind's records (marshmallow; unknown fields are refused by the kit)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from crm_kit.web.fields import Timestamp
+from crm_kit.web.pagination import PageQuery
+from crm_pipeline.kind import RecordKind
+
+_ID = validate.Length(min=1, max=36)
+_REF = validate.Length(min=1, max=200)
+VIEWS = ("all", "mine", "office")
+BULK_ACTIONS = ("set_stage", "add_to_group", "remove_from_group", "assign_owner", "delete")
+MAX_BULK = 200
+
+
+def record_fields(kind: RecordKind, *, partial: bool) -> dict[str, fields.Field]:
+    """Writable fields; on PATCH every field is optional and optional ones may be null."""
+    opt = {"allow_none": True} if partial else {"allow_none": True, "load_default": None}
+    out: dict[str, fields.Field] = {
+        "title": fields.String(required=not partial, validate=validate.Length(min=1, max=500)),
+        "description": fields.String(validate=validate.Length(max=20000), **({} if partial else {"load_default": ""})),
+        "company_id": fields.String(validate=_ID, **opt),
+        "contact_id": fields.String(validate=_ID, **opt),
+        "owner_id": fields.String(validate=_REF, **({} if partial else {"load_default": None, "allow_none": True})),
+        "office_id": fields.String(validate=_REF, **({} if partial else {"load_default": None, "allow_none": True})),
+        "stage_id": fields.String(validate=_ID, **({} if partial else {"load_default": None, "allow_none": True})),
+        "source_id": fields.String(validate=_ID, **opt),
+        "priority_id": fields.String(validate=_ID, **opt),
+        "category_id": fields.String(validate=_ID, **opt),
+        "procedure_id": fields.String(validate=_ID, **opt),
+        "attribute_ids": fields.List(fields.String(validate=_ID), validate=validate.Length(max=100),
+                                     **({} if partial else {"load_default": list})),
+    }
+    if not partial:
+        out["group_ids"] = fields.List(fields.String(validate=_ID), validate=validate.Length(max=100),
+                                       load_default=list)
+    if not kind.is_lead:
+        out.update(
+            amount=fields.Decimal(places=2, validate=validate.Range(min=0, max=10**15), allow_nan=False, **opt),
+            currency=fields.String(validate=validate.Regexp(r"^[A-Z]{3}$", error="A 3-letter ISO 4217 code."),
+                                   **opt),
+            probability=fields.Integer(validate=validate.Range(min=0, max=100), **opt),
+            expected_close_date=fields.Date(**opt),
+            lead_id=fields.String(validate=_ID, **opt),
+        )
+    return out
+
+
+class StageOut(Schema):
+    id = fields.String()
+    name = fields.String()
+    code = fields.String()
+    color = fields.String(allow_none=True)
+    is_end = fields.Boolean()
+    remarks = fields.String(allow_none=True)
+
+
+class HistoryOut(Schema):
+    from_stage_id = fields.String(allow_none=True)
+    to_stage_id = fields.String()
+    at = Timestamp()
+    by = fields.String()
+    cause = fields.String()
+
+
+class GroupIn(Schema):
+    group_id = fields.String(required=True, validate=_ID)
+
+
+class BulkIn(Schema):
+    ids = fields.List(fields.String(validate=_ID), required=True, validate=validate.Length(min=1, max=MAX_BULK))
+    action = fields.String(required=True, validate=validate.OneOf(BULK_ACTIONS))
+    stage_id = fields.String(validate=_ID)
+    group_id = fields.String(validate=_ID)
+    owner_id = fields.String(validate=_REF)
+
+    @validates_schema
+    def _argument_for_action(self, data: dict, **_: object) -> None:
+        needed = {"set_stage": "stage_id", "add_to_group": "group_id", "remove_from_group": "group_id",
+                  "assign_owner": "owner_id"}.get(data.get("action", ""))
+        if needed and not data.get(needed):
+            raise ValidationError(f"{data['action']} needs {needed}.", field_name=needed)
+
+
+class BulkResultOut(Schema):
+    id = fields.String()
+    status = fields.String()
+    error = fields.String(allow_none=True)
+
+
+class BulkOut(Schema):
+    results = fields.List(fields.Nested(BulkResultOut))
+
+
+class OverviewGroupOut(Schema):
+    id = fields.String()
+    name = fields.String()
+    count = fields.Integer()
+
+
+class OverviewOut(Schema):
+    stage_groups = fields.List(fields.Nested(OverviewGroupOut))
+    mine = fields.Integer()
+    office = fields.Integer()
+    all = fields.Integer()
+
+
+@dataclass(frozen=True)
+class RecordSchemas:
+    create: type[Schema]
+    patch: type[Schema]
+    copy: type[Schema]
+    out: type[Schema]
+    list_query: type[Schema]
+
+
+def record_schemas(kind: RecordKind) -> RecordSchemas:
+    """The schemas of ``kind`` (opportunities have their extra fields)."""
+    name = kind.kind.capitalize()
+    out_fields: dict[str, fields.Field] = {
+        "id": fields.String(), **{k: v for k, v in record_fields(kind, partial=True).items()},
+        "group_ids": fields.List(fields.String()),
+        "stage": fields.Nested(StageOut), "stage_group_id": fields.String(allow_none=True),
+        "stage_changed_at": Timestamp(), "version": fields.Integer(),
+        "created_at": Timestamp(), "created_by": fields.String(),
+        "modified_at": Timestamp(), "modified_by": fields.String(),
+    }
+    if kind.is_lead:
+        out_fields.update(converted_opportunity_id=fields.String(allow_none=True),
+                          converted_at=Timestamp(allow_none=True))
+    list_fields: dict[str, fields.Field] = {
+        "view": fields.String(load_default="all", validate=validate.OneOf(VIEWS)),
+        **{f: fields.String(validate=_REF if f in ("owner_id", "office_id") else _ID)
+           for f in ("stage_id", "stage_group_id", "owner_id", "office_id", "source_id", "priority_id",
+                     "category_id", "group_id", "company_id", "contact_id")},
+        "created_after": Timestamp(), "created_before": Timestamp(),
+        "modified_after": Timestamp(), "modified_before": Timestamp(),
+        "q": fields.String(validate=validate.Length(min=1, max=200)),
+        "filter": fields.String(validate=validate.Length(min=1, max=2000)),
+        "order_by": fields.String(validate=validate.Length(min=1, max=200)),
+    }
+    if not kind.is_lead:
+        list_fields["lead_id"] = fields.String(validate=_ID)
+    copy_fields = record_fields(kind, partial=True)
+    return RecordSchemas(
+        create=Schema.from_dict(record_fields(kind, partial=False), name=f"{name}Create"),
+        patch=Schema.from_dict(record_fields(kind, partial=True), name=f"{name}Patch"),
+        copy=Schema.from_dict(copy_fields, name=f"{name}Copy"),
+        out=Schema.from_dict(out_fields, name=name),
+        list_query=type(f"{name}ListQuery", (PageQuery,), dict(list_fields)),
+    )

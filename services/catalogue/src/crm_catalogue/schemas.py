@@ -1,0 +1,166 @@
+"""Request and response bodies (marshmallow); the kit refuses unknown fields with a 422.
+
+Each ``...Patch`` schema is its create schema loaded partially: only the fields sent change,
+and nothing gets a default.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+from crm_catalogue.tables import TEMPLATE_KINDS, VISIBLE_AT
+from crm_kit.web.fields import Timestamp
+from crm_kit.web.pagination import PageQuery
+
+LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*\Z")
+
+
+def _not_blank(value: str) -> None:
+    if not value.strip():
+        raise ValidationError("Must not be empty.")
+
+
+def _strict_bool(**kw: Any) -> fields.Boolean:
+    # JSON true/false only: "yes" or 1 for a flag is more likely a client bug than intent.
+    return fields.Boolean(truthy={True}, falsy={False}, **kw)
+
+
+def _names(**kw: Any) -> fields.Dict:
+    return fields.Dict(
+        keys=fields.String(validate=validate.Regexp(LANGUAGE_TAG, error="Not a language tag (en, nl, pt-BR, ...).")),
+        values=fields.String(validate=[validate.Length(max=200), _not_blank]),
+        validate=validate.Length(min=1, error="Give a name in at least one language."),
+        metadata={"description": "Display names by language tag, e.g. {\"en\": \"New\", \"nl\": \"Nieuw\"}; "
+                                 "a PATCH replaces the whole object."},
+        **kw,
+    )
+
+
+def _code(**kw: Any) -> fields.String:
+    return fields.String(validate=validate.Regexp(r"[A-Za-z0-9_.-]{1,50}\Z",
+                                                  error="1-50 letters, digits, '_', '.' or '-'."), **kw)
+
+
+def _index(**kw: Any) -> fields.Integer:
+    return fields.Integer(strict=True, validate=validate.Range(min=0, max=1_000_000),
+                          metadata={"description": "Sort position; default: after the last."}, **kw)
+
+
+def _ids(**kw: Any) -> fields.List:
+    return fields.List(fields.String(validate=validate.Length(min=1, max=36)), **kw)
+
+
+class StageIn(Schema):
+    """A stage of the lead or opportunity pipeline."""
+
+    names = _names(required=True)
+    code = _code(required=True)
+    index = _index()
+    active = _strict_bool(load_default=True)
+    is_default = _strict_bool(load_default=False, metadata={"description": "The stage a new record gets."})
+    is_end = _strict_bool(load_default=False)
+    is_default_end = _strict_bool(load_default=False,
+                                  metadata={"description": "The end stage a converted lead moves to."})
+    color = fields.String(load_default=None, allow_none=True,
+                          validate=validate.Regexp(r"#[0-9A-Fa-f]{6}\Z", error="A colour is #RRGGBB."))
+    remarks = fields.String(load_default="", validate=validate.Length(max=10000))
+    procedure_id = fields.String(load_default=None, allow_none=True)
+    stage_group_id = fields.String(load_default=None, allow_none=True)
+    email_template_ids = _ids(load_default=list)
+    document_template_ids = _ids(load_default=list)
+
+
+class StagePatch(StageIn):
+    """The fields of a stage to change."""
+
+
+class StageOut(Schema):
+    id = fields.String()
+    names = fields.Dict(keys=fields.String(), values=fields.String())
+    name = fields.String(metadata={"description": "From names, in the best language of Accept-Language."})
+    code = fields.String()
+    index = fields.Integer()
+    active = fields.Boolean()
+    is_default = fields.Boolean()
+    is_end = fields.Boolean()
+    is_default_end = fields.Boolean()
+    color = fields.String(allow_none=True)
+    remarks = fields.String()
+    procedure_id = fields.String(allow_none=True)
+    stage_group_id = fields.String(allow_none=True)
+    email_template_ids = fields.List(fields.String())
+    document_template_ids = fields.List(fields.String())
+    version = fields.Integer()
+    created_at = Timestamp()
+    modified_at = Timestamp()
+
+
+class EntryIn(Schema):
+    """An entry of one of the 8 tables of a kind."""
+
+    names = _names(required=True)
+    code = _code(required=True)
+    index = _index()
+    active = _strict_bool(load_default=True)
+
+
+class EntryPatch(EntryIn):
+    """The fields of a table entry to change."""
+
+
+class EntryOut(Schema):
+    id = fields.String()
+    names = fields.Dict(keys=fields.String(), values=fields.String())
+    name = fields.String(metadata={"description": "From names, in the best language of Accept-Language."})
+    code = fields.String()
+    index = fields.Integer()
+    active = fields.Boolean()
+    protected = fields.Boolean(metadata={"description": "Shipped with the platform (roles MAIN and SIGN): "
+                                                        "cannot be deleted, deactivated or recoded."})
+    version = fields.Integer()
+    created_at = Timestamp()
+    modified_at = Timestamp()
+
+
+class TemplateIn(Schema):
+    """An email, document or print template."""
+
+    kind = fields.String(required=True, validate=validate.OneOf(TEMPLATE_KINDS))
+    name = fields.String(required=True, validate=[validate.Length(max=200), _not_blank])
+    subject = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500),
+                            metadata={"description": "Email templates only."})
+    body = fields.String(load_default="", validate=validate.Length(max=500_000),
+                         metadata={"description": "Jinja template text; the record is `lead`/`opportunity` "
+                                                  "and `record`."})
+    visible_at = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(list(VISIBLE_AT)))
+    stage_ids = _ids(load_default=list, metadata={"description": "Stages of the kind visible_at names."})
+
+
+class TemplatePatch(TemplateIn):
+    """The fields of a template to change."""
+
+
+class TemplateOut(Schema):
+    id = fields.String()
+    kind = fields.String()
+    name = fields.String()
+    subject = fields.String(allow_none=True)
+    body = fields.String()
+    visible_at = fields.String(allow_none=True)
+    stage_ids = fields.List(fields.String())
+    version = fields.Integer()
+    created_at = Timestamp()
+    modified_at = Timestamp()
+
+
+class ActiveQuery(PageQuery):
+    active = fields.Boolean()
+
+
+class TemplateQuery(PageQuery):
+    kind = fields.String(validate=validate.OneOf(TEMPLATE_KINDS))
+    visible_at = fields.String(validate=validate.OneOf(list(VISIBLE_AT)))
+    stage_id = fields.String(validate=validate.Length(min=1, max=36))
