@@ -58,3 +58,16 @@ def test_read_endpoints_check_the_token_in_the_service_itself(name, path, permis
     assert c.get(path, headers=bearer([permission_role])).json == {"items": [], "next_page_token": None}
     if name == "triggers":
         assert c.get(path, headers=bearer(["viewer"])).status_code == 403
+
+
+@pytest.mark.parametrize("name", DOMAIN_SERVICES)
+def test_every_service_serves_its_openapi_document(name, tmp_path):
+    spec = find_service(name)
+    settings = settings_for(name, f"sqlite:///{tmp_path / 'openapi.sqlite3'}")
+    r = spec.build_app(settings).test_client().get("/openapi.json")
+    assert r.status_code == 200, r.get_data(as_text=True)
+    doc = r.json
+    assert doc["openapi"].startswith("3.1")
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            assert operation["responses"], (path, method)

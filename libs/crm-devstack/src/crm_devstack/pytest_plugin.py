@@ -168,4 +168,7 @@ def platform(kafka: KafkaBroker, postgres: PostgresCluster) -> Iterator[Platform
         pytest.fail(f"the platform could not start: {exc}\n{logs}", pytrace=False)
     yield Platform(config, db_urls, group)
     group.stop_all()
-    shutil.rmtree(root, ignore_errors=True)
+    if os.environ.get("CRM_E2E_KEEP"):  # keep the processes' logs for a post-mortem
+        print(f"\ne2e platform logs kept in {config.logs_dir}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)

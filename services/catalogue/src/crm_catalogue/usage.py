@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from crm.events.v1.envelope_pb2 import Envelope
 from crm.events.v1.records_pb2 import PipelineRecord, RecordDeleted
 from crm_catalogue.tables import stage_usage
+from crm_events.envelope import record_state
 from crm_kafka.worker import ConsumerSpec
 
 TOPICS = ["crm.leads.v1", "crm.opportunities.v1"]
@@ -26,11 +27,12 @@ def apply_record_event(session: Session, envelope: Envelope) -> None:
     the change (created, updated, and later stage_changed, converted, ...), so types added
     later need no change here.
     """
-    kind = envelope.WhichOneof("payload")
-    if kind == "record":
-        _remember(session, envelope.record)
-    elif kind == "record_deleted":
+    if envelope.WhichOneof("payload") == "record_deleted":
         _forget(session, envelope.record_deleted)
+        return
+    record = record_state(envelope)
+    if record is not None:
+        _remember(session, record)
 
 
 def _remember(session: Session, record: PipelineRecord) -> None:

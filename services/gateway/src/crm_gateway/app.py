@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT = 2.0  # seconds a service's /readyz may take before it counts as not ready
 SPEC_FETCH_TIMEOUT = 5.0
 FORWARD_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+CONVERT_TEMPLATE = "/v1/leads/{id}/convert"
+CONVERSION_WAIT = 10.0  # seconds the gateway waits for a converted lead's opportunity
 CORS_ALLOW_HEADERS = ("Authorization, Content-Type, Accept, Accept-Language, If-Match, If-None-Match, "
                       "Idempotency-Key, X-Correlation-ID, X-Request-ID")
 CORS_EXPOSE_HEADERS = ("ETag, Location, Link, Retry-After, Idempotent-Replayed, Content-Disposition, "
@@ -153,7 +155,39 @@ def forward_view(**_: str) -> Response:
     identity = kit.verifier.identity_from_header(request.headers.get("Authorization"))
     g.crm_identity = identity
     require_permission(identity, match.permission)
+    if request.method == "POST" and match.template == CONVERT_TEMPLATE:
+        return convert_and_wait(_gateway())
     return forward(_gateway().upstreams[match.service])
+
+
+def convert_and_wait(state: GatewayState) -> Response:
+    """Lead conversion: the leads service commits the lead's side and allocates the
+    opportunity's id; answer 201 with both records once the opportunities service can serve
+    the opportunity (its worker creates it from the lead.converted event), or 202 with its
+    Location if that takes longer than CONVERSION_WAIT seconds (the saga still completes)."""
+    import json
+    import time
+
+    resp = forward(state.upstreams["leads"])
+    if resp.status_code != 201:
+        return resp
+    resp.direct_passthrough = False  # a small JSON body: read it whole, unlike forwarded streams
+    body = json.loads(resp.get_data())
+    location = f"/v1/opportunities/{body['opportunity']['id']}"
+    headers = {name: request.headers[name] for name in ("Authorization", "Accept-Language") if name in request.headers}
+    deadline = time.monotonic() + CONVERSION_WAIT
+    while time.monotonic() < deadline:
+        try:
+            status, opportunity = state.upstreams["opportunities"].get_json(location, headers=headers)
+        except UpstreamError:
+            status, opportunity = 0, None
+        if status == 200:
+            body["opportunity"] = opportunity
+            return Response(json.dumps(body), status=201, mimetype="application/json",
+                            headers={"Location": location})
+        time.sleep(0.05)
+    return Response(json.dumps(body), status=202, mimetype="application/json",
+                    headers={"Location": location, "Retry-After": "1"})
 
 
 def openapi_view() -> Response:

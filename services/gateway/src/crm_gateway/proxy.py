@@ -248,10 +248,11 @@ class Upstream:
             return resp
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def get_json(self, path: str, timeout: tuple[float, float]) -> tuple[int, Any]:
-        """A small JSON document (readiness, OpenAPI): (status, parsed body or None). No retries."""
-        resp = self.request("GET", path, headers={"Accept": "application/json"}, timeout=timeout, retries=0,
-                            log_level=logging.DEBUG)  # the caller reports it
+    def get_json(self, path: str, timeout: tuple[float, float] | None = None,
+                 headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        """A small JSON document (readiness, OpenAPI, a record): (status, parsed body or None). No retries."""
+        resp = self.request("GET", path, headers={"Accept": "application/json", **(headers or {})}, timeout=timeout,
+                            retries=0, log_level=logging.DEBUG)  # the caller reports it
         try:
             try:
                 data = resp.json()

@@ -10,8 +10,7 @@ from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Envelope
 from crm_catalogue_view import catalogue_view_table, consumer_spec
-from crm_events.envelope import payload_of
-from crm_kafka.consumer import dispatch
+from crm_events.envelope import record_state
 from crm_kafka.service import domain_service
 from crm_kafka.worker import ConsumerSpec, WorkerPlan
 from crm_kit.db import Database, UTCDateTime, new_metadata, utcnow
@@ -32,9 +31,15 @@ record_views = Table(
 catalogue_view_table(metadata)
 
 
-def upsert_record(session: Session, envelope: Envelope) -> None:
-    """Keep the newest state of a record; an older or repeated version changes nothing."""
-    record = payload_of(envelope)
+def apply_record_event(session: Session, envelope: Envelope) -> None:
+    """Keep the newest state of a record from any of its events (every record event carries
+    the record after the change); a deleted record is forgotten."""
+    if envelope.WhichOneof("payload") == "record_deleted":
+        session.execute(delete(record_views).where(record_views.c.id == envelope.aggregate_id))
+        return
+    record = record_state(envelope)
+    if record is None:
+        return
     current = session.execute(select(record_views.c.version).where(record_views.c.id == record.id)).scalar()
     values = {"kind": record.kind, "title": record.title, "owner_id": record.owner_id,
               "office_id": record.office_id, "version": record.version, "updated_at": utcnow()}
@@ -44,18 +49,9 @@ def upsert_record(session: Session, envelope: Envelope) -> None:
         session.execute(update(record_views).where(record_views.c.id == record.id).values(**values))
 
 
-def forget_record(session: Session, envelope: Envelope) -> None:
-    session.execute(delete(record_views).where(record_views.c.id == envelope.aggregate_id))
-
-
 def worker_plan(settings: Settings, database: Database) -> WorkerPlan:
-    handlers = {}
-    for kind in ("lead", "opportunity"):
-        handlers[f"{kind}.created"] = upsert_record
-        handlers[f"{kind}.updated"] = upsert_record
-        handlers[f"{kind}.deleted"] = forget_record
     return WorkerPlan(service="linking", consumers=[
-        ConsumerSpec("records", ["crm.leads.v1", "crm.opportunities.v1"], dispatch(handlers)),
+        ConsumerSpec("records", ["crm.leads.v1", "crm.opportunities.v1"], apply_record_event),
         consumer_spec(),
     ])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any
 
 from apispec import APISpec
@@ -142,7 +143,9 @@ def install_openapi(app: Flask, title: str) -> None:
         import json
 
         if "doc" not in cache:
-            cache["doc"] = json.dumps(build_spec(title, app.extensions.get("crm_routes", [])))
+            # Validators may carry Decimal bounds (fields.Decimal with Range): numbers in JSON.
+            cache["doc"] = json.dumps(build_spec(title, app.extensions.get("crm_routes", [])),
+                                      default=lambda o: float(o) if isinstance(o, Decimal) else str(o))
         return Response(cache["doc"], mimetype="application/json")
 
     app.add_url_rule("/openapi.json", "openapi_json", openapi_json, methods=["GET"])
