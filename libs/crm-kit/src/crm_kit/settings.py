@@ -86,8 +86,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CRM_TOPIC_REPLICATION", "Replication factor for topics created at start.", "1", parse=int),
     Setting("CRM_IDEMPOTENCY_TTL", "Seconds an `Idempotency-Key` is remembered.", str(24 * 3600), parse=int),
     Setting("CRM_CATALOGUE_SEED", "Catalogue: `migrate` loads the starter configuration (stages, stage groups, "
-            "priorities, sources, roles; English and Dutch) once, on a database where it never ran.", "true",
-            parse=_bool),
+            "priorities, sources; English and Dutch) once, on a database where it never ran. The protected "
+            "MAIN and SIGN roles are loaded either way.", "true", parse=_bool),
     Setting("CRM_UPSTREAM_TIMEOUT", "Gateway: seconds to wait for a service before 504.", "10", parse=float),
     Setting("CRM_UPSTREAM_CONNECT_TIMEOUT", "Gateway: seconds to connect to a service before 503.", "2",
             parse=float),
