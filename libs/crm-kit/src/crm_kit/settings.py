@@ -69,6 +69,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CRM_MAX_BODY_BYTES", "Largest JSON request body accepted (bytes); larger gets 413.", str(1024 * 1024),
             parse=int),
     Setting("CRM_MAX_UPLOAD_BYTES", "Largest attachment upload accepted (bytes).", str(20 * 1024 * 1024), parse=int),
+    Setting("CRM_ATTACHMENTS_STORE", "Leads/opportunities: where attachments go, `local` (a directory) or `s3` "
+            "(S3-compatible; needs boto3 installed, else the api fails at start).", "local"),
+    Setting("CRM_ATTACHMENTS_DIR", "The local store's directory (created at start).",
+            ".run/attachments/<service>"),
+    Setting("CRM_ATTACHMENTS_S3_BUCKET", "The bucket for `s3` (objects are `<service>/<key>`).", ""),
+    Setting("CRM_ATTACHMENTS_S3_ENDPOINT", "URL of an S3-compatible store (e.g. MinIO); empty: AWS. Credentials "
+            "from boto3's usual sources.", ""),
     Setting("CRM_DEFAULT_LANGUAGE", "Language used for `name` when `Accept-Language` matches none.", "en"),
     Setting("CRM_LOG_LEVEL", "Python log level.", "INFO"),
     Setting("CRM_LOG_FORMAT", "`json` (one JSON object a line, with correlation_id) or `text`.", "json"),

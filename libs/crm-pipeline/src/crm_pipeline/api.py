@@ -10,6 +10,7 @@ from sqlalchemy import Table, select
 
 from crm_catalogue_view import CatalogueView
 from crm_kit.web import Api, ListResult, Problem, Reply, RequestContext, check_if_match
+from crm_pipeline.attachments import delete_blobs_with_record
 from crm_pipeline.conversion import convert
 from crm_pipeline.kind import OPPORTUNITY, RecordKind
 from crm_pipeline.queries import list_statement, load_visible, overview
@@ -112,6 +113,7 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
     def delete_record(ctx: RequestContext, record_id: str) -> None:
         row = load(ctx, record_id)
         check_if_match(row.version)
+        delete_blobs_with_record(ctx.session, kind, tables, row.id)
         records.delete(ctx.session, row, Actor.of(ctx.user))
 
     @api.get(f"{base}/<record_id>/stage-history", permission=kind.permission("view"), response=HistoryOut,
@@ -165,6 +167,7 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
                 elif action == "remove_from_group":
                     records.remove_group(ctx.session, row, ctx.body["group_id"], actor)
                 else:
+                    delete_blobs_with_record(ctx.session, kind, tables, row.id)
                     records.delete(ctx.session, row, actor)
                 savepoint.commit()
                 results.append({"id": record_id, "status": "ok", "error": None})

@@ -124,7 +124,7 @@ def overview(session: Session, kind: RecordKind, table: Table, identity: Identit
              language: str, default_language: str) -> dict[str, Any]:
     """Counts for the overview tabs: per stage group, mine, office, all (of what is visible)."""
     base = visible(table, identity)
-    counts = dict(session.execute(select(table.c.stage_group_id, func.count()).where(base)
+    counts: dict[Any, int] = dict(session.execute(select(table.c.stage_group_id, func.count()).where(base)
                                   .group_by(table.c.stage_group_id)).all())
 
     def count(*where: ColumnElement[bool]) -> int:

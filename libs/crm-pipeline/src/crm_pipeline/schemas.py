@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
@@ -19,21 +20,23 @@ MAX_BULK = 200
 
 def record_fields(kind: RecordKind, *, partial: bool) -> dict[str, fields.Field]:
     """Writable fields; on PATCH every field is optional and optional ones may be null."""
-    opt = {"allow_none": True} if partial else {"allow_none": True, "load_default": None}
+    opt: dict[str, Any] = {"allow_none": True} if partial else {"allow_none": True, "load_default": None}
+    on_create: dict[str, Any] = {} if partial else {"load_default": None, "allow_none": True}
+    description: dict[str, Any] = {} if partial else {"load_default": ""}
+    listed: dict[str, Any] = {} if partial else {"load_default": list}
     out: dict[str, fields.Field] = {
         "title": fields.String(required=not partial, validate=validate.Length(min=1, max=500)),
-        "description": fields.String(validate=validate.Length(max=20000), **({} if partial else {"load_default": ""})),
+        "description": fields.String(validate=validate.Length(max=20000), **description),
         "company_id": fields.String(validate=_ID, **opt),
         "contact_id": fields.String(validate=_ID, **opt),
-        "owner_id": fields.String(validate=_REF, **({} if partial else {"load_default": None, "allow_none": True})),
-        "office_id": fields.String(validate=_REF, **({} if partial else {"load_default": None, "allow_none": True})),
-        "stage_id": fields.String(validate=_ID, **({} if partial else {"load_default": None, "allow_none": True})),
+        "owner_id": fields.String(validate=_REF, **on_create),
+        "office_id": fields.String(validate=_REF, **on_create),
+        "stage_id": fields.String(validate=_ID, **on_create),
         "source_id": fields.String(validate=_ID, **opt),
         "priority_id": fields.String(validate=_ID, **opt),
         "category_id": fields.String(validate=_ID, **opt),
         "procedure_id": fields.String(validate=_ID, **opt),
-        "attribute_ids": fields.List(fields.String(validate=_ID), validate=validate.Length(max=100),
-                                     **({} if partial else {"load_default": list})),
+        "attribute_ids": fields.List(fields.String(validate=_ID), validate=validate.Length(max=100), **listed),
     }
     if not partial:
         out["group_ids"] = fields.List(fields.String(validate=_ID), validate=validate.Length(max=100),

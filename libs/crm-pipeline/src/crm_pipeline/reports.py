@@ -1,0 +1,228 @@
+"""Reports on pipeline records: per stage and stage group, and (leads) the conversion funnel.
+
+Every report covers only the records the caller may see (``queries.visible``). Counts and
+sums are computed by the database; medians in Python over the rows they need (one row per
+stay in a stage, or per converted lead), which is fine at today's volumes: when it is not,
+PostgreSQL's ``percentile_cont`` can take over on that dialect.
+
+Money is summed exactly on PostgreSQL (numeric). SQLite keeps ``Numeric`` as binary floating
+point, so there the sums are exact to the cent up to about 10^13; the results are rounded to
+cents (half up) on both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from marshmallow import Schema, fields
+from sqlalchemy import ColumnElement, Table, func, select
+from sqlalchemy.orm import Session
+
+from crm_catalogue_view import CatalogueView
+from crm_catalogue_view.model import CatalogueEntryView
+from crm_kit.db import utcnow
+from crm_kit.web import Api, Problem, RequestContext
+from crm_kit.web.fields import Timestamp
+from crm_pipeline.kind import RecordKind
+from crm_pipeline.queries import visible
+
+CENT = Decimal("0.01")
+_STREAM = 10_000  # rows fetched at a time for the medians
+
+
+def build_reports_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView | None = None) -> Api:
+    """``GET {records}/reports/stages`` and, for leads, ``GET /v1/leads/reports/funnel``."""
+    api = Api(kind.plural)
+    view = view or CatalogueView()
+    table, history = tables["records"], tables["stage_history"]
+    schemas = _report_schemas(kind)
+
+    @api.get(f"{kind.collection_path}/reports/stages", permission=kind.permission("view"),
+             response=schemas["stages"], summary=f"{kind.plural.capitalize()} per stage and stage group: counts"
+             + ("" if kind.is_lead else ", amounts, weighted amounts") + ", median time in each stage")
+    def stage_report(ctx: RequestContext) -> dict[str, Any]:
+        default_language = ctx.settings["CRM_DEFAULT_LANGUAGE"]
+
+        def name(entry: CatalogueEntryView) -> str:
+            return entry.name(ctx.language(list(entry.names)), default_language)
+
+        return stages_report(ctx.session, kind, table, history, visible(table, ctx.user), view, name)
+
+    if kind.is_lead:
+        @api.get("/v1/leads/reports/funnel", permission=kind.permission("view"), query=schemas["funnel_query"],
+                 response=schemas["funnel"],
+                 summary="Leads created in [from, to), how many were converted and how fast, by source and owner")
+        def funnel_report(ctx: RequestContext) -> dict[str, Any]:
+            start, end = ctx.query.get("from"), ctx.query.get("to")
+            if start is not None and end is not None and start >= end:
+                raise Problem(422, "'from' must be before 'to'.", errors=[{"field": "to",
+                                                                           "message": "Must be after 'from'."}])
+            return funnel(ctx.session, table, visible(table, ctx.user), start, end)
+
+    return api
+
+
+# -- stages -----------------------------------------------------------------------------------
+
+
+def stages_report(session: Session, kind: RecordKind, table: Table, history: Table, seen: ColumnElement[bool],
+                  view: CatalogueView, name: Callable[[CatalogueEntryView], str]) -> dict[str, Any]:
+    """Per stage (catalogue order) and per stage group: count (and money), plus per stage the
+    median seconds a stay in it lasts; ``name(entry)`` names an entry in the caller's language."""
+    money = not kind.is_lead
+    measures = [func.count().label("records")]  # not "count": Row.count is a method
+    if money:
+        measures += [func.sum(table.c.amount).label("amount_sum"),
+                     func.sum(table.c.amount * table.c.probability).label("weighted_sum")]
+    by_stage = {r.key: r for r in session.execute(select(table.c.stage_id.label("key"), *measures)
+                                                  .where(seen).group_by(table.c.stage_id))}
+    by_group = {r.key: r for r in session.execute(select(table.c.stage_group_id.label("key"), *measures)
+                                                  .where(seen).group_by(table.c.stage_group_id))}
+    stays = stage_stays(session, table, history, seen)
+
+    def totals(row: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {"count": int(row.records) if row is not None else 0}
+        if money:
+            out["amount_sum"] = _money(row.amount_sum if row is not None else None)
+            out["weighted_amount_sum"] = _money(Decimal(str(row.weighted_sum)) / 100
+                                                if row is not None and row.weighted_sum is not None else None)
+        return out
+
+    stages = []
+    known = view.stages(session, kind.kind)
+    for stage in known:
+        if stage.active or stage.id in by_stage or stage.id in stays:
+            stages.append({"id": stage.id, "code": stage.code, "name": name(stage), "active": stage.active,
+                           "stage_group_id": stage.attr("stage_group_id"), **totals(by_stage.get(stage.id)),
+                           "median_seconds_in_stage": _median(stays.get(stage.id))})
+    # Records can sit in a stage this copy no longer knows (deleted, or not received yet):
+    # they are still counted, so the totals add up.
+    known_ids = {s.id for s in known}
+    for stage_id in sorted((set(by_stage) | set(stays)) - known_ids):
+        stages.append({"id": stage_id, "code": None, "name": None, "active": None, "stage_group_id": None,
+                       **totals(by_stage.get(stage_id)), "median_seconds_in_stage": _median(stays.get(stage_id))})
+
+    groups = []
+    known_groups = view.entries(session, kind.kind, "stage_groups")
+    for group in known_groups:
+        if group.active or group.id in by_group:
+            groups.append({"id": group.id, "code": group.code, "name": name(group), "active": group.active,
+                           **totals(by_group.get(group.id))})
+    for group_id in sorted((set(by_group) - {g.id for g in known_groups}), key=lambda g: (g is None, g or "")):
+        groups.append({"id": group_id, "code": None, "name": None, "active": None, **totals(by_group[group_id])})
+
+    total: dict[str, Any] = {"count": sum(int(r.records) for r in by_stage.values())}
+    if money:
+        total["amount_sum"] = _money(sum((Decimal(str(r.amount_sum)) for r in by_stage.values()
+                                          if r.amount_sum is not None), Decimal(0)))
+        total["weighted_amount_sum"] = _money(sum((Decimal(str(r.weighted_sum)) for r in by_stage.values()
+                                                   if r.weighted_sum is not None), Decimal(0)) / 100)
+    return {"stages": stages, "stage_groups": groups, "total": total}
+
+
+def stage_stays(session: Session, table: Table, history: Table, seen: ColumnElement[bool],
+                now: dt.datetime | None = None) -> dict[str, list[float]]:
+    """Seconds of every stay in a stage, per stage: from entering it (a history row) to leaving
+    it (the record's next history row), or to ``now`` for the stage a record is in."""
+    now = now or utcnow()
+    left_at = func.lead(history.c.at, type_=history.c.at.type).over(
+        partition_by=history.c.record_id, order_by=(history.c.at, history.c.id))
+    # The window runs over whole records (visibility is per record), so filtering first is right.
+    stmt = (select(history.c.to_stage_id, history.c.at, left_at.label("left_at"))
+            .join(table, table.c.id == history.c.record_id).where(seen)
+            .execution_options(yield_per=_STREAM))
+    out: dict[str, list[float]] = defaultdict(list)
+    for stage_id, entered, left in session.execute(stmt):
+        out[stage_id].append(max(((left or now) - entered).total_seconds(), 0.0))
+    return dict(out)
+
+
+# -- funnel -----------------------------------------------------------------------------------
+
+
+def funnel(session: Session, table: Table, seen: ColumnElement[bool], start: dt.datetime | None,
+           end: dt.datetime | None) -> dict[str, Any]:
+    """Leads created in [start, end): how many, how many converted (``converted_at`` set), the rate,
+    the median time from creation to conversion; overall, by source and by owner."""
+    where = [seen]
+    if start is not None:
+        where.append(table.c.created_at >= start)
+    if end is not None:
+        where.append(table.c.created_at < end)
+    converted = func.count(table.c.converted_at).label("converted")  # COUNT(col) skips NULLs
+
+    def counts(key: Any) -> dict[Any, Any]:
+        return {r.key: r for r in session.execute(select(key.label("key"), func.count().label("created"), converted)
+                                                  .where(*where).group_by(key))}
+
+    overall = session.execute(select(func.count().label("created"), converted).where(*where)).one()
+    by_source, by_owner = counts(table.c.source_id), counts(table.c.owner_id)
+    durations: dict[str, dict[Any, list[float]]] = {"all": defaultdict(list), "source": defaultdict(list),
+                                                    "owner": defaultdict(list)}
+    rows = session.execute(select(table.c.source_id, table.c.owner_id, table.c.created_at, table.c.converted_at)
+                           .where(*where, table.c.converted_at.is_not(None)).execution_options(yield_per=_STREAM))
+    for source_id, owner_id, created_at, converted_at in rows:
+        seconds = max((converted_at - created_at).total_seconds(), 0.0)
+        durations["all"][None].append(seconds)
+        durations["source"][source_id].append(seconds)
+        durations["owner"][owner_id].append(seconds)
+
+    def entry(created: int, converted_count: int, seconds: list[float] | None) -> dict[str, Any]:
+        return {"created": int(created), "converted": int(converted_count),
+                "conversion_rate": round(converted_count / created, 4) if created else None,
+                "median_seconds_to_convert": _median(seconds)}
+
+    def grouped(rows: dict[Any, Any], field: str, name: str) -> list[dict[str, Any]]:
+        ordered = sorted(rows.values(), key=lambda r: (-int(r.created), r.key is None, r.key or ""))
+        return [{field: r.key, **entry(r.created, r.converted, durations[name].get(r.key))} for r in ordered]
+
+    return {"from": start, "to": end, **entry(overall.created, overall.converted, durations["all"].get(None)),
+            "by_source": grouped(by_source, "source_id", "source"),
+            "by_owner": grouped(by_owner, "owner_id", "owner")}
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _money(value: Any) -> str:
+    """A sum as the contract writes money: a decimal string with cents ("0.00" for none)."""
+    amount = Decimal(0) if value is None else Decimal(str(value))
+    return str(amount.quantize(CENT, rounding=ROUND_HALF_UP))
+
+
+def _median(values: Iterable[float] | None) -> float | None:
+    values = list(values or [])
+    return round(statistics.median(values), 3) if values else None
+
+
+def _report_schemas(kind: RecordKind) -> dict[str, type[Schema]]:
+    """The reports' schemas (named per kind: the OpenAPI document has both kinds' reports)."""
+    name = kind.kind.capitalize()
+    money: dict[str, fields.Field] = {} if kind.is_lead else {
+        "amount_sum": fields.String(), "weighted_amount_sum": fields.String()}
+    entity: dict[str, fields.Field] = {"id": fields.String(allow_none=True), "code": fields.String(allow_none=True),
+              "name": fields.String(allow_none=True), "active": fields.Boolean(allow_none=True),
+              "count": fields.Integer(), **money}
+    stage = Schema.from_dict({**entity, "stage_group_id": fields.String(allow_none=True),
+                              "median_seconds_in_stage": fields.Float(allow_none=True)}, name=f"{name}StageReportStage")
+    group = Schema.from_dict(dict(entity), name=f"{name}StageReportGroup")
+    total = Schema.from_dict({"count": fields.Integer(), **money}, name=f"{name}StageReportTotal")
+    out: dict[str, type[Schema]] = {"stages": Schema.from_dict(
+        {"stages": fields.List(fields.Nested(stage)), "stage_groups": fields.List(fields.Nested(group)),
+         "total": fields.Nested(total)}, name=f"{name}StageReport")}
+    if kind.is_lead:
+        rates: dict[str, fields.Field] = {"created": fields.Integer(), "converted": fields.Integer(),
+                 "conversion_rate": fields.Float(allow_none=True),
+                 "median_seconds_to_convert": fields.Float(allow_none=True)}
+        by_source = Schema.from_dict({"source_id": fields.String(allow_none=True), **rates}, name="FunnelBySource")
+        by_owner = Schema.from_dict({"owner_id": fields.String(), **rates}, name="FunnelByOwner")
+        out["funnel"] = Schema.from_dict({"from": Timestamp(allow_none=True), "to": Timestamp(allow_none=True),
+                                          **rates, "by_source": fields.List(fields.Nested(by_source)),
+                                          "by_owner": fields.List(fields.Nested(by_owner))}, name="LeadFunnel")
+        out["funnel_query"] = Schema.from_dict({"from": Timestamp(), "to": Timestamp()}, name="LeadFunnelQuery")
+    return out
