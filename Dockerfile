@@ -18,6 +18,9 @@ FROM ${PYTHON_IMAGE}
 ARG CRM_SERVICE
 ENV PATH=/opt/crm/bin:$PATH PYTHONUNBUFFERED=1 CRM_SERVICE=${CRM_SERVICE} \
     PROMETHEUS_MULTIPROC_DIR=/tmp/metrics CRM_BIND=0.0.0.0:8080
+# DejaVu: PDFs of templates with text beyond Latin-1 (e.g. the euro sign).
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-core \
+ && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/crm /opt/crm
 RUN useradd --system --uid 10001 --no-create-home crm
 USER 10001

@@ -13,10 +13,12 @@ from crm_kit.service import ServiceSpec
 from crm_kit.settings import Settings
 from crm_pipeline.api import build_api
 from crm_pipeline.attachments import build_attachments_api
+from crm_pipeline.printing import build_printing_api
 from crm_pipeline.commands import command_handler
 from crm_pipeline.conversion import conversion_handler
 from crm_pipeline.kind import RecordKind
 from crm_pipeline.records import Records
+from crm_pipeline.reports import build_reports_api
 from crm_pipeline.storage import store_from_environment
 from crm_pipeline.tables import pipeline_tables
 
@@ -40,6 +42,8 @@ def pipeline_service(kind: RecordKind, *, title: str, migrations: Path) -> Servi
         return WorkerPlan(service=kind.plural, consumers=consumers)
 
     apis = [build_api(kind, tables),
-            build_attachments_api(kind, tables, lambda: store_from_environment(kind.plural))]
+            build_attachments_api(kind, tables, lambda: store_from_environment(kind.plural)),
+            build_printing_api(kind, tables),
+            build_reports_api(kind, tables)]
     return domain_service(kind.plural, title, apis=apis, metadata=metadata, migrations=migrations,
                           worker_plan=worker_plan)

@@ -77,6 +77,8 @@ def _record_indexes(name: str) -> list[IndexSpec]:
 
     return [
         ix("modified_at", "id"),
+        ix("title", "id"),
+        ix("office_id", "title", "id"),
         ix("office_id", "modified_at", "id"),
         ix("owner_id", "modified_at", "id"),
         ix("stage_id", "modified_at", "id"),
@@ -149,6 +151,24 @@ def create_pipeline_tables(op: Operations, records: str) -> None:
         op.create_table(name, *columns())
         for ix, cols in indexes:
             op.create_index(ix, name, list(cols))
+
+
+def create_search_indexes(op: Operations, records: str) -> None:
+    """Trigram indexes so ``q`` (substring search on title and description) stays fast at a
+    million rows on PostgreSQL (pg_trgm is a trusted extension: the database owner may create
+    it). SQLite, the embedded default, scans."""
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    for column in ("title", "description"):
+        op.execute(f"CREATE INDEX IF NOT EXISTS ix_{records}_{column}_trgm ON {records} "
+                   f"USING gin ({column} gin_trgm_ops)")
+
+
+def drop_search_indexes(op: Operations, records: str) -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        for column in ("title", "description"):
+            op.execute(f"DROP INDEX IF EXISTS ix_{records}_{column}_trgm")
 
 
 def records_table(metadata: MetaData, name: str) -> Table:
