@@ -1,34 +1,21 @@
-"""The linking service. Foundation scope: its read model of leads and opportunities, kept
-from their events (tabs and activity details will read it instead of calling them)."""
+"""The linking service: files (companies, contacts, job orders, placements, activities),
+their links to leads and opportunities, and its read model of those records."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Column, Integer, String, Table, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Envelope
-from crm_catalogue_view import catalogue_view_table, consumer_spec
+from crm_catalogue_view import consumer_spec
 from crm_events.envelope import record_state
 from crm_kafka.service import domain_service
 from crm_kafka.worker import ConsumerSpec, WorkerPlan
-from crm_kit.db import Database, UTCDateTime, new_metadata, utcnow
+from crm_kit.db import Database, utcnow
 from crm_kit.settings import Settings
-
-metadata = new_metadata()
-record_views = Table(
-    "record_views",
-    metadata,
-    Column("id", String(36), primary_key=True),
-    Column("kind", String(20), nullable=False),
-    Column("title", String(500), nullable=False),
-    Column("owner_id", String(200), nullable=False),
-    Column("office_id", String(200), nullable=False),
-    Column("version", Integer, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
-)
-catalogue_view_table(metadata)
+from crm_linking.tables import metadata, record_views
 
 
 def apply_record_event(session: Session, envelope: Envelope) -> None:
@@ -42,7 +29,10 @@ def apply_record_event(session: Session, envelope: Envelope) -> None:
         return
     current = session.execute(select(record_views.c.version).where(record_views.c.id == record.id)).scalar()
     values = {"kind": record.kind, "title": record.title, "owner_id": record.owner_id,
-              "office_id": record.office_id, "version": record.version, "updated_at": utcnow()}
+              "office_id": record.office_id, "stage_id": record.stage_id or None,
+              "stage_group_id": record.stage_group_id or None, "company_id": record.company_id or None,
+              "contact_id": record.contact_id or None, "lead_id": record.lead_id or None,
+              "version": record.version, "updated_at": utcnow()}
     if current is None:
         session.execute(record_views.insert().values(id=record.id, **values))
     elif record.version > current:

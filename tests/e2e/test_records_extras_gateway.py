@@ -1,0 +1,57 @@
+"""Attachments, templates/print and reports of records, through the gateway."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from test_records_gateway import Client, create, eventually, stage
+
+pytestmark = pytest.mark.e2e
+
+
+def test_attachments_through_the_gateway(platform):
+    admin = Client(platform)
+    lead = create(admin, "leads", {"title": "With files"})
+    base = f"/v1/leads/{lead['id']}/attachments"
+    content = b"%PDF-1.4 pretend\n" + bytes(range(256)) * 100
+    r = admin("POST", base, files={"file": ("offer.pdf", content, "application/pdf")}, data={"type": "offer"})
+    assert r.status_code == 201, r.text
+    attachment = r.json()
+    assert attachment["size"] == len(content) and attachment["type"] == "offer"
+    assert [a["id"] for a in admin("GET", base).json()["items"]] == [attachment["id"]]
+    download = admin("GET", f"{base}/{attachment['id']}")
+    assert download.status_code == 200 and download.content == content
+    assert download.headers["Content-Type"] == "application/pdf"
+    assert "attachment" in download.headers["Content-Disposition"]
+    json_upload = admin("POST", base, json={"file": "x"})
+    assert json_upload.status_code == 415
+    assert admin("DELETE", f"{base}/{attachment['id']}").status_code == 204
+    assert admin("GET", f"{base}/{attachment['id']}").status_code == 404
+
+
+def test_print_and_reports_through_the_gateway(platform):
+    admin = Client(platform)
+    tag = uuid.uuid4().hex[:6]
+    new = stage(admin, "lead", "NEW")
+    template = admin("POST", "/v1/templates", json={
+        "kind": "print", "name": f"Sheet {tag}", "body": "<h1>{{ lead.title }}</h1><p>{{ record.stage.name }}</p>",
+        "visible_at": "lead_stage", "stage_ids": [new["id"]]}).json()
+    lead = create(admin, "leads", {"title": f"<b>Printed {tag}</b>"})
+    url = f"/v1/leads/{lead['id']}"
+    listed = eventually(lambda: [t["id"] for t in admin("GET", f"{url}/templates", params={"kind": "print"})
+                                 .json()["items"] if t["id"] == template["id"]], what="the template in the copy")
+    assert listed == [template["id"]]
+    html = admin("POST", f"{url}/print", json={"template_id": template["id"]})
+    assert html.status_code == 200 and html.headers["Content-Type"].startswith("text/html")
+    assert f"&lt;b&gt;Printed {tag}&lt;/b&gt;" in html.text
+    pdf = admin("POST", f"{url}/print", json={"template_id": template["id"]}, headers={"Accept": "application/pdf"})
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+
+    report = admin("GET", "/v1/leads/reports/stages").json()
+    counts = {s["id"]: s["count"] for s in report["stages"]}
+    assert counts[new["id"]] >= 1
+    funnel = admin("GET", "/v1/leads/reports/funnel").json()
+    assert funnel["created"] >= 1 and "by_source" in funnel and "by_owner" in funnel
+    opportunities = admin("GET", "/v1/opportunities/reports/stages").json()
+    assert "stages" in opportunities
