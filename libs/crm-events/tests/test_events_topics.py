@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from google.protobuf.message import Message
 
@@ -75,7 +77,8 @@ def test_every_topic_example_round_trips(name: str) -> None:
     assert payload == payload_of(example)
     assert getattr(decoded, topic.key), "the example needs a Kafka key"
     assert decoded.producer
-    assert decoded.event_type.count(".") == 1
+    # "<aggregate>.<what>" or deeper ("catalogue.stage.created"): lowercase dotted words
+    assert re.fullmatch(r"[a-z_]+(\.[a-z_]+)+", decoded.event_type), decoded.event_type
 
 
 @pytest.mark.parametrize("name", sorted(MAIN_TOPICS))

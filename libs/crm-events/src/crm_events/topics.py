@@ -19,8 +19,9 @@ from google.protobuf.struct_pb2 import Struct
 
 from crm.events.v1.catalogue_pb2 import CatalogueEntry
 from crm.events.v1.envelope_pb2 import Actor, Envelope
+from crm.events.v1.linking_pb2 import LinkingChange
 from crm.events.v1.probe_pb2 import Probe
-from crm.events.v1.records_pb2 import PipelineRecord
+from crm.events.v1.records_pb2 import PipelineRecord, RecordCommand
 from crm_events.envelope import new_envelope
 
 __all__ = [
@@ -304,14 +305,34 @@ def _probe_example(aggregate_id: str, producer: str, *, actor: Actor | None = No
     return build
 
 
+def _linking_example() -> Envelope:
+    change = LinkingChange(entity="record_contact", id="contact-2b3c:lead-5f1e2d3c", record_kind="lead",
+                           record_id="lead-5f1e2d3c", version=1)
+    change.data.update({"contact_id": "contact-2b3c", "role_id": "role-main"})
+    return new_envelope("linking.contact.linked", "record_contact", change.id, 1, change, actor=_EXAMPLE_USER,
+                        producer="linking", event_id="0b8c7a52-3d4e-4f6a-9b1c-2d3e4f5a6b04",
+                        occurred_at=_EXAMPLE_TIME)
+
+
+def _command_example(kind: str) -> Callable[[], Envelope]:
+    def build() -> Envelope:
+        command = RecordCommand(record_id=f"{kind}-5f1e2d3c", kind=kind, action="set_stage",
+                                stage_id="stage-qualified", trigger_id="trigger-7d0c6f0e")
+        return new_envelope(f"{kind}.command.set_stage", kind, command.record_id, 0, command,
+                            actor=_TRIGGER_ACTOR, producer="triggers", trigger_depth=1,
+                            event_id="0b8c7a52-3d4e-4f6a-9b1c-2d3e4f5a6b05", occurred_at=_EXAMPLE_TIME)
+
+    return build
+
+
 _EXAMPLES: dict[str, Callable[[], Envelope]] = {
     "crm.catalogue.v1": _catalogue_example,
     "crm.leads.v1": _record_example("lead", "lead.stage_changed", "leads"),
     "crm.opportunities.v1": _record_example("opportunity", "opportunity.created", "opportunities"),
-    "crm.linking.v1": _probe_example("link-9a8b7c6d", "linking"),
+    "crm.linking.v1": _linking_example,
     "crm.triggers.v1": _probe_example("trigger-7d0c6f0e", "triggers"),
-    "crm.leads.commands.v1": _probe_example("lead-5f1e2d3c", "triggers", actor=_TRIGGER_ACTOR),
-    "crm.opportunities.commands.v1": _probe_example("opportunity-5f1e2d3c", "triggers", actor=_TRIGGER_ACTOR),
+    "crm.leads.commands.v1": _command_example("lead"),
+    "crm.opportunities.commands.v1": _command_example("opportunity"),
     "crm.test.v1": _probe_example("probe-1", "kit-tests"),
 }
 

@@ -24,19 +24,20 @@ _sym_db = _symbol_database.Default()
 
 from crm.events.v1 import catalogue_pb2 as crm_dot_events_dot_v1_dot_catalogue__pb2
 from crm.events.v1 import probe_pb2 as crm_dot_events_dot_v1_dot_probe__pb2
+from crm.events.v1 import linking_pb2 as crm_dot_events_dot_v1_dot_linking__pb2
 from crm.events.v1 import records_pb2 as crm_dot_events_dot_v1_dot_records__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63rm/events/v1/envelope.proto\x12\rcrm.events.v1\x1a\x1d\x63rm/events/v1/catalogue.proto\x1a\x19\x63rm/events/v1/probe.proto\x1a\x1b\x63rm/events/v1/records.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xda\x05\n\x08\x45nvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x16\n\x0e\x61ggregate_type\x18\x03 \x01(\t\x12\x14\n\x0c\x61ggregate_id\x18\x04 \x01(\t\x12\x19\n\x11\x61ggregate_version\x18\x05 \x01(\x03\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05\x61\x63tor\x18\x07 \x01(\x0b\x32\x14.crm.events.v1.Actor\x12\x16\n\x0e\x63orrelation_id\x18\x08 \x01(\t\x12\x14\n\x0c\x63\x61usation_id\x18\t \x01(\t\x12\x15\n\rtrigger_depth\x18\n \x01(\x05\x12\x10\n\x08producer\x18\x0b \x01(\t\x12/\n\x06record\x18\x14 \x01(\x0b\x32\x1d.crm.events.v1.PipelineRecordH\x00\x12\x36\n\x0erecord_deleted\x18\x15 \x01(\x0b\x32\x1c.crm.events.v1.RecordDeletedH\x00\x12\x38\n\x0f\x63\x61talogue_entry\x18\x16 \x01(\x0b\x32\x1d.crm.events.v1.CatalogueEntryH\x00\x12\x34\n\rstage_changed\x18\x17 \x01(\x0b\x32\x1b.crm.events.v1.StageChangedH\x00\x12>\n\rgroup_changed\x18\x18 \x01(\x0b\x32%.crm.events.v1.GroupMembershipChangedH\x00\x12\x36\n\x0elead_converted\x18\x19 \x01(\x0b\x32\x1c.crm.events.v1.LeadConvertedH\x00\x12/\n\x07\x63ommand\x18\x1a \x01(\x0b\x32\x1c.crm.events.v1.RecordCommandH\x00\x12%\n\x05probe\x18\x63 \x01(\x0b\x32\x14.crm.events.v1.ProbeH\x00\x42\t\n\x07payload\"G\n\x05\x41\x63tor\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\toffice_id\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63rm/events/v1/envelope.proto\x12\rcrm.events.v1\x1a\x1d\x63rm/events/v1/catalogue.proto\x1a\x19\x63rm/events/v1/probe.proto\x1a\x1b\x63rm/events/v1/linking.proto\x1a\x1b\x63rm/events/v1/records.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x06\n\x08\x45nvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x16\n\x0e\x61ggregate_type\x18\x03 \x01(\t\x12\x14\n\x0c\x61ggregate_id\x18\x04 \x01(\t\x12\x19\n\x11\x61ggregate_version\x18\x05 \x01(\x03\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05\x61\x63tor\x18\x07 \x01(\x0b\x32\x14.crm.events.v1.Actor\x12\x16\n\x0e\x63orrelation_id\x18\x08 \x01(\t\x12\x14\n\x0c\x63\x61usation_id\x18\t \x01(\t\x12\x15\n\rtrigger_depth\x18\n \x01(\x05\x12\x10\n\x08producer\x18\x0b \x01(\t\x12/\n\x06record\x18\x14 \x01(\x0b\x32\x1d.crm.events.v1.PipelineRecordH\x00\x12\x36\n\x0erecord_deleted\x18\x15 \x01(\x0b\x32\x1c.crm.events.v1.RecordDeletedH\x00\x12\x38\n\x0f\x63\x61talogue_entry\x18\x16 \x01(\x0b\x32\x1d.crm.events.v1.CatalogueEntryH\x00\x12\x34\n\rstage_changed\x18\x17 \x01(\x0b\x32\x1b.crm.events.v1.StageChangedH\x00\x12>\n\rgroup_changed\x18\x18 \x01(\x0b\x32%.crm.events.v1.GroupMembershipChangedH\x00\x12\x36\n\x0elead_converted\x18\x19 \x01(\x0b\x32\x1c.crm.events.v1.LeadConvertedH\x00\x12/\n\x07\x63ommand\x18\x1a \x01(\x0b\x32\x1c.crm.events.v1.RecordCommandH\x00\x12\x36\n\x0elinking_change\x18\x1b \x01(\x0b\x32\x1c.crm.events.v1.LinkingChangeH\x00\x12%\n\x05probe\x18\x63 \x01(\x0b\x32\x14.crm.events.v1.ProbeH\x00\x42\t\n\x07payload\"G\n\x05\x41\x63tor\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\toffice_id\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crm.events.v1.envelope_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENVELOPE']._serialized_start=168
-  _globals['_ENVELOPE']._serialized_end=898
-  _globals['_ACTOR']._serialized_start=900
-  _globals['_ACTOR']._serialized_end=971
+  _globals['_ENVELOPE']._serialized_start=197
+  _globals['_ENVELOPE']._serialized_end=983
+  _globals['_ACTOR']._serialized_start=985
+  _globals['_ACTOR']._serialized_end=1056
 # @@protoc_insertion_point(module_scope)

@@ -2,6 +2,7 @@ import datetime
 
 from crm.events.v1 import catalogue_pb2 as _catalogue_pb2
 from crm.events.v1 import probe_pb2 as _probe_pb2
+from crm.events.v1 import linking_pb2 as _linking_pb2
 from crm.events.v1 import records_pb2 as _records_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf import descriptor as _descriptor
@@ -12,7 +13,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Envelope(_message.Message):
-    __slots__ = ("event_id", "event_type", "aggregate_type", "aggregate_id", "aggregate_version", "occurred_at", "actor", "correlation_id", "causation_id", "trigger_depth", "producer", "record", "record_deleted", "catalogue_entry", "stage_changed", "group_changed", "lead_converted", "command", "probe")
+    __slots__ = ("event_id", "event_type", "aggregate_type", "aggregate_id", "aggregate_version", "occurred_at", "actor", "correlation_id", "causation_id", "trigger_depth", "producer", "record", "record_deleted", "catalogue_entry", "stage_changed", "group_changed", "lead_converted", "command", "linking_change", "probe")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     AGGREGATE_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +32,7 @@ class Envelope(_message.Message):
     GROUP_CHANGED_FIELD_NUMBER: _ClassVar[int]
     LEAD_CONVERTED_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
+    LINKING_CHANGE_FIELD_NUMBER: _ClassVar[int]
     PROBE_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     event_type: str
@@ -50,8 +52,9 @@ class Envelope(_message.Message):
     group_changed: _records_pb2.GroupMembershipChanged
     lead_converted: _records_pb2.LeadConverted
     command: _records_pb2.RecordCommand
+    linking_change: _linking_pb2.LinkingChange
     probe: _probe_pb2.Probe
-    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., aggregate_type: _Optional[str] = ..., aggregate_id: _Optional[str] = ..., aggregate_version: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[_Union[Actor, _Mapping]] = ..., correlation_id: _Optional[str] = ..., causation_id: _Optional[str] = ..., trigger_depth: _Optional[int] = ..., producer: _Optional[str] = ..., record: _Optional[_Union[_records_pb2.PipelineRecord, _Mapping]] = ..., record_deleted: _Optional[_Union[_records_pb2.RecordDeleted, _Mapping]] = ..., catalogue_entry: _Optional[_Union[_catalogue_pb2.CatalogueEntry, _Mapping]] = ..., stage_changed: _Optional[_Union[_records_pb2.StageChanged, _Mapping]] = ..., group_changed: _Optional[_Union[_records_pb2.GroupMembershipChanged, _Mapping]] = ..., lead_converted: _Optional[_Union[_records_pb2.LeadConverted, _Mapping]] = ..., command: _Optional[_Union[_records_pb2.RecordCommand, _Mapping]] = ..., probe: _Optional[_Union[_probe_pb2.Probe, _Mapping]] = ...) -> None: ...
+    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., aggregate_type: _Optional[str] = ..., aggregate_id: _Optional[str] = ..., aggregate_version: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[_Union[Actor, _Mapping]] = ..., correlation_id: _Optional[str] = ..., causation_id: _Optional[str] = ..., trigger_depth: _Optional[int] = ..., producer: _Optional[str] = ..., record: _Optional[_Union[_records_pb2.PipelineRecord, _Mapping]] = ..., record_deleted: _Optional[_Union[_records_pb2.RecordDeleted, _Mapping]] = ..., catalogue_entry: _Optional[_Union[_catalogue_pb2.CatalogueEntry, _Mapping]] = ..., stage_changed: _Optional[_Union[_records_pb2.StageChanged, _Mapping]] = ..., group_changed: _Optional[_Union[_records_pb2.GroupMembershipChanged, _Mapping]] = ..., lead_converted: _Optional[_Union[_records_pb2.LeadConverted, _Mapping]] = ..., command: _Optional[_Union[_records_pb2.RecordCommand, _Mapping]] = ..., linking_change: _Optional[_Union[_linking_pb2.LinkingChange, _Mapping]] = ..., probe: _Optional[_Union[_probe_pb2.Probe, _Mapping]] = ...) -> None: ...
 
 class Actor(_message.Message):
     __slots__ = ("user_id", "name", "office_id", "kind")
