@@ -13,10 +13,10 @@ from crm_kit.service import ServiceSpec
 from crm_kit.settings import Settings
 from crm_pipeline.api import build_api
 from crm_pipeline.attachments import build_attachments_api
-from crm_pipeline.printing import build_printing_api
 from crm_pipeline.commands import command_handler
 from crm_pipeline.conversion import conversion_handler
 from crm_pipeline.kind import RecordKind
+from crm_pipeline.printing import build_printing_api
 from crm_pipeline.records import Records
 from crm_pipeline.reports import build_reports_api
 from crm_pipeline.storage import store_from_environment

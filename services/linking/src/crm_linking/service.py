@@ -15,6 +15,9 @@ from crm_kafka.service import domain_service
 from crm_kafka.worker import ConsumerSpec, WorkerPlan
 from crm_kit.db import Database, utcnow
 from crm_kit.settings import Settings
+from crm_linking.files import build_files_api
+from crm_linking.links import build_links_api
+from crm_linking.reactions import REACTIONS
 from crm_linking.tables import metadata, record_views
 
 
@@ -43,10 +46,11 @@ def worker_plan(settings: Settings, database: Database) -> WorkerPlan:
     return WorkerPlan(service="linking", consumers=[
         ConsumerSpec("records", ["crm.leads.v1", "crm.opportunities.v1"], apply_record_event),
         consumer_spec(),
+        REACTIONS,
     ])
 
 
 SERVICE = domain_service(
-    "linking", "Linking service", apis=[], metadata=metadata,
+    "linking", "Linking service", apis=[build_files_api(), build_links_api()], metadata=metadata,
     migrations=Path(__file__).parent / "migrations" / "versions", worker_plan=worker_plan,
 )

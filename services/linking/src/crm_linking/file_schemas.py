@@ -1,0 +1,244 @@
+"""The edge schemas of the five files (marshmallow; the kit refuses unknown fields with a 422).
+
+A file's ``...In`` schema is its create body; its ``...Patch``, loaded with ``partial=True``, its
+PATCH body (only the fields sent change; an optional field may be set to null, a required one not).
+Single-line text is trimmed and an empty optional one means null, so a form that sends ``""``
+for "no email" is not refused. Rules that need the database or more than one field (references,
+end after start, the lead or opportunity of an activity) are checked in ``files.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+from crm_kit.web.fields import Timestamp
+from crm_kit.web.pagination import PageQuery
+
+ACTIVITY_TYPES = ("email", "task", "calendar", "note")
+_ID = validate.Length(min=1, max=36)
+
+
+def _trimmed(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _blank_is_null(value: Any) -> Any:
+    value = _trimmed(value)
+    return None if value == "" else value
+
+
+def _not_blank(value: str) -> None:
+    if not value:
+        raise ValidationError("Must not be empty.")
+
+
+def _required_text(max_length: int) -> fields.String:
+    return fields.String(required=True, pre_load=[_trimmed], validate=[_not_blank, validate.Length(max=max_length)])
+
+
+def _text(max_length: int, *rules: Any, **kw: Any) -> fields.String:
+    return fields.String(allow_none=True, pre_load=[_blank_is_null],
+                         validate=[validate.Length(max=max_length), *rules], **kw)
+
+
+def _long_text(max_length: int) -> fields.String:
+    return fields.String(allow_none=True, validate=validate.Length(max=max_length))  # kept as written
+
+
+def _email() -> fields.String:
+    return _text(320, validate.Email(error="Not a valid email address."))
+
+
+def _reference(what: str) -> fields.String:
+    return fields.String(allow_none=True, pre_load=[_blank_is_null], validate=_ID,
+                         metadata={"description": f"The id of an existing {what}."})
+
+
+# -- bodies --------------------------------------------------------------------------------------
+
+class CompanyIn(Schema):
+    """A company."""
+
+    name = _required_text(300)
+    website = _text(500, validate.URL(schemes={"http", "https"}, error="Not a valid http(s) URL."),
+                    metadata={"description": "http:// or https:// URL."})
+    phone = _text(50)
+    email = _email()
+    address = _text(500)
+    city = _text(200)
+    country = _text(100)
+
+
+class ContactIn(Schema):
+    """A person, optionally working for a company."""
+
+    first_name = _required_text(200)
+    last_name = _required_text(200)
+    email = _email()
+    phone = _text(50)
+    company_id = _reference("company")
+
+
+class JobOrderIn(Schema):
+    """A job order, optionally for a company."""
+
+    title = _required_text(500)
+    company_id = _reference("company")
+    description = _long_text(20_000)
+    status = _text(50)
+
+
+class PlacementIn(Schema):
+    """A candidate placed on a job order."""
+
+    job_order_id = fields.String(required=True, pre_load=[_trimmed], validate=[_not_blank, _ID],
+                                 metadata={"description": "The id of an existing job order."})
+    candidate_name = _required_text(300)
+    start_date = fields.Date(allow_none=True)
+    end_date = fields.Date(allow_none=True, metadata={"description": "On or after start_date."})
+
+
+class ActivityIn(Schema):
+    """An email, task, calendar item or note, optionally on a lead and/or an opportunity."""
+
+    type = fields.String(required=True, validate=validate.OneOf(ACTIVITY_TYPES))
+    subject = _required_text(500)
+    body = _long_text(100_000)
+    due_at = Timestamp(allow_none=True)
+    starts_at = Timestamp(allow_none=True)
+    ends_at = Timestamp(allow_none=True, metadata={"description": "At or after starts_at."})
+    lead_id = _reference("lead visible to you (linking needs leads:edit)")
+    opportunity_id = _reference("opportunity visible to you (linking needs opportunities:edit)")
+
+
+class CompanyPatch(CompanyIn):
+    """The fields of a company to change."""
+
+
+class ContactPatch(ContactIn):
+    """The fields of a contact to change."""
+
+
+class JobOrderPatch(JobOrderIn):
+    """The fields of a job order to change."""
+
+
+class PlacementPatch(PlacementIn):
+    """The fields of a placement to change."""
+
+
+class ActivityPatch(ActivityIn):
+    """The fields of an activity to change (null lead_id / opportunity_id takes it off the record)."""
+
+
+# -- responses -----------------------------------------------------------------------------------
+
+class FileOut(Schema):
+    """What every file carries: its id, version (the ETag) and who changed it when."""
+
+    id = fields.String()
+    version = fields.Integer()
+    created_at = Timestamp()
+    created_by = fields.String()
+    modified_at = Timestamp()
+    modified_by = fields.String()
+
+
+class CompanyOut(FileOut):
+    name = fields.String()
+    website = fields.String(allow_none=True)
+    phone = fields.String(allow_none=True)
+    email = fields.String(allow_none=True)
+    address = fields.String(allow_none=True)
+    city = fields.String(allow_none=True)
+    country = fields.String(allow_none=True)
+
+
+class ContactOut(FileOut):
+    first_name = fields.String()
+    last_name = fields.String()
+    email = fields.String(allow_none=True)
+    phone = fields.String(allow_none=True)
+    company_id = fields.String(allow_none=True)
+
+
+class RelatedTo(Schema):
+    lead_id = fields.String(allow_none=True)
+    opportunity_id = fields.String(allow_none=True)
+
+
+class JobOrderOut(FileOut):
+    title = fields.String()
+    company_id = fields.String(allow_none=True)
+    description = fields.String(allow_none=True)
+    status = fields.String(allow_none=True)
+    related_to = fields.Nested(RelatedTo, metadata={"description": "The lead and the opportunity this job order "
+                                                                   "is linked to (null when none)."})
+
+
+class PlacementOut(FileOut):
+    job_order_id = fields.String()
+    candidate_name = fields.String()
+    start_date = fields.Date(allow_none=True)
+    end_date = fields.Date(allow_none=True)
+
+
+class LinkedStage(Schema):
+    id = fields.String()
+    name = fields.String(metadata={"description": "In the best language of Accept-Language."})
+    code = fields.String()
+    color = fields.String(allow_none=True)
+    is_end = fields.Boolean()
+
+
+class LinkedRecord(Schema):
+    """A lead or opportunity an activity is on; only ``id`` when this service does not know it
+    (yet) or the caller may not see it."""
+
+    id = fields.String()
+    title = fields.String()
+    stage = fields.Nested(LinkedStage, allow_none=True, metadata={"description": "Its current stage."})
+    allowed_stages = fields.List(fields.Nested(LinkedStage),
+                                 metadata={"description": "The active stages it may move to, by index."})
+
+
+class ActivityOut(FileOut):
+    type = fields.String()
+    subject = fields.String()
+    body = fields.String(allow_none=True)
+    due_at = Timestamp(allow_none=True)
+    starts_at = Timestamp(allow_none=True)
+    ends_at = Timestamp(allow_none=True)
+    lead_id = fields.String(allow_none=True)
+    opportunity_id = fields.String(allow_none=True)
+    lead = fields.Nested(LinkedRecord, metadata={"description": "When linked to a lead (not in lists)."})
+    opportunity = fields.Nested(LinkedRecord, metadata={"description": "When linked to an opportunity "
+                                                                       "(not in lists)."})
+
+
+# -- list queries --------------------------------------------------------------------------------
+
+class FileQuery(PageQuery):
+    q = fields.String(validate=validate.Length(max=200),
+                      metadata={"description": "Simple search: case-insensitive substring of the text fields."})
+
+
+class ContactQuery(FileQuery):
+    company_id = fields.String(validate=_ID)
+
+
+class JobOrderQuery(FileQuery):
+    company_id = fields.String(validate=_ID)
+    status = fields.String(validate=validate.Length(min=1, max=50))
+
+
+class PlacementQuery(FileQuery):
+    job_order_id = fields.String(validate=_ID)
+
+
+class ActivityQuery(FileQuery):
+    type = fields.String(validate=validate.OneOf(ACTIVITY_TYPES))
+    lead_id = fields.String(validate=_ID)
+    opportunity_id = fields.String(validate=_ID)

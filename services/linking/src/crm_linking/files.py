@@ -1,0 +1,408 @@
+"""Companies, contacts, job orders, placements and activities: one implementation, five resources.
+
+A ``FileSpec`` says what differs between the files - table, schemas, search columns, list
+filters, references to other files, links to leads/opportunities, date order rules, what
+else a delete touches, what a response adds - and ``_register`` declares the same five routes
+(``POST``, ``GET`` list, ``GET``/``PATCH``/``DELETE`` one) for each. ``files:view`` reads,
+``files:edit`` writes; putting an activity on (or taking it off) a lead or opportunity also
+needs ``leads:edit`` / ``opportunities:edit``, since it changes that record's timeline.
+
+Every change goes through ``create_file`` / ``update_file`` / ``delete_file``, which write the
+row, its ``linking.<entity>.created|updated|deleted`` event (the whole file as data) and the
+timeline entries in the request's transaction. A PATCH that changes nothing writes nothing.
+Body references are 422s naming the field; 404 is only for the file the URL names.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from marshmallow import Schema
+from sqlalchemy import ColumnElement, Table, delete, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from crm_catalogue_view import CatalogueEntryView, CatalogueView
+from crm_kit.db import utcnow
+from crm_kit.web import Api, Identity, ListResult, Problem, Reply, RequestContext, SortKey, check_if_match
+from crm_linking import file_schemas as schemas
+from crm_linking.access import PLURALS, load_record, may_see, require_record_edit
+from crm_linking.journal import note, publish
+from crm_linking.links import remove_contact_link, remove_job_order_link
+from crm_linking.tables import (
+    activities,
+    catalogue_view,
+    companies,
+    contacts,
+    job_orders,
+    placements,
+    record_contacts,
+    record_job_orders,
+    record_views,
+)
+
+VIEW_FILES = "files:view"
+EDIT_FILES = "files:edit"
+
+View = dict[str, Any]
+DeleteHook = Callable[[Session, Identity, View], None]
+Decorator = Callable[[RequestContext, list[View], bool], None]
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One kind of file and what differs about it."""
+
+    collection: str  # the URL segment: "job-orders"
+    entity: str  # events, messages and timeline types: "job_order"
+    table: Table
+    body: type[Schema]  # create body
+    patch: type[Schema]  # the same fields, loaded partially for PATCH
+    out: type[Schema]
+    query: type[Schema]
+    search: tuple[ColumnElement[Any], ...]  # what ``q`` looks in
+    filters: tuple[str, ...] = ()  # list query parameters that are columns compared for equality
+    references: Mapping[str, tuple[Table, str]] = field(default_factory=dict)  # field -> (table, label)
+    record_links: Mapping[str, str] = field(default_factory=dict)  # field -> record kind
+    timeline_fields: tuple[str, ...] = ()  # copied into the record's timeline entries
+    ordered: tuple[tuple[str, str], ...] = ()  # (earlier, later): later may not be before earlier
+    before_delete: DeleteHook | None = None  # what else goes (or changes) with the file
+    decorate: Decorator | None = None  # adds derived fields to views (detail=True for one file)
+
+    @property
+    def label(self) -> str:
+        return self.entity.replace("_", " ")
+
+    @property
+    def path(self) -> str:
+        return f"/v1/{self.collection}"
+
+    @cached_property
+    def writable(self) -> tuple[str, ...]:
+        return tuple(self.body().fields)
+
+
+# -- the changes ---------------------------------------------------------------------------------
+
+def load_file(session: Session, spec: FileSpec, file_id: str) -> View:
+    """The file as a dict of its columns, or 404."""
+    row = session.execute(select(spec.table).where(spec.table.c.id == file_id)).first()
+    if row is None:
+        raise Problem(404, f"No {spec.label} with id {file_id!r}.")
+    return dict(row._mapping)
+
+
+def _guard_record_links(identity: Identity, spec: FileSpec, before: Mapping[str, Any] | None,
+                        after: Mapping[str, Any] | None) -> None:
+    """403 unless the caller may edit every kind of record this change links or unlinks."""
+    for name, kind in spec.record_links.items():
+        if (before or {}).get(name) != (after or {}).get(name):
+            require_record_edit(identity, kind)
+
+
+def _field_errors(session: Session, identity: Identity, spec: FileSpec, changes: Mapping[str, Any],
+                  merged: Mapping[str, Any]) -> list[dict[str, str]]:
+    errors: list[dict[str, str]] = []
+    for name, (table, label) in spec.references.items():
+        value = changes.get(name)
+        if value is not None and session.execute(select(table.c.id).where(table.c.id == value)).first() is None:
+            errors.append({"field": name, "message": f"There is no {label} with id {value!r}."})
+    for name, kind in spec.record_links.items():
+        value = changes.get(name)
+        if value is None:
+            continue
+        try:
+            load_record(session, kind, value, identity)
+        except Problem as exc:
+            if exc.status != 404:
+                raise
+            errors.append({"field": name, "message": f"There is no {kind} with id {value!r} "
+                                                     "(or it is not visible to you)."})
+    for earlier, later in spec.ordered:
+        start, end = merged.get(earlier), merged.get(later)
+        if start is not None and end is not None and end < start:
+            errors.append({"field": later, "message": f"Must not be before {earlier}."})
+    return errors
+
+
+def _check(session: Session, identity: Identity, spec: FileSpec, current: View | None,
+           changes: Mapping[str, Any]) -> None:
+    """Refuse the change before anything is written: 403 first, then every bad field at once."""
+    merged = {**(current or {}), **changes}
+    _guard_record_links(identity, spec, current, merged)
+    errors = _field_errors(session, identity, spec, changes, merged)
+    if errors:
+        raise Problem(422, f"{errors[0]['field']}: {errors[0]['message']}", errors=errors)
+
+
+def _publish(session: Session, identity: Identity, spec: FileSpec, what: str, view: View, *,
+             version: int | None = None, deleted: bool = False) -> None:
+    # The event names the first record the file is on (its data carries every link).
+    record_kind, record_id = next(((kind, view[name]) for name, kind in spec.record_links.items() if view.get(name)),
+                                  ("", ""))
+    publish(session, f"linking.{spec.entity}.{what}", spec.entity, view["id"], view,
+            version=version if version is not None else view["version"], record_kind=record_kind,
+            record_id=record_id, deleted=deleted, identity=identity)
+
+
+def _note_record_links(session: Session, spec: FileSpec, before: View | None, after: View | None) -> None:
+    """``<entity>_removed`` / ``<entity>_added`` on the timeline of each record left / joined."""
+    for name, kind in spec.record_links.items():
+        old, new = (before or {}).get(name), (after or {}).get(name)
+        if old == new:
+            continue
+        for record_id, view, what in ((old, before, "removed"), (new, after, "added")):
+            if record_id and view is not None:
+                data = {f"{spec.entity}_id": view["id"], **{f: view.get(f) for f in spec.timeline_fields}}
+                note(session, kind, record_id, f"{spec.entity}_{what}", data)
+
+
+def create_file(session: Session, identity: Identity, spec: FileSpec, body: Mapping[str, Any]) -> View:
+    """Create a file from a validated body (fields left out are null); returns its view."""
+    values = {name: body.get(name) for name in spec.writable}
+    _check(session, identity, spec, None, values)
+    now = utcnow()
+    file_id = str(uuid.uuid4())
+    session.execute(insert(spec.table).values(id=file_id, **values, version=1, created_at=now,
+                                              created_by=identity.user_id, modified_at=now,
+                                              modified_by=identity.user_id))
+    view = load_file(session, spec, file_id)
+    _publish(session, identity, spec, "created", view)
+    _note_record_links(session, spec, None, view)
+    return view
+
+
+def update_file(session: Session, identity: Identity, spec: FileSpec, current: View,
+                body: Mapping[str, Any]) -> View:
+    """Apply the fields of ``body`` that differ, with one version bump; nothing when none do."""
+    changes = {name: value for name, value in body.items() if current.get(name) != value}
+    if not changes:
+        return current
+    _check(session, identity, spec, current, changes)
+    result: Any = session.execute(
+        update(spec.table).where(spec.table.c.id == current["id"], spec.table.c.version == current["version"])
+        .values(**changes, version=current["version"] + 1, modified_at=utcnow(), modified_by=identity.user_id))
+    if result.rowcount != 1:  # someone else wrote between our read and this write
+        raise Problem(412, f"The {spec.label} changed while this request was processed; fetch it again and retry.")
+    view = load_file(session, spec, current["id"])
+    _publish(session, identity, spec, "updated", view)
+    _note_record_links(session, spec, current, view)
+    return view
+
+
+def delete_file(session: Session, identity: Identity, spec: FileSpec, current: View) -> None:
+    """Delete the file (and what goes with it), with its ``deleted`` event carrying its last state."""
+    _guard_record_links(identity, spec, current, None)
+    if spec.before_delete is not None:
+        spec.before_delete(session, identity, current)
+    result: Any = session.execute(delete(spec.table).where(spec.table.c.id == current["id"],
+                                                           spec.table.c.version == current["version"]))
+    if result.rowcount != 1:
+        raise Problem(412, f"The {spec.label} changed while this request was processed; fetch it again and retry.")
+    _publish(session, identity, spec, "deleted", current, version=current["version"] + 1, deleted=True)
+    _note_record_links(session, spec, current, None)
+
+
+# -- what a delete takes along -------------------------------------------------------------------
+
+def _detach_from_company(session: Session, identity: Identity, company: View) -> None:
+    """A company's contacts and job orders stay, without a company (each a new version)."""
+    for spec in (CONTACTS, JOB_ORDERS):
+        for row in session.execute(select(spec.table).where(spec.table.c.company_id == company["id"])).all():
+            update_file(session, identity, spec, dict(row._mapping), {"company_id": None})
+
+
+def _remove_contact_links(session: Session, identity: Identity, contact: View) -> None:
+    """A contact leaves every record it is on, each with its ``unlinked`` event and timeline entry
+    (the foreign key would cascade too, but silently)."""
+    for link in session.execute(select(record_contacts).where(record_contacts.c.contact_id == contact["id"])).all():
+        remove_contact_link(session, link.record_kind, link.record_id, link, by=identity.user_id, identity=identity)
+
+
+def _remove_job_order_dependants(session: Session, identity: Identity, job_order: View) -> None:
+    """A job order's placements go with it, and so do its links to records (events for each)."""
+    rows = session.execute(select(placements).where(placements.c.job_order_id == job_order["id"])).all()
+    for row in rows:
+        delete_file(session, identity, PLACEMENTS, dict(row._mapping))
+    links = session.execute(select(record_job_orders).where(record_job_orders.c.job_order_id == job_order["id"]))
+    for link in links.all():
+        remove_job_order_link(session, link.record_kind, link.record_id, job_order["id"], by=identity.user_id,
+                              identity=identity)
+
+
+# -- what a response adds ------------------------------------------------------------------------
+
+def _related_to(ctx: RequestContext, views: list[View], detail: bool) -> None:
+    """``related_to``: the lead and the opportunity each job order is linked to."""
+    by_id = {v["id"]: v for v in views}
+    for view in views:
+        view["related_to"] = {"lead_id": None, "opportunity_id": None}
+    rows = ctx.session.execute(select(record_job_orders).where(record_job_orders.c.job_order_id.in_(list(by_id)))).all()
+    for row in rows:
+        by_id[row.job_order_id]["related_to"][f"{row.record_kind}_id"] = row.record_id
+
+
+def _stage(ctx: RequestContext, stage: CatalogueEntryView | None, stage_id: str) -> View:
+    default_language = ctx.settings["CRM_DEFAULT_LANGUAGE"]
+    if stage is None:  # not in this service's catalogue copy (yet)
+        return {"id": stage_id, "name": "", "code": "", "color": None, "is_end": False}
+    return {"id": stage.id, "name": stage.name(ctx.language(list(stage.names)), default_language),
+            "code": stage.code, "color": stage.attr("color"), "is_end": bool(stage.attr("is_end"))}
+
+
+def _linked_record(ctx: RequestContext, kind: str, record_id: str) -> View:
+    """The record from the read model with its stage and the stages it may move to; only the
+    id when the read model does not know it or the caller may not see it."""
+    row = ctx.session.execute(select(record_views).where(record_views.c.id == record_id,
+                                                         record_views.c.kind == kind)).first()
+    if row is None or not may_see(ctx.user, row.office_id) or not ctx.user.has(f"{PLURALS[kind]}:view"):
+        return {"id": record_id}
+    view = CatalogueView(catalogue_view)
+    current = view.get(ctx.session, row.stage_id) if row.stage_id else None
+    return {
+        "id": row.id,
+        "title": row.title,
+        "stage": _stage(ctx, current, row.stage_id) if row.stage_id else None,
+        "allowed_stages": [_stage(ctx, s, s.id) for s in view.stages(ctx.session, kind, active_only=True)
+                           if s.id != row.stage_id],
+    }
+
+
+def _linked_records(ctx: RequestContext, views: list[View], detail: bool) -> None:
+    """``lead`` / ``opportunity`` on one activity (lists leave them out: a stage list per item)."""
+    if not detail:
+        return
+    for view in views:
+        for name, kind in ACTIVITIES.record_links.items():
+            if view.get(name):
+                view[kind] = _linked_record(ctx, kind, view[name])
+
+
+def present(ctx: RequestContext, spec: FileSpec, views: list[View], *, detail: bool) -> list[View]:
+    """Views as the API shows them (with the spec's derived fields)."""
+    if spec.decorate is not None and views:
+        spec.decorate(ctx, views, detail)
+    return views
+
+
+# -- the five resources --------------------------------------------------------------------------
+
+COMPANIES = FileSpec(
+    collection="companies", entity="company", table=companies,
+    body=schemas.CompanyIn, patch=schemas.CompanyPatch, out=schemas.CompanyOut, query=schemas.FileQuery,
+    search=tuple(companies.c[n] for n in ("name", "website", "email", "phone", "address", "city", "country")),
+    before_delete=_detach_from_company,
+)
+
+CONTACTS = FileSpec(
+    collection="contacts", entity="contact", table=contacts,
+    body=schemas.ContactIn, patch=schemas.ContactPatch, out=schemas.ContactOut, query=schemas.ContactQuery,
+    search=(contacts.c.first_name, contacts.c.last_name, contacts.c.first_name + " " + contacts.c.last_name,
+            contacts.c.email, contacts.c.phone),
+    filters=("company_id",),
+    references={"company_id": (companies, "company")},
+    before_delete=_remove_contact_links,
+)
+
+JOB_ORDERS = FileSpec(
+    collection="job-orders", entity="job_order", table=job_orders,
+    body=schemas.JobOrderIn, patch=schemas.JobOrderPatch, out=schemas.JobOrderOut, query=schemas.JobOrderQuery,
+    search=(job_orders.c.title, job_orders.c.description, job_orders.c.status),
+    filters=("company_id", "status"),
+    references={"company_id": (companies, "company")},
+    before_delete=_remove_job_order_dependants,
+    decorate=_related_to,
+)
+
+PLACEMENTS = FileSpec(
+    collection="placements", entity="placement", table=placements,
+    body=schemas.PlacementIn, patch=schemas.PlacementPatch, out=schemas.PlacementOut, query=schemas.PlacementQuery,
+    search=(placements.c.candidate_name,),
+    filters=("job_order_id",),
+    references={"job_order_id": (job_orders, "job order")},
+    ordered=(("start_date", "end_date"),),
+)
+
+ACTIVITIES = FileSpec(
+    collection="activities", entity="activity", table=activities,
+    body=schemas.ActivityIn, patch=schemas.ActivityPatch, out=schemas.ActivityOut, query=schemas.ActivityQuery,
+    search=(activities.c.subject, activities.c.body),
+    filters=("type", "lead_id", "opportunity_id"),
+    record_links={"lead_id": "lead", "opportunity_id": "opportunity"},
+    timeline_fields=("type", "subject"),
+    ordered=(("starts_at", "ends_at"),),
+    decorate=_linked_records,
+)
+
+SPECS: dict[str, FileSpec] = {spec.collection: spec for spec in (COMPANIES, CONTACTS, JOB_ORDERS, PLACEMENTS,
+                                                                  ACTIVITIES)}
+
+
+# -- the routes ----------------------------------------------------------------------------------
+
+def _register(api: Api, spec: FileSpec) -> None:
+    id_var = f"{spec.entity}_id"
+    item_rule = f"{spec.path}/<{id_var}>"
+    order = [SortKey("modified_at", spec.table.c.modified_at, descending=True),
+             SortKey("id", spec.table.c.id, descending=True)]
+
+    def one(ctx: RequestContext, view: View) -> View:
+        return present(ctx, spec, [view], detail=True)[0]
+
+    def create(ctx: RequestContext) -> Reply:
+        view = create_file(ctx.session, ctx.user, spec, ctx.body)
+        return Reply(one(ctx, view), headers={"Location": f"{spec.path}/{view['id']}"})
+
+    def list_all(ctx: RequestContext) -> ListResult:
+        table = spec.table
+        where = [table.c[name] == ctx.query[name] for name in spec.filters if name in ctx.query]
+        q = (ctx.query.get("q") or "").strip()
+        if q:
+            where.append(or_(*(column.icontains(q, autoescape=True) for column in spec.search)))
+        fingerprint = repr(sorted([(name, ctx.query[name]) for name in spec.filters if name in ctx.query]
+                                  + [("q", q)]))
+        page = ctx.page(select(table).where(*where), order, fingerprint=fingerprint)
+        views = [dict(row._mapping) for row in page.rows]
+        return ListResult(present(ctx, spec, views, detail=False), page.next_page_token)
+
+    def get(ctx: RequestContext, **args: str) -> View:
+        return one(ctx, load_file(ctx.session, spec, args[id_var]))
+
+    def patch(ctx: RequestContext, **args: str) -> View:
+        current = load_file(ctx.session, spec, args[id_var])
+        check_if_match(current["version"])
+        return one(ctx, update_file(ctx.session, ctx.user, spec, current, ctx.body))
+
+    def remove(ctx: RequestContext, **args: str) -> None:
+        current = load_file(ctx.session, spec, args[id_var])
+        check_if_match(current["version"])
+        delete_file(ctx.session, ctx.user, spec, current)
+
+    plural, singular = spec.collection.replace("-", "_"), spec.entity
+    label = spec.label
+    declared: list[tuple[str, str, Callable[..., Any], str, str, dict[str, Any]]] = [
+        ("POST", spec.path, create, plural, f"Create a {label}",
+         {"permission": EDIT_FILES, "body": spec.body, "response": spec.out}),
+        ("GET", spec.path, list_all, plural, f"List {spec.collection.replace('-', ' ')}, last modified first "
+                                              "(q: simple search)",
+         {"permission": VIEW_FILES, "query": spec.query, "response": spec.out, "many": True}),
+        ("GET", item_rule, get, singular, f"Read a {label}", {"permission": VIEW_FILES, "response": spec.out}),
+        ("PATCH", item_rule, patch, singular, f"Change a {label}",
+         {"permission": EDIT_FILES, "body": spec.patch(partial=True), "response": spec.out}),
+        ("DELETE", item_rule, remove, singular, f"Delete a {label}", {"permission": EDIT_FILES, "status": 204}),
+    ]
+    for method, rule, handler, name, summary, options in declared:
+        # The name makes the endpoint and the operation id (<method>_<name>) unique.
+        handler.__name__ = handler.__qualname__ = name
+        api.route(method, rule, summary=summary, **options)(handler)
+
+
+def build_files_api() -> Api:
+    """The routes of the five files: companies, contacts, job orders, placements, activities."""
+    api = Api("files")
+    for spec in SPECS.values():
+        _register(api, spec)
+    return api

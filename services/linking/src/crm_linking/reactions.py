@@ -1,0 +1,228 @@
+"""How linking reacts to the records' events (``crm.leads.v1``, ``crm.opportunities.v1``).
+
+A consumer group of its own ("reactions"), separate from the record-view updater
+(``service.apply_record_event``): each keeps its own offsets and inbox rows.
+
+- ``<kind>.deleted``: the record loses its links (events for each removed link); its
+  activities stay, with ``lead_id``/``opportunity_id`` cleared (``linking.activity.updated``);
+  its timeline goes with it.
+- ``<kind>.created``, ``stage_changed``, ``stage_group_changed``, ``added_to_group``,
+  ``removed_from_group``, ``lead.converted``: timeline entries at the event's ``occurred_at``,
+  carrying its ``event_id``.
+- ``lead.converted``: the lead's contacts and job orders are carried over to the new
+  opportunity (its company comes with the opportunity's own event).
+
+Every effect is idempotent in itself, not only through the inbox: a timeline entry is
+written once per (record, type, event), the conversion entries once per conversion, and
+carried-over links only when missing - so the same conversion delivered twice, even under
+two event ids, links each contact and job order once.
+
+Carrying a contact's role over: a lead role maps to the active opportunity role with the same
+``code`` (MAIN -> MAIN, SIGN -> SIGN, ...). A lead role without such a counterpart is not
+guessed at (making the contact the opportunity's MAIN contact would be wrong): that contact
+is skipped with a warning in the log. A job order that already has an opportunity stays where
+it is (a job order links to at most one opportunity), also with a log line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from crm.events.v1.envelope_pb2 import Envelope
+from crm_catalogue_view import CatalogueView
+from crm_events.envelope import record_state
+from crm_kafka.consumer import dispatch
+from crm_kafka.worker import ConsumerSpec
+from crm_kit.db import utcnow
+from crm_linking import journal
+from crm_linking.links import (
+    RECORD_KINDS,
+    add_contact_link,
+    add_job_order_link,
+    job_order_link_of_kind,
+    remove_contact_link,
+    remove_job_order_link,
+)
+from crm_linking.tables import activities, contacts, job_orders, record_contacts, record_job_orders, timeline
+
+log = logging.getLogger(__name__)
+
+TOPICS = ["crm.leads.v1", "crm.opportunities.v1"]
+SYSTEM = "system"
+
+
+def _at(envelope: Envelope) -> dt.datetime:
+    if envelope.HasField("occurred_at"):
+        return envelope.occurred_at.ToDatetime(tzinfo=dt.UTC)
+    return utcnow()
+
+
+def _by(envelope: Envelope) -> str:
+    return envelope.actor.user_id or SYSTEM
+
+
+def _subject(envelope: Envelope) -> tuple[str, str]:
+    """(kind, id) of the record an event is about."""
+    record = record_state(envelope)
+    if record is not None and record.id:
+        return record.kind or envelope.aggregate_type, record.id
+    return envelope.aggregate_type, envelope.aggregate_id
+
+
+def _note_once(session: Session, kind: str, record_id: str, type_: str, data: Mapping[str, Any],
+               envelope: Envelope) -> None:
+    """A timeline entry for ``envelope``, unless this event already left one of this type."""
+    done = session.execute(select(timeline.c.id).where(
+        timeline.c.record_kind == kind, timeline.c.record_id == record_id, timeline.c.type == type_,
+        timeline.c.event_id == envelope.event_id)).first()
+    if done is None:
+        journal.note(session, kind, record_id, type_, {**data, "by": _by(envelope)}, at=_at(envelope),
+                     event_id=envelope.event_id)
+
+
+def _created(session: Session, envelope: Envelope) -> None:
+    kind, record_id = _subject(envelope)
+    record = record_state(envelope)
+    _note_once(session, kind, record_id, "created",
+               {"title": record.title if record else "", "stage_id": record.stage_id if record else ""}, envelope)
+
+
+def _stage_changed(session: Session, envelope: Envelope) -> None:
+    kind, record_id = _subject(envelope)
+    moved = envelope.stage_changed
+    _note_once(session, kind, record_id, "stage_changed",
+               {"from_stage_id": moved.from_stage_id or None, "to_stage_id": moved.to_stage_id,
+                "cause": moved.cause}, envelope)
+
+
+def _stage_group_changed(session: Session, envelope: Envelope) -> None:
+    kind, record_id = _subject(envelope)
+    moved = envelope.stage_changed
+    _note_once(session, kind, record_id, "stage_group_changed",
+               {"from_stage_group_id": moved.from_stage_group_id or None,
+                "to_stage_group_id": moved.to_stage_group_id or None, "cause": moved.cause}, envelope)
+
+
+def _group_membership(what: str) -> Any:
+    def handle(session: Session, envelope: Envelope) -> None:
+        kind, record_id = _subject(envelope)
+        _note_once(session, kind, record_id, what, {"group_id": envelope.group_changed.group_id}, envelope)
+    return handle
+
+
+def _deleted(session: Session, envelope: Envelope) -> None:
+    gone = envelope.record_deleted
+    kind = gone.kind or envelope.aggregate_type
+    record_id = gone.id or envelope.aggregate_id
+    if kind not in RECORD_KINDS:
+        return
+    by, cause = _by(envelope), envelope.event_id
+    for link in session.execute(select(record_contacts).where(
+            record_contacts.c.record_kind == kind, record_contacts.c.record_id == record_id)).all():
+        remove_contact_link(session, kind, record_id, link, by=by, causation_id=cause, note=False)
+    for job_order_id in session.execute(select(record_job_orders.c.job_order_id).where(
+            record_job_orders.c.record_kind == kind, record_job_orders.c.record_id == record_id)).scalars().all():
+        remove_job_order_link(session, kind, record_id, job_order_id, by=by, causation_id=cause, note=False)
+    owner = activities.c.lead_id if kind == "lead" else activities.c.opportunity_id
+    for activity in session.execute(select(activities).where(owner == record_id)).all():
+        now = utcnow()
+        session.execute(update(activities).where(activities.c.id == activity.id).values(
+            {owner: None, activities.c.version: activity.version + 1, activities.c.modified_at: now,
+             activities.c.modified_by: by}))
+        row = session.execute(select(activities).where(activities.c.id == activity.id)).one()
+        journal.publish(session, "linking.activity.updated", "activity", row.id, dict(row._mapping),
+                        version=row.version, record_kind=kind, record_id=record_id, causation_id=cause)
+    session.execute(delete(timeline).where(timeline.c.record_kind == kind, timeline.c.record_id == record_id))
+
+
+def _converted(session: Session, envelope: Envelope) -> None:
+    conversion = envelope.lead_converted
+    lead_id = conversion.lead.id or envelope.aggregate_id
+    opportunity_id = conversion.opportunity.id
+    if not opportunity_id:
+        log.warning("lead.converted %s names no opportunity; nothing to carry over", envelope.event_id)
+        return
+    _conversion_note(session, "lead", lead_id, "converted", {"opportunity_id": opportunity_id}, envelope)
+    _conversion_note(session, "opportunity", opportunity_id, "converted_from_lead", {"lead_id": lead_id}, envelope)
+    carry_over(session, envelope, lead_id, opportunity_id)
+
+
+def _conversion_note(session: Session, kind: str, record_id: str, type_: str, data: Mapping[str, Any],
+                     envelope: Envelope) -> None:
+    """Once per conversion, whatever the event id (a lead converts once)."""
+    existing = session.execute(select(timeline.c.data).where(
+        timeline.c.record_kind == kind, timeline.c.record_id == record_id, timeline.c.type == type_)).scalars()
+    if any(all(entry.get(k) == v for k, v in data.items()) for entry in existing):
+        return
+    journal.note(session, kind, record_id, type_, {**data, "by": _by(envelope)}, at=_at(envelope),
+                 event_id=envelope.event_id)
+
+
+def carry_over(session: Session, envelope: Envelope, lead_id: str, opportunity_id: str,
+               view: CatalogueView | None = None) -> None:
+    """Link the lead's contacts (with the matching roles) and job orders to the opportunity;
+    only links that do not exist yet are inserted, each with its event and timeline entry."""
+    view = view or CatalogueView()
+    at, by, cause = _at(envelope), _by(envelope), envelope.event_id
+    extra = {"cause": "conversion", "lead_id": lead_id}
+    lead_roles = {r.id: r for r in view.entries(session, "lead", "roles")}
+    opportunity_roles = {r.code: r for r in view.entries(session, "opportunity", "roles", active_only=True)}
+    links = session.execute(
+        select(record_contacts.c.role_id, contacts)
+        .join(contacts, contacts.c.id == record_contacts.c.contact_id)
+        .where(record_contacts.c.record_kind == "lead", record_contacts.c.record_id == lead_id)
+        .order_by(record_contacts.c.linked_at, record_contacts.c.contact_id)).all()
+    for link in links:
+        lead_role = lead_roles.get(link.role_id)
+        role = opportunity_roles.get(lead_role.code) if lead_role is not None else None
+        if role is None:
+            log.warning("conversion of lead %s: contact %s keeps no role on opportunity %s (lead role %s has no "
+                        "active opportunity role with the same code); not carried over",
+                        lead_id, link.id, opportunity_id, lead_role.code if lead_role else link.role_id)
+            continue
+        exists = session.execute(select(record_contacts.c.contact_id).where(
+            record_contacts.c.record_kind == "opportunity", record_contacts.c.record_id == opportunity_id,
+            record_contacts.c.contact_id == link.id)).first()
+        if exists is None:
+            add_contact_link(session, "opportunity", opportunity_id, link, role.id, by=by, causation_id=cause,
+                             at=at, event_id=cause, note_extra=extra)
+    orders = session.execute(
+        select(job_orders).join(record_job_orders, record_job_orders.c.job_order_id == job_orders.c.id)
+        .where(record_job_orders.c.record_kind == "lead", record_job_orders.c.record_id == lead_id)
+        .order_by(record_job_orders.c.linked_at, job_orders.c.id)).all()
+    for order in orders:
+        current = job_order_link_of_kind(session, order.id, "opportunity")
+        if current is not None:
+            if current.record_id != opportunity_id:
+                log.info("conversion of lead %s: job order %s stays on opportunity %s", lead_id, order.id,
+                         current.record_id)
+            continue
+        add_job_order_link(session, "opportunity", opportunity_id, order, by=by, causation_id=cause, at=at,
+                           event_id=cause, note_extra=extra)
+
+
+_HANDLERS: dict[str, Any] = {"lead.converted": _converted}
+for _kind in RECORD_KINDS:
+    _HANDLERS.update({
+        f"{_kind}.created": _created,
+        f"{_kind}.stage_changed": _stage_changed,
+        f"{_kind}.stage_group_changed": _stage_group_changed,
+        f"{_kind}.added_to_group": _group_membership("added_to_group"),
+        f"{_kind}.removed_from_group": _group_membership("removed_from_group"),
+        f"{_kind}.deleted": _deleted,
+    })
+_dispatch = dispatch(_HANDLERS)
+
+
+def reactions_handler(session: Session, envelope: Envelope) -> None:
+    """Apply one record event's effects on links and timelines (other event types: ignored)."""
+    _dispatch(session, envelope)
+
+
+REACTIONS = ConsumerSpec("reactions", TOPICS, reactions_handler)
