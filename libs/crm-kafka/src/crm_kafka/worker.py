@@ -55,6 +55,8 @@ class WorkerPlan:
     service: str
     consumers: list[ConsumerSpec] = field(default_factory=list)
     relay: bool = True
+    # Other loops of the service (e.g. a scheduler): (name, run(stop)); healthy while alive.
+    extra_loops: list[tuple[str, Callable[[threading.Event], None]]] = field(default_factory=list)
 
 
 class _Loop:
@@ -119,6 +121,8 @@ class Worker:
             )
             self.loops.append(_Loop(f"consumer:{spec.name}", consumer.run,
                                     lambda c=consumer: c.heartbeat))  # type: ignore[misc]
+        for name, target in plan.extra_loops:
+            self.loops.append(_Loop(name, target, time.monotonic))
         self._housekeeping_beat = time.monotonic()
         self.loops.append(_Loop("housekeeping", self._housekeeping, lambda: self._housekeeping_beat))
 
