@@ -284,3 +284,22 @@ def test_utc_timestamps_round_trip_on_both_databases(client):
 
         value = s.execute(select(func.max(notes.c.created_at))).scalar_one()
     assert value.utcoffset().total_seconds() == 0
+
+
+def test_metrics_survive_an_empty_file_left_by_a_killed_process(tmp_path, monkeypatch):
+    """A process killed between creating and sizing its metrics file leaves 0 bytes behind
+    (prometheus client_python #1199): the scrape must still work."""
+    from prometheus_client import CollectorRegistry, Counter, values
+
+    from crm_kit import metrics
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    values.ValueClass = values.get_value_class()
+    try:
+        Counter("crm_test_things_total", "Things.", registry=CollectorRegistry()).inc(3)
+        (tmp_path / "counter_99999.db").write_bytes(b"")
+        body, _ = metrics.render_latest()
+        assert b"crm_test_things_total 3.0" in body
+    finally:
+        monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+        values.ValueClass = values.get_value_class()

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete
@@ -216,10 +213,7 @@ def _serve_health(worker: Worker) -> ThreadingHTTPServer:
 
 def run_worker(settings: Settings, plan: WorkerPlan, database: Database | None = None) -> int:
     """Entry point for ``crm-service <name> worker``: run until SIGTERM or SIGINT."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if directory:  # this process's own directory: stale files from a previous run must go
-        shutil.rmtree(directory, ignore_errors=True)
-        Path(directory).mkdir(parents=True, exist_ok=True)
+    # (The metrics directory was made fresh by `crm-service ... worker` before any import.)
     worker = Worker(settings, plan, database)
 
     def _stop(signum: int, _frame: Any) -> None:

@@ -8,7 +8,9 @@ workers. Without it (the worker process, tests) the default registry is served.
 
 from __future__ import annotations
 
+import glob
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -52,12 +54,40 @@ WORKER_HEARTBEAT = Gauge("crm_worker_heartbeat_timestamp_seconds", "Last time ea
                          ["service", "loop"], multiprocess_mode="max")
 
 
+class _MultiProcessFiles:
+    """prometheus-client's multiprocess merge, minus a known race (client_python #1199):
+    a process creates its file before sizing it, so a scrape can meet a 0-byte file and fail
+    as a whole - for good, if that process was killed in between. Files too small to hold
+    the header are skipped (they hold no values yet); a file removed mid-scrape (a worker
+    marked dead, #425) makes the scrape try again."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def collect(self) -> Any:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        for attempt in range(3):
+            files = []
+            for name in glob.glob(os.path.join(self.path, "*.db")):
+                try:
+                    if os.path.getsize(name) >= 8:
+                        files.append(name)
+                except FileNotFoundError:
+                    continue
+            try:
+                return MultiProcessCollector.merge(files, accumulate=True)
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+        return []
+
+
 def render_latest() -> tuple[bytes, str]:
     """The exposition text of this process (or of every gunicorn worker, merged)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        registry.register(_MultiProcessFiles(directory))  # type: ignore[arg-type]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

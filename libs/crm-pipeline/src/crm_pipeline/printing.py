@@ -63,7 +63,10 @@ _NOT_PRINTED = re.compile(r"<(head|style|script|template)\b[^>]*>.*?</\1\s*>", r
 class RenderLimits:
     """What rendering one document may use."""
 
-    seconds: float = 5.0  # wall-clock time for the whole render (HTML, and PDF if asked)
+    seconds: float = 5.0  # CPU time of the render (HTML, and PDF if asked): the guard against runaway templates
+    # Wall-clock bound against stalls only: on a busy machine a child waits for a core, and the
+    # first render of a process also starts the fork server, so this is far above ``seconds``.
+    wall_seconds: float = 30.0
     memory_bytes: int = 512 * 1024 * 1024  # address space the child may add to what it starts with
     output_bytes: int = 2 * 1024 * 1024  # the rendered HTML, and the PDF
 
@@ -313,11 +316,12 @@ def render_isolated(job: PrintJob) -> bytes:
     finally:
         sender.close()  # the child has its own copy; ours must go, or EOF would never come
     try:
-        if not receiver.poll(job.limits.seconds):
-            raise RenderError(f"Rendering took longer than {job.limits.seconds:g} s.")
+        if not receiver.poll(job.limits.wall_seconds):
+            raise RenderError(f"Rendering took longer than {job.limits.wall_seconds:g} s.")
         outcome, value = receiver.recv()
     except EOFError:  # the child was ended by its CPU limit (or died) before answering
-        raise RenderError("Rendering was stopped: it used more time or memory than a template may.") from None
+        raise RenderError(f"Rendering was stopped: it used more than {job.limits.seconds:g} s of CPU time "
+                          "or more memory than a template may.") from None
     finally:
         receiver.close()
         if child.is_alive():
@@ -352,7 +356,7 @@ def _limit_self(limits: RenderLimits) -> None:
         _, hard = resource.getrlimit(which)
         resource.setrlimit(which, (value if hard == resource.RLIM_INFINITY else min(value, hard), hard))
 
-    lower(resource.RLIMIT_CPU, math.ceil(limits.seconds) + 1)
+    lower(resource.RLIMIT_CPU, math.ceil(limits.seconds))
     try:
         pages = int(Path("/proc/self/statm").read_text().split()[0])
     except (OSError, ValueError, IndexError):

@@ -7,12 +7,24 @@ from pathlib import Path
 
 from crm_catalogue_view import consumer_spec
 from crm_kafka.service import domain_service
-from crm_kafka.worker import WorkerPlan
+from crm_kafka.worker import ConsumerSpec, WorkerPlan
+from crm_kit.db import Database
+from crm_kit.settings import Settings
 from crm_triggers.api import build_triggers_api
+from crm_triggers.dryrun import build_dryrun_api
+from crm_triggers.engine import TOPICS, record_event_handler
+from crm_triggers.scheduler import scheduler_loop
 from crm_triggers.tables import metadata
 
+
+def worker_plan(settings: Settings, database: Database) -> WorkerPlan:
+    """The catalogue copy, the evaluation of record events, and the time-based scheduler."""
+    return WorkerPlan(service="triggers",
+                      consumers=[consumer_spec(), ConsumerSpec("evaluate", TOPICS, record_event_handler)],
+                      extra_loops=[("scheduler", scheduler_loop(database))])
+
+
 SERVICE = domain_service(
-    "triggers", "Triggers service", apis=[build_triggers_api()], metadata=metadata,
-    migrations=Path(__file__).parent / "migrations" / "versions",
-    worker_plan=lambda settings, database: WorkerPlan(service="triggers", consumers=[consumer_spec()]),
+    "triggers", "Triggers service", apis=[build_triggers_api(), build_dryrun_api()], metadata=metadata,
+    migrations=Path(__file__).parent / "migrations" / "versions", worker_plan=worker_plan,
 )

@@ -1,0 +1,270 @@
+"""Evaluation of trigger rules from record events, and firing with exactly-once actions.
+
+``record_event_handler`` runs in the ``evaluate`` consumer (crm.leads.v1, crm.opportunities.v1)
+inside the consumer's transaction with its inbox. It keeps ``record_states``, arms the
+time-based triggers' ``schedule`` rows and fires the event triggers whose event is this one.
+
+``fire`` turns a firing into commands on ``crm.<records>.commands.v1`` through the outbox,
+with command ids derived from (trigger, record, causing event), and one ``executions`` row
+(UNIQUE per trigger, record and causing event): a redelivered event or a re-run firing
+finds the row and does nothing again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from crm.events.v1.envelope_pb2 import Actor, Envelope
+from crm.events.v1.records_pb2 import PipelineRecord, RecordCommand
+from crm_catalogue_view import CatalogueReferenceError, CatalogueView
+from crm_events.envelope import new_envelope, record_state
+from crm_kafka.outbox import record_event
+from crm_kit.db import utcnow
+from crm_triggers.tables import catalogue_view, executions, record_states, schedule, trigger_rules
+
+log = logging.getLogger(__name__)
+
+# Command ids are uuid5(NAMESPACE, "<trigger>:<record>:<causing event>:<action index>").
+NAMESPACE = uuid.UUID("5b0f4a8e-3c1d-4e7a-9f2b-7d6c5e4a3b21")
+MAX_DEPTH = 5
+PLURALS = {"lead": "leads", "opportunity": "opportunities"}
+TOPICS = [f"crm.{plural}.v1" for plural in PLURALS.values()]
+# The list-filter fields a condition can name (besides ``group_id``: membership).
+STATE_FIELDS = ("stage_id", "stage_group_id", "owner_id", "office_id", "source_id", "priority_id", "category_id",
+                "procedure_id", "company_id", "contact_id", "lead_id")
+# Event types (after "<kind>.") that are a modification of the record.
+MODIFICATIONS = frozenset({"created", "updated", "stage_changed", "stage_group_changed", "added_to_group",
+                           "removed_from_group", "converted"})
+EVENT_TYPES = ("created", "added_to_group", "stage_changed", "stage_group_changed")
+TIME_TYPE = "not_modified_for"
+
+EXECUTIONS = Counter("crm_trigger_executions_total", "Trigger executions, by result (applied, failed, skipped_loop).",
+                     ["result"])
+EVALUATION_LATENCY = Histogram(
+    "crm_trigger_evaluation_latency_seconds",
+    "From the causing event (or the due time of a time-based firing) to its commands in the outbox.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0))
+SCHEDULER_LAG = Gauge("crm_trigger_scheduler_lag_seconds", "How late the oldest due time-based firing is (0: none).",
+                      multiprocess_mode="max")
+
+_VIEW = CatalogueView(catalogue_view)
+
+
+# --------------------------------------------------------------------------- record state
+
+def _ts(value: Any) -> dt.datetime | None:
+    if value is None or (value.seconds == 0 and value.nanos == 0):
+        return None
+    result: dt.datetime = value.ToDatetime(tzinfo=dt.UTC)
+    return result
+
+
+def state_of(record: PipelineRecord) -> dict[str, Any]:
+    """The fields conditions are checked against (empty strings are None)."""
+    state: dict[str, Any] = {name: getattr(record, name) or None for name in STATE_FIELDS}
+    state["group_ids"] = sorted(record.group_ids)
+    return state
+
+
+def conditions_failing(conditions: Mapping[str, Any], state: Mapping[str, Any]) -> list[str]:
+    """Why the conditions do not hold on ``state`` (empty: they all hold).
+
+    ``group_id``: the record is in that group; other keys: equality with the record's field
+    (a list value: one of them).
+    """
+    failing = []
+    for key, wanted in (conditions or {}).items():
+        options = wanted if isinstance(wanted, list) else [wanted]
+        if key == "group_id":
+            if not set(options) & set(state.get("group_ids") or []):
+                failing.append(f"condition group_id={wanted!r}: the record is not in that group")
+        elif state.get(key) not in options:
+            failing.append(f"condition {key}={wanted!r}: the record has {state.get(key)!r}")
+    return failing
+
+
+def event_matches(event: Mapping[str, Any], what: str, envelope: Envelope) -> bool:
+    """Whether ``<kind>.<what>`` is the event the trigger's ``event`` names (the change itself)."""
+    kind = event.get("type")
+    if kind == "created":
+        return what == "created"
+    if kind == "added_to_group":
+        return what == "added_to_group" and envelope.group_changed.group_id == event.get("group_id")
+    if kind == "stage_changed":
+        return what == "stage_changed" and envelope.stage_changed.to_stage_id == event.get("stage_id")
+    if kind == "stage_group_changed":
+        return (what == "stage_group_changed"
+                and envelope.stage_changed.to_stage_group_id == event.get("stage_group_id"))
+    return False
+
+
+def triggers_of(session: Session, kind: str) -> list[Any]:
+    return list(session.execute(select(trigger_rules).where(trigger_rules.c.kind == kind)
+                                .order_by(trigger_rules.c.id)).all())
+
+
+def _store_state(session: Session, kind: str, record: PipelineRecord, modified_at: dt.datetime) -> bool:
+    """Keep the newest version of the record; False when the stored one is newer or deleted."""
+    current = session.execute(select(record_states.c.version, record_states.c.deleted)
+                              .where(record_states.c.id == record.id)).first()
+    values = {"kind": kind, "state": state_of(record), "version": record.version, "modified_at": modified_at,
+              "deleted": False}
+    if current is None:
+        session.execute(record_states.insert().values(id=record.id, **values))
+        return True
+    if current.deleted or current.version > record.version:
+        return False
+    session.execute(update(record_states).where(record_states.c.id == record.id).values(**values))
+    return True
+
+
+def _forget(session: Session, kind: str, record_id: str, version: int) -> None:
+    current = session.execute(select(record_states.c.version).where(record_states.c.id == record_id)).first()
+    values = {"deleted": True, "version": max(version, current.version if current else 0)}
+    if current is None:
+        session.execute(record_states.insert().values(id=record_id, kind=kind, state={}, modified_at=utcnow(),
+                                                      **values))
+    else:
+        session.execute(update(record_states).where(record_states.c.id == record_id).values(**values))
+    session.execute(delete(schedule).where(schedule.c.record_id == record_id))
+
+
+def arm(session: Session, trigger: Any, record_id: str, kind: str, armed_at: dt.datetime) -> None:
+    """Arm the time-based ``trigger`` for the record's modification at ``armed_at`` (an older or
+    the same modification again: nothing changes, so a firing is never repeated for it)."""
+    due_at = armed_at + dt.timedelta(seconds=float(trigger.definition["event"].get("seconds") or 0))
+    current = session.execute(select(schedule.c.armed_at).where(schedule.c.trigger_id == trigger.id,
+                                                                schedule.c.record_id == record_id)).first()
+    if current is None:
+        session.execute(schedule.insert().values(trigger_id=trigger.id, record_id=record_id, kind=kind,
+                                                 armed_at=armed_at, due_at=due_at, fired_at=None))
+    elif current.armed_at < armed_at:
+        session.execute(update(schedule).where(schedule.c.trigger_id == trigger.id,
+                                               schedule.c.record_id == record_id)
+                        .values(kind=kind, armed_at=armed_at, due_at=due_at, fired_at=None))
+
+
+def arm_existing(session: Session, trigger: Any) -> int:
+    """Arm a (new or re-activated) time-based trigger for every record it does not know yet,
+    counting from each record's last modification. For the rules API; returns how many."""
+    known = select(schedule.c.record_id).where(schedule.c.trigger_id == trigger.id)
+    rows = session.execute(select(record_states.c.id, record_states.c.modified_at).where(
+        record_states.c.kind == trigger.kind, record_states.c.deleted.is_(False),
+        record_states.c.id.not_in(known))).all()
+    for row in rows:
+        arm(session, trigger, row.id, trigger.kind, row.modified_at)
+    return len(rows)
+
+
+# --------------------------------------------------------------------------- the handler
+
+def record_event_handler(session: Session, envelope: Envelope) -> None:
+    """The ``evaluate`` consumer's handler for crm.leads.v1 and crm.opportunities.v1."""
+    kind, _, what = envelope.event_type.partition(".")
+    if kind not in PLURALS:
+        return
+    if what == "deleted":
+        gone = envelope.record_deleted
+        _forget(session, kind, gone.id or envelope.aggregate_id, envelope.aggregate_version)
+        return
+    record = record_state(envelope)
+    if record is None or not record.id:
+        return
+    occurred_at = _ts(envelope.occurred_at) or utcnow()
+    modified_at = _ts(record.modified_at) or occurred_at
+    if not _store_state(session, kind, record, modified_at):
+        return  # deleted meanwhile, or an older version than the one we know
+    state = state_of(record)
+    for trigger in triggers_of(session, kind):
+        event = trigger.definition.get("event") or {}
+        if event.get("type") == TIME_TYPE:
+            # Inactive ones are armed too, so their schedule always counts from the latest
+            # modification; the scheduler fires only active ones.
+            if what in MODIFICATIONS and envelope.actor.kind != f"trigger:{trigger.id}":
+                arm(session, trigger, record.id, kind, modified_at)
+        elif trigger.active and event_matches(event, what, envelope) and not conditions_failing(
+                trigger.definition.get("conditions") or {}, state):
+            fire(session, trigger, record.id, kind, envelope.event_id, occurred_at, envelope.trigger_depth)
+
+
+# --------------------------------------------------------------------------- firing
+
+def command_id(trigger_id: str, record_id: str, causing_event_id: str, index: int) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"{trigger_id}:{record_id}:{causing_event_id}:{index}"))
+
+
+def plan_actions(session: Session, trigger: Any, record_id: str, kind: str,
+                 causing_event_id: str) -> tuple[list[dict[str, Any]], str | None]:
+    """The commands the trigger's actions become, with their ids; or the reason it cannot act."""
+    planned = []
+    for index, action in enumerate(trigger.definition.get("actions") or []):
+        action_type = action.get("type")
+        item = {key: action[key] for key in ("type", "stage_id", "group_id") if action.get(key)}
+        try:
+            if action_type == "set_stage":
+                _VIEW.require(session, action.get("stage_id") or "", kind=kind, entity="stage", field_name="stage_id")
+            elif action_type in ("add_to_group", "remove_from_group"):
+                _VIEW.require(session, action.get("group_id") or "", kind=kind, entity="groups",
+                              field_name="group_id")
+            else:
+                return [], f"Action {index}: unknown type {action_type!r}."
+        except CatalogueReferenceError as exc:
+            return [], f"Action {index} ({action_type}): {exc.message}"
+        planned.append({**item, "command_id": command_id(trigger.id, record_id, causing_event_id, index)})
+    return planned, None
+
+
+def fire(session: Session, trigger: Any, record_id: str, kind: str, causing_event_id: str,
+         event_at: dt.datetime | None, depth: int) -> str | None:
+    """Fire ``trigger`` for the record once per causing event; the execution's result, or None
+    when this firing happened already (a redelivery)."""
+    done = session.execute(select(executions.c.id).where(
+        executions.c.trigger_id == trigger.id, executions.c.record_id == record_id,
+        executions.c.event_id == causing_event_id)).first()
+    if done is not None:
+        return None
+    reason: str | None = None
+    planned: list[dict[str, Any]] = []
+    if depth >= MAX_DEPTH:
+        result = "skipped_loop"
+        reason = f"Trigger chain reached depth {depth} (the limit is {MAX_DEPTH}); the chain stops here."
+    else:
+        planned, reason = plan_actions(session, trigger, record_id, kind, causing_event_id)
+        result = "failed" if reason else "applied"
+    now = utcnow()
+    # The UNIQUE (trigger, record, event) constraint settles a race: the loser's transaction
+    # rolls back and its retry finds the execution above.
+    session.execute(executions.insert().values(
+        id=str(uuid.uuid4()), trigger_id=trigger.id, record_id=record_id, kind=kind, event_id=causing_event_id,
+        actions=planned, result=result, reason=reason, trigger_depth=depth, event_at=event_at, at=now))
+    if result == "applied":
+        topic = f"crm.{PLURALS[kind]}.commands.v1"
+        actor = Actor(user_id=f"trigger:{trigger.id}", name=getattr(trigger, "name", "") or "Automation",
+                      kind=f"trigger:{trigger.id}")
+        for item in planned:
+            command = RecordCommand(record_id=record_id, kind=kind, action=item["type"],
+                                    stage_id=item.get("stage_id", ""), group_id=item.get("group_id", ""),
+                                    trigger_id=trigger.id)
+            envelope = new_envelope(f"{kind}.command.{item['type']}", kind, record_id, 0, command, actor=actor,
+                                    causation_id=_uuid_or_none(causing_event_id), trigger_depth=depth + 1,
+                                    producer="triggers", event_id=item["command_id"], occurred_at=now)
+            record_event(session, topic, envelope, key=record_id)
+        if event_at is not None:
+            EVALUATION_LATENCY.observe(max(0.0, (now - event_at).total_seconds()))
+    else:
+        log.info("trigger %s on %s %s: %s (%s)", trigger.id, kind, record_id, result, reason)
+    EXECUTIONS.labels(result).inc()
+    return result
+
+
+def _uuid_or_none(value: str) -> str | None:
+    # A time-based firing's cause ("time:<armed_at>") is no event id.
+    return None if value.startswith("time:") else value
