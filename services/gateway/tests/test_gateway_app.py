@@ -69,17 +69,17 @@ def test_crm_service_gateway_api_runs_for_real(closed_port):
                 **{f"CRM_{name.upper()}_URL": closed_port.url for name in SERVICES}})
     command = Path(sys.executable).with_name("crm-service")
     if not command.exists():
-        pytest.skip("crm-service is not installed in this environment")
+        pytest.fail("crm-service is not installed in this environment (make install)")
     proc = subprocess.Popen([str(command), "gateway", "api", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
             try:
-                if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or its worker still booting
                 pass
             assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
             assert time.monotonic() < deadline, "the gateway did not start"

@@ -311,7 +311,7 @@ def test_refused_connection_retries_then_503_quickly(make_gateway, closed_port):
     r = c.get("/v1/leads", headers=auth())
     elapsed = time.monotonic() - started
     assert r.status_code == 503
-    assert 0.05 * (1 + 2 + 4) * 0.9 <= elapsed < 2  # the short backoff, and no more
+    assert 0.05 * (1 + 2 + 4) * 0.9 <= elapsed < 5  # the short backoff, and no long one (loaded CI: slack)
     metrics = c.get("/metrics").get_data(as_text=True)
     assert 'crm_gateway_upstream_retries_total{service="leads"}' in metrics
 
@@ -323,7 +323,7 @@ def test_timeout_is_504_within_the_bound_and_not_retried(make_gateway, echo):
     elapsed = time.monotonic() - started
     assert r.status_code == 504 and r.content_type == PROBLEM
     assert r.json["detail"] == "The leads service did not answer within 0.5 seconds."
-    assert elapsed < 1.5
+    assert elapsed < 2.9  # well before the service's 3 s answer (slack for a loaded machine)
     assert len(echo.hits) == 1  # a slow service is not asked again
     _assert_no_internals(r, echo.server.port)
 
@@ -383,7 +383,7 @@ def test_concurrent_requests_share_the_pool(make_gateway, echo, serve):
     results: list[int] = []
 
     def call():
-        results.append(requests.get(f"{gw.url}/v1/leads?_sleep=0.2", headers=auth(), timeout=10).status_code)
+        results.append(requests.get(f"{gw.url}/v1/leads?_sleep=0.5", headers=auth(), timeout=10).status_code)
 
     threads = [threading.Thread(target=call) for _ in range(8)]
     started = time.monotonic()
@@ -392,7 +392,7 @@ def test_concurrent_requests_share_the_pool(make_gateway, echo, serve):
     for t in threads:
         t.join()
     assert results == [200] * 8
-    assert time.monotonic() - started < 1.5  # side by side, not one after the other
+    assert time.monotonic() - started < 3  # side by side (0.5 s), not one after the other (4 s)
 
 
 def test_large_download_streams_intact(make_gateway, serve):

@@ -55,7 +55,7 @@ def test_services_are_asked_concurrently_with_a_short_timeout(make_gateway, serv
     elapsed = time.monotonic() - started
     assert r.status_code == 503
     assert set(r.json["checks"].values()) == {"unavailable: ReadyzTimeoutError"}
-    assert elapsed < 3.5  # five services, one 2 s timeout - not five of them
+    assert elapsed < 7  # five services, one 2 s timeout - not five of them (10 s)
 
 
 def test_readiness_recovers(make_gateway, services):
