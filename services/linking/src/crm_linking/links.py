@@ -39,6 +39,7 @@ from crm_kit.web.fields import Timestamp
 from crm_kit.web.pagination import PageQuery
 from crm_linking import journal
 from crm_linking.access import ALL_OFFICES_ROLE, PLURALS, load_record, require_record_edit
+from crm_linking.file_schemas import ActivityOut, ContactOut, JobOrderOut, PlacementOut
 from crm_linking.tables import (
     activities,
     companies,
@@ -103,27 +104,10 @@ class JobOrderLinkIn(Schema):
                                   field_name="job_order_id")
 
 
-class _AuditOut(Schema):
-    version = fields.Integer()
-    created_at = Timestamp()
-    created_by = fields.String()
-    modified_at = Timestamp()
-    modified_by = fields.String()
-
-
 class LinkRoleOut(Schema):
     id = fields.String()
     code = fields.String()
     name = fields.String()
-
-
-class LinkedContactOut(_AuditOut):
-    id = fields.String()
-    first_name = fields.String()
-    last_name = fields.String()
-    email = fields.String(allow_none=True)
-    phone = fields.String(allow_none=True)
-    company_id = fields.String(allow_none=True)
 
 
 class ContactLinkOut(Schema):
@@ -131,44 +115,16 @@ class ContactLinkOut(Schema):
     role_id = fields.String()
     role = fields.Nested(LinkRoleOut, allow_none=True,
                          metadata={"description": "null when the role is no longer in the catalogue."})
-    contact = fields.Nested(LinkedContactOut)
+    contact = fields.Nested(ContactOut)
     linked_at = Timestamp()
     linked_by = fields.String()
-
-
-class LinkedJobOrderOut(_AuditOut):
-    id = fields.String()
-    title = fields.String()
-    company_id = fields.String(allow_none=True)
-    description = fields.String(allow_none=True)
-    status = fields.String(allow_none=True)
 
 
 class JobOrderLinkOut(Schema):
     job_order_id = fields.String()
-    job_order = fields.Nested(LinkedJobOrderOut)
+    job_order = fields.Nested(JobOrderOut)
     linked_at = Timestamp()
     linked_by = fields.String()
-
-
-class RecordActivityOut(_AuditOut):
-    id = fields.String()
-    type = fields.String()
-    subject = fields.String()
-    body = fields.String(allow_none=True)
-    due_at = Timestamp(allow_none=True)
-    starts_at = Timestamp(allow_none=True)
-    ends_at = Timestamp(allow_none=True)
-    lead_id = fields.String(allow_none=True)
-    opportunity_id = fields.String(allow_none=True)
-
-
-class RecordPlacementOut(_AuditOut):
-    id = fields.String()
-    job_order_id = fields.String()
-    candidate_name = fields.String()
-    start_date = fields.Date(allow_none=True)
-    end_date = fields.Date(allow_none=True)
 
 
 class TimelineOut(Schema):
@@ -554,7 +510,7 @@ class _Links:
         owner_column = activities.c.lead_id if kind == "lead" else activities.c.opportunity_id
 
         @self._route("GET", f"{base}/activities", f"list_{kind}_activities", permission=FILES_VIEW,
-                     query=PageQuery, response=RecordActivityOut, many=True,
+                     query=PageQuery, response=ActivityOut, many=True,
                      summary=f"Activities of a {kind}, newest first")
         def list_activities(ctx: RequestContext, record_id: str) -> ListResult:
             record = self.readable(ctx, record_id)
@@ -565,7 +521,7 @@ class _Links:
             return ListResult([_row_dict(r) for r in page.rows], page.next_page_token)
 
         @self._route("GET", f"{base}/placements", f"list_{kind}_placements", permission=FILES_VIEW,
-                     query=PageQuery, response=RecordPlacementOut, many=True,
+                     query=PageQuery, response=PlacementOut, many=True,
                      summary=f"Placements of the job orders linked to a {kind}, newest first")
         def list_placements(ctx: RequestContext, record_id: str) -> ListResult:
             record = self.readable(ctx, record_id)
