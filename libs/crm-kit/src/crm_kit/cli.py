@@ -44,19 +44,6 @@ def migrate(spec: ServiceSpec, settings: Settings) -> int:
     return 0
 
 
-def _fresh_metrics_directory() -> None:
-    """Empty the worker's multiprocess metrics directory BEFORE any service module is
-    imported: an unlabelled metric writes its file at import time, and stale files from a
-    previous run would be summed in (gunicorn's master does the same for the api)."""
-    import shutil
-    from pathlib import Path
-
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if directory:
-        shutil.rmtree(directory, ignore_errors=True)
-        Path(directory).mkdir(parents=True, exist_ok=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="crm-service", description=__doc__)
     parser.add_argument("service", help=f"one of: {', '.join(installed_services()) or '(none installed)'}")
@@ -65,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="api: gunicorn worker processes")
     args = parser.parse_args(argv)
     if args.command == "worker":
-        _fresh_metrics_directory()
+        from crm_kit.metrics import fresh_multiprocess_directory
+
+        fresh_multiprocess_directory()  # before the service's modules are imported
     elif os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # The api's master (gunicorn) empties it at start; it must exist before any import.
         os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)

@@ -8,8 +8,6 @@ dropped.
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 bind = os.environ.get("CRM_BIND", "127.0.0.1:8000")
@@ -50,12 +48,9 @@ control_socket_disable = True
 
 
 def on_starting(server: Any) -> None:
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if directory:
-        path = Path(directory)
-        if path.exists():
-            shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
+    from crm_kit.metrics import fresh_multiprocess_directory
+
+    fresh_multiprocess_directory()
 
 
 def child_exit(server: Any, worker: Any) -> None:

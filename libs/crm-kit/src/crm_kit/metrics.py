@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 from typing import Any
 
 from prometheus_client import (
@@ -52,6 +53,16 @@ CONSUMER_LAG = Gauge("crm_consumer_lag", "Messages behind the end of each partit
                      ["service", "consumer", "topic", "partition"], multiprocess_mode="max")
 WORKER_HEARTBEAT = Gauge("crm_worker_heartbeat_timestamp_seconds", "Last time each worker loop made progress.",
                          ["service", "loop"], multiprocess_mode="max")
+
+
+def fresh_multiprocess_directory() -> None:
+    """Empty ``PROMETHEUS_MULTIPROC_DIR`` (creating it if needed): files of a previous run
+    would be summed in. Call before any metric is touched - an unlabelled metric writes its
+    file at import time."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory, exist_ok=True)
 
 
 class _MultiProcessFiles:

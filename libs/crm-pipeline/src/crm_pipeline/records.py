@@ -159,7 +159,7 @@ class Records:
                                                     to_stage_id=stage.id, at=now, by=actor.user_id,
                                                     cause=actor.cause))
         row = self.get(session, row_values["id"])
-        self._emit(session, "created", row, actor)
+        self.emit(session, "created", row, actor)
         return row
 
     def update(self, session: Session, row: Any, changes: Mapping[str, Any], actor: Actor,
@@ -186,25 +186,21 @@ class Records:
                                                         cause=actor.cause))
         if "attribute_ids" in values:
             values["attribute_ids"] = list(dict.fromkeys(values["attribute_ids"] or []))
-        result: Any = session.execute(
-            update(self.table).where(self.table.c.id == row.id, self.table.c.version == row.version)
-            .values(**values, version=row.version + 1, modified_at=now, modified_by=actor.user_id))
-        if result.rowcount != 1:  # someone else wrote between our read and this write
-            raise Problem(412, f"The {self.kind.kind} changed while this request was processed; "
-                               "fetch it again and retry.")
+        self._guarded(session, row, update(self.table).values(**values, version=row.version + 1, modified_at=now,
+                                                               modified_by=actor.user_id))
         new = self.get(session, row.id)
         if set(changes) - {"stage_id"}:
-            self._emit(session, "updated", new, actor)
+            self.emit(session, "updated", new, actor)
         if stage_move is not None:
             from_stage, to_stage, from_group, to_group = stage_move
-            moved = StageChanged(record=self._snapshot(session, new), from_stage_id=from_stage,
+            moved = StageChanged(record=self.snapshot(session, new), from_stage_id=from_stage,
                                  to_stage_id=to_stage, from_stage_group_id=from_group or "",
                                  to_stage_group_id=to_group or "", cause=actor.cause)
-            self._emit(session, "stage_changed", new, actor, moved)
+            self.emit(session, "stage_changed", new, actor, moved)
             if (from_group or "") != (to_group or ""):
-                self._emit(session, "stage_group_changed", new, actor, moved)
+                self.emit(session, "stage_group_changed", new, actor, moved)
         for what, payload in extra_events:
-            self._emit(session, what, new, actor, payload)
+            self.emit(session, what, new, actor, payload)
         return new
 
     def add_group(self, session: Session, row: Any, group_id: str, actor: Actor) -> tuple[Any, bool]:
@@ -228,11 +224,7 @@ class Records:
         """Delete the record, its history and memberships, and emit ``<kind>.deleted``."""
         session.execute(delete(self.groups).where(self.groups.c.record_id == row.id))
         session.execute(delete(self.history).where(self.history.c.record_id == row.id))
-        result: Any = session.execute(delete(self.table).where(self.table.c.id == row.id,
-                                                               self.table.c.version == row.version))
-        if result.rowcount != 1:
-            raise Problem(412, f"The {self.kind.kind} changed while this request was processed; "
-                               "fetch it again and retry.")
+        self._guarded(session, row, delete(self.table))
         envelope = new_envelope(self.kind.event_type("deleted"), self.kind.kind, row.id, row.version + 1,
                                 RecordDeleted(id=row.id, kind=self.kind.kind), actor=actor.message(),
                                 trigger_depth=actor.trigger_depth, causation_id=actor.causation_id or None)
@@ -243,30 +235,29 @@ class Records:
     def _touch(self, session: Session, row: Any, actor: Actor, what: str, group_id: str) -> Any:
         """Bump the version for a membership change and emit its event."""
         now = utcnow()
-        result: Any = session.execute(
-            update(self.table).where(self.table.c.id == row.id, self.table.c.version == row.version)
-            .values(version=row.version + 1, modified_at=now, modified_by=actor.user_id))
-        if result.rowcount != 1:
-            raise Problem(412, f"The {self.kind.kind} changed while this request was processed; retry.")
+        self._guarded(session, row, update(self.table).values(version=row.version + 1, modified_at=now,
+                                                               modified_by=actor.user_id))
         new = self.get(session, row.id)
-        self._emit(session, what, new, actor,
-                   GroupMembershipChanged(record=self._snapshot(session, new), group_id=group_id))
+        self.emit(session, what, new, actor,
+                   GroupMembershipChanged(record=self.snapshot(session, new), group_id=group_id))
         return new
 
     def snapshot(self, session: Session, row: Any) -> Any:
         """The record's event payload as it is now."""
-        return self._snapshot(session, row)
+        return snapshot(self.kind, row, self.group_ids(session, row.id))
+
+    def _guarded(self, session: Session, row: Any, statement: Any) -> None:
+        """Run an UPDATE/DELETE of ``row`` that holds only if nobody wrote it since it was read."""
+        result: Any = session.execute(statement.where(self.table.c.id == row.id,
+                                                      self.table.c.version == row.version))
+        if result.rowcount != 1:
+            raise Problem(412, f"The {self.kind.kind} changed while this request was processed; "
+                               "fetch it again and retry.")
 
     def emit(self, session: Session, what: str, row: Any, actor: Actor, payload: Any = None) -> None:
         """Write ``<kind>.<what>`` for ``row`` to the outbox."""
-        self._emit(session, what, row, actor, payload)
-
-    def _snapshot(self, session: Session, row: Any) -> Any:
-        return snapshot(self.kind, row, self.group_ids(session, row.id))
-
-    def _emit(self, session: Session, what: str, row: Any, actor: Actor, payload: Any = None) -> None:
         envelope = new_envelope(self.kind.event_type(what), self.kind.kind, row.id, row.version,
-                                payload if payload is not None else self._snapshot(session, row),
+                                payload if payload is not None else self.snapshot(session, row),
                                 actor=actor.message(), trigger_depth=actor.trigger_depth,
                                 causation_id=actor.causation_id or None)
         record_event(session, self.kind.topic, envelope)

@@ -169,8 +169,3 @@ def drop_search_indexes(op: Operations, records: str) -> None:
     if op.get_bind().dialect.name == "postgresql":
         for column in ("title", "description"):
             op.execute(f"DROP INDEX IF EXISTS ix_{records}_{column}_trgm")
-
-
-def records_table(metadata: MetaData, name: str) -> Table:
-    """The records table alone (kept for callers that need only it)."""
-    return pipeline_tables(metadata, name)["records"]
