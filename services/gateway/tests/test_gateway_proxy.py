@@ -12,7 +12,7 @@ import pytest
 import requests
 from gateway_helpers import PROBLEM, ClosedPort, Echo, RawServer, auth
 
-from crm_kit.settings import SERVICES
+from crm_kit.settings import MULTIPART_OVERHEAD, SERVICES
 
 # -- what goes upstream -----------------------------------------------------------------------
 
@@ -165,7 +165,7 @@ def test_attachment_upload_takes_multipart_up_to_the_upload_limit(make_gateway, 
 
 def test_attachment_over_the_upload_limit_is_413(make_gateway, echo):
     c = make_gateway(echo.url, CRM_MAX_UPLOAD_BYTES=str(1024 * 1024)).test_client()
-    body, content_type, _ = _multipart(1024 * 1024 + 10)
+    body, content_type, _ = _multipart(1024 * 1024 + MULTIPART_OVERHEAD + 10)  # the limit is the file's
     r = c.post("/v1/leads/l1/attachments", data=body, headers={**auth(), "Content-Type": content_type})
     assert r.status_code == 413 and r.content_type == PROBLEM
     assert echo.hits == []

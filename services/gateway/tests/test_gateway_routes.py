@@ -63,7 +63,6 @@ EXPECTED = [
         ("GET", f"/v1/{records}/r1/attachments/a1", records, f"{records}:view"),
         ("DELETE", f"/v1/{records}/r1/attachments/a1", records, f"{records}:edit"),
         ("GET", f"/v1/{records}/reports/stages", records, f"{records}:view"),
-        ("POST", f"/v1/{records}/wizard", records, f"{records}:create"),
         # detail tabs and links: the linking service
         ("GET", f"/v1/{records}/r1/contacts", "linking", f"{records}:view"),
         ("POST", f"/v1/{records}/r1/contacts", "linking", f"{records}:edit"),
@@ -112,7 +111,7 @@ def test_every_family_goes_to_its_service_with_its_permission(method, path, serv
 def test_fixed_words_are_not_taken_for_ids():
     assert ROUTES.resolve("GET", "/v1/leads/overview").template == "/v1/leads/overview"
     assert ROUTES.resolve("GET", "/v1/leads/3f1c").template == "/v1/leads/{id}"
-    # bulk and wizard take POST only: GET on them is 405, not a record called "bulk"
+    # bulk takes POST only: GET on it is 405, not a record called "bulk"
     with pytest.raises(MethodNotAllowedError) as exc:
         ROUTES.resolve("GET", "/v1/leads/bulk")
     assert exc.value.allowed == ("POST", "OPTIONS")

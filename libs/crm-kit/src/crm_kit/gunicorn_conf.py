@@ -19,6 +19,11 @@ graceful_timeout = 20
 keepalive = 5
 # Request-line and header limits: the first line of defence against abusive requests.
 limit_request_line = 8190
+if os.environ.get("CRM_SERVICE_NAME") == "gateway":
+    # gunicorn caps a request line at 8190 bytes at most and answers a longer one in HTML:
+    # the gateway takes any length and answers 414 problem+json itself (MAX_REQUEST_TARGET),
+    # so what it forwards always fits the services' cap. An ingress caps lines in production.
+    limit_request_line = 0
 limit_request_fields = 100
 limit_request_field_size = 8190
 accesslog = None  # the kit logs and measures requests itself

@@ -51,6 +51,9 @@ def _csv(value: str) -> list[str]:
 
 
 SERVICES = ("catalogue", "leads", "opportunities", "linking", "triggers")
+# CRM_MAX_UPLOAD_BYTES limits an attachment's file; its multipart body may add this much
+# around it (boundaries, part headers, the `type` field), at the gateway and in the services.
+MULTIPART_OVERHEAD = 64 * 1024
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("CRM_SERVICE_NAME", "Which service this process is (set by `crm-service <name>`).", None, ("all",)),
@@ -104,6 +107,16 @@ SETTINGS: tuple[Setting, ...] = (
       for name in SERVICES),
     Setting("CRM_CORS_ORIGINS", "Gateway: comma-separated origins allowed by CORS (empty: CORS off).", "",
             parse=_csv),
+    Setting("CRM_RATE_LIMIT", "Gateway: requests each caller may make on `/v1` (the bearer token's subject; "
+            "without a valid token, the client address), as `limits` rate strings separated by `;` "
+            "(e.g. `100/second;3000/minute`). Over it: 429 with `Retry-After`. Empty or `off`: no limit.",
+            "200/second;6000/minute"),
+    Setting("CRM_RATE_LIMIT_STORAGE", "Gateway: where the rate-limit counters live, a `limits` storage URI. "
+            "`memory://` counts in each gateway process (N processes let a caller make up to N times the limit); "
+            "a shared store such as `redis://host:6379` (needs the `redis` package) makes the limit global.",
+            "memory://"),
+    Setting("CRM_STRICT_TRANSPORT_SECURITY", "Value of the `Strict-Transport-Security` header on every response "
+            "(e.g. `max-age=31536000; includeSubDomains`); empty: not sent, since TLS ends at the ingress.", ""),
     Setting("PROMETHEUS_MULTIPROC_DIR", "Directory for prometheus-client's multiprocess files (gunicorn); "
             "wiped at start.", ""),
 )

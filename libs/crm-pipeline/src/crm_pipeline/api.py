@@ -73,8 +73,12 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
         if office and office != ctx.user.office_id and "admin" not in ctx.user.roles:
             raise Problem(403, "Only an admin may put a record in another office.")
 
+    example: dict[str, Any] = {"title": "Acme - 3 welders for Rotterdam", "description": "Met at the trade fair."}
+    if not kind.is_lead:
+        example.update(amount="12500.00", currency="EUR", probability=60, expected_close_date="2027-01-31")
+
     @api.post(base, permission=kind.permission("create"), body=schemas.create, response=out, errors=(409,),
-              summary=f"Create a {kind.kind}")
+              example=example, summary=f"Create a {kind.kind}")
     def create_record(ctx: RequestContext) -> Reply:
         check_office(ctx, ctx.body)
         row = records.create(ctx.session, ctx.body, Actor.of(ctx.user))
@@ -136,8 +140,8 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
     def remove_group(ctx: RequestContext, record_id: str, group_id: str) -> None:
         records.remove_group(ctx.session, load(ctx, record_id), group_id, Actor.of(ctx.user))
 
-    @api.post(f"{base}/<record_id>/copy", permission=kind.permission("create"), body=schemas.copy, response=out,
-              errors=(409,), summary=f"A new {kind.kind} copied from this one")
+    @api.post(f"{base}/<record_id>/copy", permission=kind.permission("create"), body=schemas.copy,
+              body_required=False, response=out, errors=(409,), summary=f"A new {kind.kind} copied from this one")
     def copy_record(ctx: RequestContext, record_id: str) -> Reply:
         source = load(ctx, record_id)
         data = {f: getattr(source, f) for f in _COPIED if hasattr(source, f) and (f in schemas.create().fields)}
@@ -147,6 +151,8 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
         return Reply(present.one(ctx, row), headers={"Location": f"{base}/{row.id}"})
 
     @api.post(f"{base}/bulk", permission=kind.permission("edit"), body=BulkIn, response=BulkOut, status=200,
+              example={"ids": ["0b7e4c8a-2f3d-4e5b-9a1c-6d8e7f9a0b1c"], "action": "assign_owner",
+                       "owner_id": "user-42"},
               summary="One action on many records; each item succeeds or fails on its own")
     def bulk(ctx: RequestContext) -> dict[str, Any]:
         action = ctx.body["action"]
@@ -190,7 +196,8 @@ def _add_conversion(api: Api, records: Records, present: Presenter, load: Any, o
                             name="LeadConversion")
     reply = Schema.from_dict({"lead": fields.Nested(out), "opportunity": fields.Dict()}, name="LeadConverted")
 
-    @api.post("/v1/leads/<record_id>/convert", permission="leads:edit", body=body, response=reply, errors=(409,),
+    @api.post("/v1/leads/<record_id>/convert", permission="leads:edit", body=body, body_required=False,
+              response=reply, errors=(409,),
               summary="Convert a lead into an opportunity (201 once the opportunity is readable, via the gateway)")
     def convert_lead(ctx: RequestContext, record_id: str) -> Reply:
         lead = load(ctx, record_id)

@@ -34,7 +34,10 @@ from sqlalchemy import Table, delete, event, insert, select
 from sqlalchemy.orm import Session, SessionTransaction
 
 from crm_kit.db import utcnow
-from crm_kit.settings import ConfigError
+from crm_kit.settings import (
+    MULTIPART_OVERHEAD,  # boundaries, part headers and `type` around the file
+    ConfigError,
+)
 from crm_kit.web import Api, ListResult, Problem, Reply, RequestContext, SortKey
 from crm_kit.web.app import route_of_request
 from crm_kit.web.fields import Timestamp
@@ -47,7 +50,6 @@ log = logging.getLogger(__name__)
 
 StoreFactory = Callable[[], AttachmentStore]
 
-MULTIPART_OVERHEAD = 64 * 1024  # boundaries, part headers and the `type` field around the file
 MAX_BODY_CEILING = 1024 * 1024 * 1024  # what the edge lets through before the app's own limit applies
 MAX_FILENAME = 255
 MAX_TYPE = 100

@@ -46,7 +46,7 @@ def record_fields(kind: RecordKind, *, partial: bool) -> dict[str, fields.Field]
             amount=fields.Decimal(places=2, validate=validate.Range(min=0, max=10**15), allow_nan=False, **opt),
             currency=fields.String(validate=validate.Regexp(r"^[A-Z]{3}$", error="A 3-letter ISO 4217 code."),
                                    **opt),
-            probability=fields.Integer(validate=validate.Range(min=0, max=100), **opt),
+            probability=fields.Integer(strict=True, validate=validate.Range(min=0, max=100), **opt),
             expected_close_date=fields.Date(**opt),
             lead_id=fields.String(validate=_ID, **opt),
         )
@@ -126,6 +126,9 @@ def record_schemas(kind: RecordKind) -> RecordSchemas:
     name = kind.kind.capitalize()
     out_fields: dict[str, fields.Field] = {
         "id": fields.String(), **{k: v for k, v in record_fields(kind, partial=True).items()},
+        # Money goes out as an exact decimal string ("2500.00"); it comes in as a number or such a string.
+        **({} if kind.is_lead else {"amount": fields.String(allow_none=True, metadata={
+            "pattern": r"^[0-9]+\.[0-9]{2}$", "example": "2500.00"})}),
         "group_ids": fields.List(fields.String()),
         "stage": fields.Nested(StageOut), "stage_group_id": fields.String(allow_none=True),
         "stage_changed_at": Timestamp(), "version": fields.Integer(),

@@ -49,6 +49,7 @@ class Resource:
     sort: tuple[SortKey, ...]
     save: Saver
     remove: Remover
+    example: Mapping[str, Any] | None = None  # a create body for the OpenAPI document
 
 
 def _localised(ctx: RequestContext, view: View) -> View:
@@ -115,7 +116,7 @@ def _register(api: Api, res: Resource) -> None:
     many, one = res.plural.replace(" ", "_"), res.label.replace(" ", "_")
     declared: list[tuple[str, str, Callable[..., Any], str, str, dict[str, Any]]] = [
         ("POST", res.path, create, many, f"Create a {res.label}",
-         {"permission": ADMIN, "body": res.create, "response": res.out, "errors": (404, 409)}),
+         {"permission": ADMIN, "body": res.create, "response": res.out, "errors": (404, 409), "example": res.example}),
         ("GET", res.path, list_all, many, f"List {res.plural}, ordered by {res.sort[0].name}",
          {"query": res.query, "response": res.out, "many": True}),
         ("GET", item_rule, get, one, f"Read a {res.label}", {"response": res.out}),
@@ -145,6 +146,8 @@ def _stage_resource(kind: str) -> Resource:
         sort=(SortKey("index", stages.c.index), SortKey("id", stages.c.id)),
         save=lambda session, journal, args, body, current: rules.save_stage(session, journal, kind, body, current),
         remove=rules.delete_stage,
+        example={"names": {"en": "Qualified", "nl": "Gekwalificeerd"}, "code": f"QUALIFIED_{kind.upper()}",
+                 "index": 20, "color": "#2E7D32", "remarks": "Call within two working days."},
     )
 
 
@@ -169,6 +172,7 @@ def _table_resource(kind: str) -> Resource:
         save=lambda session, journal, args, body, current: rules.save_entry(
             session, journal, kind, TABLES[args["table"]], body, current),
         remove=rules.delete_entry,
+        example={"names": {"en": "Trade fair", "nl": "Beurs"}, "code": "FAIR", "index": 10},
     )
 
 
@@ -187,6 +191,8 @@ TEMPLATES = Resource(
     sort=(SortKey("name", templates.c.name), SortKey("id", templates.c.id)),
     save=lambda session, journal, args, body, current: rules.save_template(session, journal, body, current),
     remove=rules.delete_template,
+    example={"kind": "email", "name": "Follow-up", "subject": "About {{ record.title }}",
+             "body": "Dear customer, about {{ record.title }} ...", "visible_at": "lead_stage"},
 )
 
 RESOURCES = [*(_stage_resource(kind) for kind in KINDS), *(_table_resource(kind) for kind in KINDS), TEMPLATES]

@@ -12,7 +12,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate
 
 from crm_catalogue.tables import TEMPLATE_KINDS, VISIBLE_AT
-from crm_kit.web.fields import Timestamp
+from crm_kit.web.fields import StrictBoolean, Timestamp
 from crm_kit.web.pagination import PageQuery
 
 LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*\Z")
@@ -24,8 +24,7 @@ def _not_blank(value: str) -> None:
 
 
 def _strict_bool(**kw: Any) -> fields.Boolean:
-    # JSON true/false only: "yes" or 1 for a flag is more likely a client bug than intent.
-    return fields.Boolean(truthy={True}, falsy={False}, **kw)
+    return StrictBoolean(**kw)
 
 
 def _names(**kw: Any) -> fields.Dict:

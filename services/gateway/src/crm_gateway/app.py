@@ -15,10 +15,11 @@ from typing import Any
 
 from flask import Flask, Response, current_app, g, has_request_context, request
 
-from crm_gateway import docs, openapi
+from crm_gateway import docs, openapi, wizard
 from crm_gateway.proxy import BAD_RESPONSE, CONNECT_ERROR, TIMEOUT, Upstream, UpstreamError, forward
+from crm_gateway.ratelimit import install_rate_limit
 from crm_gateway.routes import ROUTES, UPLOAD_RULE, MethodNotAllowedError, RouteNotFoundError
-from crm_kit.settings import SERVICES, Settings
+from crm_kit.settings import MULTIPART_OVERHEAD, SERVICES, Settings
 from crm_kit.web import Api, Problem, RequestContext
 from crm_kit.web import create_app as kit_create_app
 from crm_kit.web.api import Route
@@ -35,7 +36,10 @@ CONVERSION_WAIT = 10.0  # seconds the gateway waits for a converted lead's oppor
 CORS_ALLOW_HEADERS = ("Authorization, Content-Type, Accept, Accept-Language, If-Match, If-None-Match, "
                       "Idempotency-Key, X-Correlation-ID, X-Request-ID")
 CORS_EXPOSE_HEADERS = ("ETag, Location, Link, Retry-After, Idempotent-Replayed, Content-Disposition, "
-                       "X-Correlation-ID, X-Request-ID")
+                       "X-Correlation-ID, X-Request-ID, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset")
+# The longest request target (path and query) the gateway takes; the services' gunicorn
+# refuses request lines over 8190 bytes, and a forwarded line adds the method and version.
+MAX_REQUEST_TARGET = 8000
 _FORWARD_ENDPOINTS = frozenset({"gateway_forward", "gateway_upload"})
 
 
@@ -134,13 +138,14 @@ def _gateway() -> GatewayState:
 
 def forward_view(**_: str) -> Response:
     """Every /v1 path of the route table: route, token, permission, then the owning service."""
+    # One of the gateway's own endpoints (/v1/me, the wizards), asked with another method: it
+    # wins over a table pattern the path would also fit (/v1/leads/wizard is no lead id).
+    own = {r.method for r in current_app.extensions.get("crm_routes", []) if r.rule == request.path}
+    if own:
+        raise Problem(405, f"{request.method} is not allowed here.", headers={"Allow": _allow_header(own)})
     try:
         match = ROUTES.resolve(request.method, request.path)
     except RouteNotFoundError:
-        own = {r.method for r in current_app.extensions.get("crm_routes", []) if r.rule == request.path}
-        if own:  # one of the gateway's own endpoints (/v1/me), asked with another method
-            allowed = ", ".join(sorted(own | ({"HEAD"} if "GET" in own else set()) | {"OPTIONS"}))
-            raise Problem(405, f"{request.method} is not allowed here.", headers={"Allow": allowed}) from None
         raise Problem(404, "There is no such endpoint.") from None
     except MethodNotAllowedError as exc:
         g.gateway_route = exc.route.pattern
@@ -204,6 +209,7 @@ def _own_api() -> Api:
         """The caller, as the bearer token says: id, name, office, roles and permissions."""
         return ctx.user.to_dict()
 
+    wizard.declare(api)  # POST /v1/{records}/wizard: orchestrated here, see crm_gateway.wizard
     return api
 
 
@@ -237,19 +243,21 @@ def create_app(settings: Settings) -> Flask:
     app.add_url_rule("/v1/<path:path>", "gateway_forward", forward_view, methods=FORWARD_METHODS)
 
     def upload_view(**view_args: str) -> Response:
-        """Attachment uploads: the same forwarding, with multipart bodies up to CRM_MAX_UPLOAD_BYTES."""
+        """Attachment uploads: the same forwarding, with files up to CRM_MAX_UPLOAD_BYTES (plus their
+        multipart envelope, MULTIPART_OVERHEAD), as the services take them."""
         return forward_view(**view_args)
 
     upload_view.crm_route = Route(  # type: ignore[attr-defined]  # read by the kit's edge rules
         method="POST", rule=UPLOAD_RULE, handler=upload_view, accepts="multipart/form-data",
-        max_body=settings["CRM_MAX_UPLOAD_BYTES"],
+        max_body=settings["CRM_MAX_UPLOAD_BYTES"] + MULTIPART_OVERHEAD,  # the limit is the file's
     )
     app.add_url_rule(UPLOAD_RULE, "gateway_upload", upload_view, methods=["POST"])
 
     # /openapi.json: the kit serves the gateway's own routes there; serve the merged one instead.
     def own_document() -> dict[str, Any]:
         if state.own_document is None:
-            state.own_document = openapi.gateway_document(build_spec(openapi.TITLE, app.extensions["crm_routes"]))
+            state.own_document = wizard.describe(
+                openapi.gateway_document(build_spec(openapi.TITLE, app.extensions["crm_routes"])))
         return state.own_document
 
     state.documents = openapi.DocumentCache(SERVICES, state.fetch_document, own_document, state.executor,
@@ -258,6 +266,9 @@ def create_app(settings: Settings) -> Flask:
     docs.install_docs(app)
     _install_route_labels(app)
     _install_cors(app, settings.get("CRM_CORS_ORIGINS") or [])
+    install_rate_limit(app, settings)  # after CORS: preflights are not counted
+    _install_request_line_limit(app)
+    _install_options(app)
     return app
 
 
@@ -275,6 +286,51 @@ def _install_route_labels(app: Flask) -> None:
                 found = ROUTES.route_for_path(request.path)
                 template = found[0].pattern if found else None
             g.crm_route_label = template or "unmatched"
+        return resp
+
+
+def _install_request_line_limit(app: Flask) -> None:
+    """414 problem+json for a request line the services' servers would refuse.
+
+    The gateway's gunicorn takes any request line (gunicorn can only cap it at 8190 bytes
+    and answers HTML then); this check answers in the API's own shape, before anything is
+    forwarded, and keeps forwarded lines under the services' gunicorn cap.
+    """
+
+    @app.before_request
+    def _uri_limit() -> None:
+        target = request.environ.get("RAW_URI") or request.full_path
+        if len(target) > MAX_REQUEST_TARGET:
+            raise Problem(414, f"The URL is longer than {MAX_REQUEST_TARGET} bytes; send fewer or shorter "
+                               "query parameters.")
+
+
+def _allow_header(methods: set[str]) -> str:
+    """``Allow`` for a resource taking ``methods`` (HEAD with GET; OPTIONS always), in one fixed order."""
+    methods = methods | {"OPTIONS"} | ({"HEAD"} if "GET" in methods else set())
+    return ", ".join(m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS") if m in methods)
+
+
+def _install_options(app: Flask) -> None:
+    """``OPTIONS`` answers with exactly the methods of the path's own route.
+
+    Without this, Flask would list the methods of every rule matching the path - the
+    catch-all forwarding rule's too - for the gateway's own endpoints and uploads.
+    CORS preflights are answered before this (``_install_cors``).
+    """
+
+    @app.before_request
+    def _options() -> Response | None:
+        if request.method != "OPTIONS" or not request.path.startswith("/v1/"):
+            return None
+        methods = {r.method for r in current_app.extensions.get("crm_routes", []) if r.rule == request.path}
+        if not methods:
+            try:
+                methods = set(ROUTES.resolve("OPTIONS", request.path).route.methods)
+            except (RouteNotFoundError, MethodNotAllowedError):
+                return None  # forward_view answers 404
+        resp = Response(status=204, headers={"Allow": _allow_header(methods)})
+        del resp.headers["Content-Type"]
         return resp
 
 

@@ -4,6 +4,11 @@ No CDN: the page and its assets come from the gateway. The bundled Swagger UI (4
 renders OpenAPI 3.0 only and refuses a document that says ``openapi: 3.1.0``; the page's
 script therefore relabels the version of the document it loads for display (the
 definitions the kit generates read the same in 3.0), while ``/openapi.json`` itself stays 3.1.
+
+The page has its own Content-Security-Policy (every other answer gets the kit's
+``default-src 'none'``): scripts, styles, images and fetches from this origin only, no
+inline script, no eval, no framing. Swagger UI's online validator badge (an image from
+validator.swagger.io) is switched off.
 """
 
 from __future__ import annotations
@@ -15,6 +20,11 @@ from swagger_ui_bundle import swagger_ui_path
 
 ASSETS = Path(str(swagger_ui_path))
 ASSET_MAX_AGE = 3600
+# Swagger UI's stylesheet carries its icons as data: images; React sets styles through the
+# DOM (not style attributes), so no 'unsafe-inline' is needed.
+PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "font-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'")
 
 PAGE = """<!DOCTYPE html>
 <html lang="en">
@@ -39,6 +49,7 @@ INIT_JS = """window.onload = function () {
     url: specUrl,
     dom_id: "#swagger-ui",
     deepLinking: true,
+    validatorUrl: null,  // no badge image from validator.swagger.io: nothing leaves this origin
     persistAuthorization: true,
     presets: [SwaggerUIBundle.presets.apis],
     layout: "BaseLayout",
@@ -72,7 +83,7 @@ def install_docs(app: Flask) -> None:
             init=url_for("gateway_docs_init"),
             spec=url_for("openapi_json"),
         )
-        return Response(html, mimetype="text/html")
+        return Response(html, mimetype="text/html", headers={"Content-Security-Policy": PAGE_CSP})
 
     def docs_init() -> Response:
         resp = Response(INIT_JS, mimetype="text/javascript")

@@ -29,6 +29,7 @@ from concurrent.futures import Executor, wait
 from typing import Any
 
 from crm_gateway.routes import ROUTES, RouteTable
+from crm_kit.web.problem import Problem
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,29 @@ def _renamed(doc: Mapping[str, Any], renames: Mapping[str, Mapping[str, str]]) -
     return out
 
 
+# What the gateway itself may answer for any /v1 operation, before or instead of the service.
+EDGE_RESPONSES = {
+    "414": "The URL is too long (over 8000 bytes).",
+    "429": "Rate limited: wait `Retry-After` seconds.",
+    "502": "The service behind the gateway answered badly or broke the connection.",
+    "503": "The service behind the gateway is unavailable.",
+    "504": "The service behind the gateway took too long.",
+}
+
+
+def _with_edge_responses(path: str, operation: Any) -> Any:
+    """``operation`` with the gateway's own error responses added (a copy: sources stay cached as they are)."""
+    if not path.startswith("/v1/") or not isinstance(operation, Mapping):
+        return operation
+    out = dict(operation)
+    responses = dict(out.get("responses") or {})
+    for status, text in EDGE_RESPONSES.items():
+        responses.setdefault(status, {"description": text, "content": {"application/problem+json": {
+            "schema": {"$ref": "#/components/schemas/Problem"}, "example": Problem(int(status), text).to_dict()}}})
+    out["responses"] = responses
+    return out
+
+
 def merge_documents(
     own: Mapping[str, Any],
     services: Mapping[str, Mapping[str, Any]],
@@ -168,7 +192,7 @@ def merge_documents(
                 if key in target:
                     log.warning("OpenAPI: %s %s is documented twice; keeping the first", key.upper(), path)
                     continue
-                target[key] = value
+                target[key] = _with_edge_responses(path, value)
             if not any(k in HTTP_METHODS for k in target):
                 del paths[path]
     document: dict[str, Any] = {

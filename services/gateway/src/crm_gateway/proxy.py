@@ -52,7 +52,7 @@ FORWARDED_REQUEST_HEADERS = (
 FORWARDED_RESPONSE_HEADERS = (
     "Content-Type", "Content-Length", "Content-Encoding", "Content-Language", "Content-Disposition",
     "ETag", "Last-Modified", "Location", "Link", "Retry-After", "Idempotent-Replayed", "Allow",
-    "WWW-Authenticate", "Cache-Control", "Vary",
+    "WWW-Authenticate", "Cache-Control", "Vary", "Content-Security-Policy",
 )
 
 CHUNK = 64 * 1024

@@ -212,7 +212,10 @@ def _catalogue_routes() -> list[GatewayRoute]:
 
 
 def _record_routes(records: str) -> list[GatewayRoute]:
-    """Leads or opportunities: the record service's own paths and the linking service's tabs."""
+    """Leads or opportunities: the record service's own paths and the linking service's tabs.
+
+    ``/v1/{records}/wizard`` is not here: the gateway serves it itself (``crm_gateway.wizard``).
+    """
     view, create, edit, delete = (f"{records}:{a}" for a in ("view", "create", "edit", "delete"))
     base, item = f"/v1/{records}", f"/v1/{records}/{{id}}"
     routes = [
@@ -220,7 +223,6 @@ def _record_routes(records: str) -> list[GatewayRoute]:
         # Fixed words under the collection, before {id} would take them as an id.
         route(f"{base}/overview", records, GET=view),
         route(f"{base}/bulk", records, POST=edit),  # the service checks each action (delete: :delete)
-        route(f"{base}/wizard", records, POST=create),
         route(f"{base}/reports/stages", records, GET=view),
     ]
     if records == "leads":

@@ -52,8 +52,9 @@ def _email() -> fields.String:
 
 
 def _reference(what: str) -> fields.String:
-    return fields.String(allow_none=True, pre_load=[_blank_is_null], validate=_ID,
-                         metadata={"description": f"The id of an existing {what}."})
+    # "" is taken as null (pre_load), so the documented bound is the length only.
+    return fields.String(allow_none=True, pre_load=[_blank_is_null], validate=validate.Length(max=36),
+                         metadata={"description": f"The id of an existing {what}; empty or null for none."})
 
 
 # -- bodies --------------------------------------------------------------------------------------

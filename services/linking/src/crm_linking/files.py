@@ -71,6 +71,7 @@ class FileSpec:
     ordered: tuple[tuple[str, str], ...] = ()  # (earlier, later): later may not be before earlier
     before_delete: DeleteHook | None = None  # what else goes (or changes) with the file
     decorate: Decorator | None = None  # adds derived fields to views (detail=True for one file)
+    example: Mapping[str, Any] | None = None  # a create body for the OpenAPI document
 
     @property
     def label(self) -> str:
@@ -295,6 +296,8 @@ COMPANIES = FileSpec(
     body=schemas.CompanyIn, patch=schemas.CompanyPatch, out=schemas.CompanyOut, query=schemas.FileQuery,
     search=tuple(companies.c[n] for n in ("name", "website", "email", "phone", "address", "city", "country")),
     before_delete=_detach_from_company,
+    example={"name": "Acme Staffing B.V.", "website": "https://acme.example", "phone": "+31 20 123 4567",
+             "email": "info@acme.example", "address": "Damrak 1", "city": "Amsterdam", "country": "NL"},
 )
 
 CONTACTS = FileSpec(
@@ -305,6 +308,7 @@ CONTACTS = FileSpec(
     filters=("company_id",),
     references={"company_id": (companies, "company")},
     before_delete=_remove_contact_links,
+    example={"first_name": "Ada", "last_name": "Lovelace", "email": "ada@acme.example", "phone": "+31 6 1234 5678"},
 )
 
 JOB_ORDERS = FileSpec(
@@ -315,6 +319,8 @@ JOB_ORDERS = FileSpec(
     references={"company_id": (companies, "company")},
     before_delete=_remove_job_order_dependants,
     decorate=_related_to,
+    example={"title": "3 welders for the Rotterdam yard", "description": "MIG/MAG, start in March",
+             "status": "open"},
 )
 
 PLACEMENTS = FileSpec(
@@ -324,6 +330,8 @@ PLACEMENTS = FileSpec(
     filters=("job_order_id",),
     references={"job_order_id": (job_orders, "job order")},
     ordered=(("start_date", "end_date"),),
+    example={"job_order_id": "4f6c1e2a-8a59-4a4b-9b0e-3c7e5d2f1a90", "candidate_name": "Carla Jansen",
+             "start_date": "2026-03-01", "end_date": "2026-06-30"},
 )
 
 ACTIVITIES = FileSpec(
@@ -335,6 +343,8 @@ ACTIVITIES = FileSpec(
     timeline_fields=("type", "subject"),
     ordered=(("starts_at", "ends_at"),),
     decorate=_linked_records,
+    example={"type": "task", "subject": "Call back about the welders", "body": "Ask for the site address.",
+             "due_at": "2026-12-01T09:00:00Z"},
 )
 
 SPECS: dict[str, FileSpec] = {spec.collection: spec for spec in (COMPANIES, CONTACTS, JOB_ORDERS, PLACEMENTS,
@@ -385,7 +395,7 @@ def _register(api: Api, spec: FileSpec) -> None:
     label = spec.label
     declared: list[tuple[str, str, Callable[..., Any], str, str, dict[str, Any]]] = [
         ("POST", spec.path, create, plural, f"Create a {label}",
-         {"permission": EDIT_FILES, "body": spec.body, "response": spec.out}),
+         {"permission": EDIT_FILES, "body": spec.body, "response": spec.out, "example": spec.example}),
         ("GET", spec.path, list_all, plural, f"List {spec.collection.replace('-', ' ')}, last modified first "
                                               "(q: simple search)",
          {"permission": VIEW_FILES, "query": spec.query, "response": spec.out, "many": True}),

@@ -38,7 +38,7 @@ from crm_kit.web.auth import require_permission
 from crm_kit.web.fields import Timestamp
 from crm_kit.web.pagination import PageQuery
 from crm_linking import journal
-from crm_linking.access import ALL_OFFICES_ROLE, PLURALS, load_record, require_record_edit
+from crm_linking.access import ALL_OFFICES_ROLE, PLURALS, load_record
 from crm_linking.file_schemas import ActivityOut, ContactOut, JobOrderOut, PlacementOut
 from crm_linking.tables import (
     activities,
@@ -316,16 +316,19 @@ class _Links:
         self.plural = PLURALS[kind]
         self.view = view
         self.base = f"/v1/{self.plural}/<record_id>"
+        self.may_view, self.may_edit = f"{self.plural}:view", f"{self.plural}:edit"
         self.tags = (self.plural,)
 
-    # access
+    # access: a route declares the record's permission (``may_view`` / ``may_edit``, as the
+    # gateway's route table does), so the kit answers 403 to a caller without it before it reads
+    # the body or the query; the files permission these tabs need as well is checked here.
 
     def readable(self, ctx: RequestContext, record_id: str) -> Any:
-        require_permission(ctx.user, f"{self.plural}:view")
+        require_permission(ctx.user, FILES_VIEW)
         return load_record(ctx.session, self.kind, record_id, ctx.user)
 
     def writable(self, ctx: RequestContext, record_id: str) -> Any:
-        require_record_edit(ctx.user, self.kind)
+        require_permission(ctx.user, FILES_EDIT)
         return load_record(ctx.session, self.kind, record_id, ctx.user)
 
     def role(self, session: Session, role_id: str) -> CatalogueEntryView:
@@ -380,7 +383,7 @@ class _Links:
     def _contacts(self) -> None:
         kind, plural, base = self.kind, self.plural, self.base
 
-        @self._route("POST", f"{base}/contacts", f"link_{kind}_contact", permission=FILES_EDIT, body=ContactLinkIn,
+        @self._route("POST", f"{base}/contacts", f"link_{kind}_contact", permission=self.may_edit, body=ContactLinkIn,
                      response=ContactLinkOut, errors=(409,), summary=f"Link a contact (existing or new) to a {kind}")
         def link_contact(ctx: RequestContext, record_id: str) -> Any:
             record = self.writable(ctx, record_id)
@@ -404,7 +407,7 @@ class _Links:
                 raise Problem(409, f"Contact {contact.id!r} could not be linked (it was deleted meanwhile?).")
             return self.contact_items(ctx, [self.contact_link(ctx.session, record.id, contact.id)])[0]
 
-        @self._route("GET", f"{base}/contacts", f"list_{kind}_contacts", permission=FILES_VIEW, query=PageQuery,
+        @self._route("GET", f"{base}/contacts", f"list_{kind}_contacts", permission=self.may_view, query=PageQuery,
                      response=ContactLinkOut, many=True, summary=f"Contacts of a {kind}, with their roles")
         def list_contacts(ctx: RequestContext, record_id: str) -> ListResult:
             record = self.readable(ctx, record_id)
@@ -415,7 +418,7 @@ class _Links:
                             fingerprint=f"{kind}-contacts:{record.id}")
             return ListResult(self.contact_items(ctx, page.rows), page.next_page_token)
 
-        @self._route("PATCH", f"{base}/contacts/<contact_id>", f"change_{kind}_contact_role", permission=FILES_EDIT,
+        @self._route("PATCH", f"{base}/contacts/<contact_id>", f"change_{kind}_contact_role", permission=self.may_edit,
                      body=ContactRoleIn, response=ContactLinkOut, errors=(409,),
                      summary=f"Change the role of a contact on a {kind} (not to or from MAIN or SIGN)")
         def change_role(ctx: RequestContext, record_id: str, contact_id: str) -> Any:
@@ -443,7 +446,7 @@ class _Links:
                               "by": ctx.user.user_id})
             return self.contact_items(ctx, [self.contact_link(ctx.session, record.id, contact_id)])[0]
 
-        @self._route("DELETE", f"{base}/contacts/<contact_id>", f"unlink_{kind}_contact", permission=FILES_EDIT,
+        @self._route("DELETE", f"{base}/contacts/<contact_id>", f"unlink_{kind}_contact", permission=self.may_edit,
                      status=204, summary=f"Remove a contact from a {kind} (the contact itself stays)")
         def unlink_contact(ctx: RequestContext, record_id: str, contact_id: str) -> None:
             record = self.writable(ctx, record_id)
@@ -460,7 +463,7 @@ class _Links:
                 record_job_orders.c.record_kind == kind, record_job_orders.c.record_id == record_id,
                 record_job_orders.c.job_order_id == job_order_id)).first()
 
-        @self._route("POST", f"{base}/job-orders", f"link_{kind}_job_order", permission=FILES_EDIT,
+        @self._route("POST", f"{base}/job-orders", f"link_{kind}_job_order", permission=self.may_edit,
                      body=JobOrderLinkIn, response=JobOrderLinkOut, errors=(409,),
                      summary=f"Link a job order (existing or new) to a {kind}; at most one {kind} per job order")
         def link_job_order(ctx: RequestContext, record_id: str) -> Any:
@@ -485,7 +488,7 @@ class _Links:
                 raise self.job_order_conflict(order.id, existing.record_id, record.id)
             return self.job_order_items(ctx, [link_of(ctx.session, record.id, order.id)])[0]
 
-        @self._route("GET", f"{base}/job-orders", f"list_{kind}_job_orders", permission=FILES_VIEW, query=PageQuery,
+        @self._route("GET", f"{base}/job-orders", f"list_{kind}_job_orders", permission=self.may_view, query=PageQuery,
                      response=JobOrderLinkOut, many=True, summary=f"Job orders of a {kind}")
         def list_job_orders(ctx: RequestContext, record_id: str) -> ListResult:
             record = self.readable(ctx, record_id)
@@ -497,7 +500,7 @@ class _Links:
             return ListResult(self.job_order_items(ctx, page.rows), page.next_page_token)
 
         @self._route("DELETE", f"{base}/job-orders/<job_order_id>", f"unlink_{kind}_job_order",
-                     permission=FILES_EDIT, status=204, summary=f"Remove a job order from a {kind}")
+                     permission=self.may_edit, status=204, summary=f"Remove a job order from a {kind}")
         def unlink_job_order(ctx: RequestContext, record_id: str, job_order_id: str) -> None:
             record = self.writable(ctx, record_id)
             if link_of(ctx.session, record.id, job_order_id) is None:
@@ -509,7 +512,7 @@ class _Links:
         kind, base = self.kind, self.base
         owner_column = activities.c.lead_id if kind == "lead" else activities.c.opportunity_id
 
-        @self._route("GET", f"{base}/activities", f"list_{kind}_activities", permission=FILES_VIEW,
+        @self._route("GET", f"{base}/activities", f"list_{kind}_activities", permission=self.may_view,
                      query=PageQuery, response=ActivityOut, many=True,
                      summary=f"Activities of a {kind}, newest first")
         def list_activities(ctx: RequestContext, record_id: str) -> ListResult:
@@ -520,7 +523,7 @@ class _Links:
                             fingerprint=f"{kind}-activities:{record.id}")
             return ListResult([_row_dict(r) for r in page.rows], page.next_page_token)
 
-        @self._route("GET", f"{base}/placements", f"list_{kind}_placements", permission=FILES_VIEW,
+        @self._route("GET", f"{base}/placements", f"list_{kind}_placements", permission=self.may_view,
                      query=PageQuery, response=PlacementOut, many=True,
                      summary=f"Placements of the job orders linked to a {kind}, newest first")
         def list_placements(ctx: RequestContext, record_id: str) -> ListResult:
@@ -533,7 +536,7 @@ class _Links:
                             fingerprint=f"{kind}-placements:{record.id}")
             return ListResult([_row_dict(r) for r in page.rows], page.next_page_token)
 
-        @self._route("GET", f"{base}/timeline", f"list_{kind}_timeline", permission=FILES_VIEW,
+        @self._route("GET", f"{base}/timeline", f"list_{kind}_timeline", permission=self.may_view,
                      query=PageQuery, response=TimelineOut, many=True,
                      summary=f"What happened to a {kind} (stage changes, links, activities, conversion), newest first")
         def list_timeline(ctx: RequestContext, record_id: str) -> ListResult:
@@ -567,7 +570,7 @@ def _contact_records_route(api: Api, kind: str) -> None:
     plural = PLURALS[kind]
 
     def list_contact_records(ctx: RequestContext, contact_id: str) -> Any:
-        require_permission(ctx.user, f"{plural}:view")
+        require_permission(ctx.user, FILES_VIEW)
         _require_file(ctx.session, contacts, contact_id, "contact")
         link = and_(record_contacts.c.record_kind == record_views.c.kind,
                     record_contacts.c.record_id == record_views.c.id,
@@ -578,7 +581,7 @@ def _contact_records_route(api: Api, kind: str) -> None:
                        or_(record_contacts.c.contact_id.is_not(None), record_views.c.contact_id == contact_id)))
         return _records_page(ctx, stmt, f"contact-{plural}:{contact_id}")
 
-    api.route("GET", f"/v1/contacts/<contact_id>/{plural}", permission=FILES_VIEW, query=PageQuery,
+    api.route("GET", f"/v1/contacts/<contact_id>/{plural}", permission=f"{plural}:view", query=PageQuery,
               response=ContactRecordOut, many=True, tags=("contacts",),
               summary=f"The {plural} a contact is on (linked with a role, or the {kind}'s own contact)",
               )(_named(f"list_contact_{plural}", list_contact_records))
@@ -588,11 +591,11 @@ def _file_routes(api: Api) -> None:
     for kind in RECORD_KINDS:
         _contact_records_route(api, kind)
 
-    @api.get("/v1/companies/<company_id>/leads", permission=FILES_VIEW, query=PageQuery, response=LinkedRecordOut,
+    @api.get("/v1/companies/<company_id>/leads", permission="leads:view", query=PageQuery, response=LinkedRecordOut,
              many=True, tags=("companies",),
              summary="Leads of a company: its own, and those with a contact of the company")
     def list_company_leads(ctx: RequestContext, company_id: str) -> Any:
-        require_permission(ctx.user, "leads:view")
+        require_permission(ctx.user, FILES_VIEW)
         _require_file(ctx.session, companies, company_id, "company")
         company_contacts = select(contacts.c.id).where(contacts.c.company_id == company_id)
         has_company_contact = (select(record_contacts.c.contact_id)

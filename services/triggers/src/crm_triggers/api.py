@@ -80,7 +80,11 @@ def build_triggers_api(view: CatalogueView | None = None) -> Api:
         out["warnings"] = rules.loop_warnings(ctx.session, catalogue, row.kind, row.id) if row.active else []
         return out
 
-    @api.post(BASE, permission=ADMIN, body=TriggerIn, response=TriggerOut, summary="Create a trigger")
+    @api.post(BASE, permission=ADMIN, body=TriggerIn, response=TriggerOut, summary="Create a trigger",
+              example={"name": "Stale leads back to the pool", "kind": "lead", "active": False,
+                       "event": {"type": "not_modified_for", "seconds": 1209600},
+                       "actions": [{"type": "remove_from_group", "group_id": "5a0f3c1e-7b2d-4c9a-8e6f-1d2c3b4a5e6f"}]}
+              )
     def create_trigger(ctx: RequestContext) -> Reply:
         body = ctx.body
         definition = {key: body[key] for key in _DEFINITION}

@@ -12,7 +12,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from crm_kit.web.fields import Timestamp
+from crm_kit.web.fields import StrictBoolean, Timestamp
 from crm_kit.web.pagination import PageQuery
 
 KINDS = ("lead", "opportunity")
@@ -76,7 +76,7 @@ class Tagged(fields.Field):
 
 
 def _strict_bool(**kw: Any) -> fields.Boolean:
-    return fields.Boolean(truthy={True}, falsy={False}, **kw)
+    return StrictBoolean(**kw)
 
 
 class TriggerIn(Schema):

@@ -58,6 +58,8 @@ class Route:
     permission: str | None = None
     public: bool = False
     body: Schema | None = None
+    body_required: bool = True  # False: an empty body means {} (e.g. "optional body" endpoints)
+    example: Any = None  # an example request body for the OpenAPI document
     query: Schema | None = None
     response: Schema | None = None
     status: int = 200
@@ -99,6 +101,8 @@ class Api:
         permission: str | None = None,
         public: bool = False,
         body: Schema | type[Schema] | None = None,
+        body_required: bool = True,
+        example: Any = None,
         query: Schema | type[Schema] | None = None,
         response: Schema | type[Schema] | None = None,
         status: int | None = None,
@@ -123,6 +127,8 @@ class Api:
                     permission=permission,
                     public=public,
                     body=_instance(body),
+                    body_required=body_required,
+                    example=example,
                     query=_instance(query),
                     response=_instance(response),
                     status=status or (201 if method == "POST" else 200),
@@ -229,6 +235,9 @@ def _finish_session(commit: bool) -> None:
 def _load_body(route: Route) -> dict[str, Any]:
     raw = request.get_data(cache=True)
     if not raw.strip():
+        if route.body_required:
+            raise Problem(422, "This request needs a JSON object as its body.",
+                          errors=[{"field": "body", "message": "Missing; send a JSON object."}])
         data: Any = {}
     else:
         try:

@@ -26,6 +26,17 @@ ReadinessCheck = Callable[[], None]  # raises when not ready
 
 _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
+# On every response unless the view set its own (``/docs`` has a CSP that lets its assets run;
+# a download or an asset its own Cache-Control). API answers are data: nothing in them may run,
+# be framed, or be kept by a shared cache.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Cache-Control": "no-store",
+}
+
 
 @dataclass
 class KitState:
@@ -109,7 +120,18 @@ def route_of_request() -> Route | None:
     return getattr(current_app.view_functions.get(request.endpoint), "crm_route", None)
 
 
+def security_headers(settings: Settings) -> dict[str, str]:
+    """The headers every response gets (``SECURITY_HEADERS``, HSTS when configured)."""
+    headers = dict(SECURITY_HEADERS)
+    hsts = (settings.get("CRM_STRICT_TRANSPORT_SECURITY") or "").strip()
+    if hsts:
+        headers["Strict-Transport-Security"] = hsts
+    return headers
+
+
 def _install_edge_rules(app: Flask, service: str) -> None:
+    defaults = security_headers(app.extensions["crm"].settings)
+
     @app.before_request
     def _start() -> None:
         g.crm_started = time.perf_counter()
@@ -136,8 +158,8 @@ def _install_edge_rules(app: Flask, service: str) -> None:
         if cid:
             resp.headers[correlation.HEADER] = cid
             resp.headers.setdefault(correlation.REQUEST_ID_HEADER, cid)
-        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-        resp.headers.setdefault("Cache-Control", "no-store")
+        for name, value in defaults.items():
+            resp.headers.setdefault(name, value)
         started = g.get("crm_started")
         # A catch-all route (the gateway's) names its real template in g.crm_route_label.
         route = g.get("crm_route_label") or (request.url_rule.rule if request.url_rule else "unmatched")

@@ -27,3 +27,13 @@ class Timestamp(fields.DateTime):
         if parsed.tzinfo is None:
             raise self.make_error("invalid", input=value, obj_type="timestamp with a time zone")
         return parsed.astimezone(dt.UTC)
+
+
+class StrictBoolean(fields.Boolean):
+    """JSON ``true``/``false`` only: ``"yes"``, ``1`` or ``0`` for a flag is a client bug, not intent
+    (marshmallow's ``truthy={True}`` alone would still take ``1`` and ``0``, which equal them)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value

@@ -11,6 +11,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask, Response
 
 from crm_kit.web.api import Route
+from crm_kit.web.problem import Problem
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -56,8 +57,17 @@ def openapi_path(rule: str) -> str:
     return _RULE_VAR.sub(r"{\1}", rule)
 
 
-def _problem_ref() -> dict[str, Any]:
-    return {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+def _problem_ref(example: dict[str, Any] | None = None) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    if example is not None:
+        media["example"] = example
+    return {"application/problem+json": media}
+
+
+def _problem_example(status: int) -> dict[str, Any]:
+    """What a client sees for ``status``: the kit's own problem body."""
+    errors = [{"field": "title", "message": "Missing data for required field."}] if status == 422 else None
+    return Problem(status, _ERROR_TEXT.get(status, "Error."), errors=errors).to_dict()
 
 
 def _operation(route: Route) -> dict[str, Any]:
@@ -78,14 +88,17 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.idempotent:
         op["parameters"].append({
             "in": "header", "name": "Idempotency-Key", "required": False,
-            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+            "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[ -~]+$"},
             "description": "Retry-safe key: the same key and body replay the first response.",
         })
     if route.method in ("PATCH", "DELETE", "PUT") and path_params:
         op["parameters"].append({"in": "header", "name": "If-Match", "required": False,
                                  "schema": {"type": "string"}, "description": "ETag of the version you changed."})
     if route.body is not None:
-        op["requestBody"] = {"required": True, "content": {route.accepts: {"schema": route.body}}}
+        media: dict[str, Any] = {"schema": route.body}
+        if route.example is not None:
+            media["example"] = route.example
+        op["requestBody"] = {"required": route.body_required, "content": {route.accepts: media}}
     if route.response is not None:
         schema: Any = route.response
         if route.many:
@@ -118,7 +131,8 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.method in ("PATCH", "DELETE", "PUT") and path_params:
         errors.add(412)
     for status in sorted(errors):
-        op["responses"][str(status)] = {"description": _ERROR_TEXT.get(status, "Error."), "content": _problem_ref()}
+        op["responses"][str(status)] = {"description": _ERROR_TEXT.get(status, "Error."),
+                                        "content": _problem_ref(_problem_example(status))}
     return op
 
 
