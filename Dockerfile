@@ -1,29 +1,51 @@
-# One image for every service; CRM_SERVICE picks which one. The same image runs the api
-# (`crm-service $CRM_SERVICE api`), the worker and the migrations (`... migrate`).
-# Build from the repository root: docker build --build-arg CRM_SERVICE=leads -t crm-leads .
+# One image per service, from this one file: CRM_SERVICE picks the service. The same image runs its
+# api (`crm-service $CRM_SERVICE api`, the default), its worker (`worker`) and its migrations (`migrate`).
+# Build from the repository root:
+#   docker build --build-arg CRM_SERVICE=leads -t crm-leads .
+# CRM_EXTRA_PACKAGES adds optional packages, e.g. boto3 for CRM_ATTACHMENTS_STORE=s3.
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ARG CRM_SERVICE
+ARG CRM_EXTRA_PACKAGES=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
 COPY constraints.txt ./
 COPY libs ./libs
 COPY services/${CRM_SERVICE} ./services/${CRM_SERVICE}
-RUN python -m venv /opt/crm \
- && /opt/crm/bin/pip install -c constraints.txt \
-      ./libs/crm-kit ./libs/crm-events ./libs/crm-kafka ./libs/crm-catalogue-view ./libs/crm-pipeline ./services/${CRM_SERVICE}
+# The workspace libraries resolve from this tree only (direct references as constraints, never an
+# index), and pip installs just those the service depends on; third-party packages are pinned.
+RUN test -n "${CRM_SERVICE}" || { echo "build with --build-arg CRM_SERVICE=<service>" >&2; exit 1; } \
+ && for lib in libs/*/; do lib="${lib%/}"; echo "${lib#libs/} @ file:///src/${lib}"; done > /tmp/workspace.txt \
+ && read -r -a extra <<< "${CRM_EXTRA_PACKAGES}" \
+ && python -m venv /opt/crm \
+ && /opt/crm/bin/pip install -c constraints.txt -c /tmp/workspace.txt "./services/${CRM_SERVICE}" "${extra[@]}" \
+ && /opt/crm/bin/pip uninstall -y pip \
+ && /opt/crm/bin/crm-service --help > /dev/null
+# A Unicode font for the PDFs of the services that print (crm-pipeline), copied into the final image.
+RUN mkdir -p /rootfs \
+ && if /opt/crm/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('crm_pipeline') is None)"; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends fonts-dejavu-core=2.37-6 \
+      && mkdir -p /rootfs/usr/share/fonts/truetype \
+      && cp -r /usr/share/fonts/truetype/dejavu /rootfs/usr/share/fonts/truetype/ \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi
 
 FROM ${PYTHON_IMAGE}
 ARG CRM_SERVICE
-ENV PATH=/opt/crm/bin:$PATH PYTHONUNBUFFERED=1 CRM_SERVICE=${CRM_SERVICE} \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/metrics CRM_BIND=0.0.0.0:8080
-# DejaVu: PDFs of templates with text beyond Latin-1 (e.g. the euro sign).
-RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-core \
- && rm -rf /var/lib/apt/lists/*
+ENV PATH=/opt/crm/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 CRM_SERVICE=${CRM_SERVICE} \
+    CRM_BIND=0.0.0.0:8080 CRM_WORKER_PORT=9090 PROMETHEUS_MULTIPROC_DIR=/run/crm/metrics \
+    CRM_ATTACHMENTS_DIR=/var/lib/crm/attachments
+# The only writable places; Kubernetes mounts volumes there (the root filesystem is read-only).
+RUN groupadd --system --gid 10001 crm \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin crm \
+ && install -d -o 10001 -g 10001 /run/crm /run/crm/metrics /var/lib/crm /var/lib/crm/attachments
+COPY --from=build /rootfs/ /
 COPY --from=build /opt/crm /opt/crm
-RUN useradd --system --uid 10001 --no-create-home crm
-USER 10001
+WORKDIR /var/lib/crm
+USER 10001:10001
 EXPOSE 8080 9090
 ENTRYPOINT ["/bin/sh", "-c", "exec crm-service \"$CRM_SERVICE\" \"$@\"", "--"]
 CMD ["api"]

@@ -20,7 +20,7 @@ OFFICE ?= office-1
 ROLES ?= admin
 NAME ?= Dev User
 
-.PHONY: help install run start stop status token test test-fast lint proto proto-check config-table clean distclean
+.PHONY: help install run start stop status token test test-fast bench chart lint proto proto-check config-table clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -55,8 +55,15 @@ test: $(STAMP) ## The whole suite: unit, integration and end-to-end, on real Kaf
 test-fast: $(STAMP) ## Only the tests that need no Kafka or PostgreSQL
 	@$(BIN)/python -m pytest -m "not integration and not e2e"
 
-lint: $(STAMP) ## ruff over the whole tree, mypy over libs/
-	@$(BIN)/ruff check libs services tests
+bench: $(STAMP) ## Measure the platform against baselines from the same run (own Kafka + PostgreSQL); BENCH_SCALE=1 for 100k/1M lists
+	@$(BIN)/python -m crm_devstack.bench
+
+chart: $(STAMP) ## Only the Kubernetes checks: helm lint/template, schema validation, manifests vs code (tests/chart)
+	@$(BIN)/python -m pytest tests/chart
+
+lint: $(STAMP) ## ruff over the whole tree, mypy over libs/, hadolint over the Dockerfile
+	@$(BIN)/ruff check libs services tests charts
+	@$(BIN)/hadolint Dockerfile
 	@$(BIN)/mypy --ignore-missing-imports -p crm_kit -p crm_kafka -p crm_catalogue_view -p crm_pipeline -p crm_events -p crm_devstack
 
 proto: $(STAMP) ## Regenerate the Python code of the event contracts in proto/
