@@ -20,7 +20,7 @@ OFFICE ?= office-1
 ROLES ?= admin
 NAME ?= Dev User
 
-.PHONY: help install run start stop status token test test-fast bench chart lint proto proto-check config-table clean distclean
+.PHONY: help install run start stop status token test test-fast bench chaos chart lint proto proto-check config-table clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ test-fast: $(STAMP) ## Only the tests that need no Kafka or PostgreSQL
 
 bench: $(STAMP) ## Measure the platform against baselines from the same run (own Kafka + PostgreSQL); BENCH_SCALE=1 for 100k/1M lists
 	@$(BIN)/python -m crm_devstack.bench
+
+chaos: $(STAMP) ## Fault injection: 10,000+ operations while Kafka, each worker, a relay and PostgreSQL fail in turn; 0 lost, 0 duplicated (own Kafka + PostgreSQL)
+	@$(BIN)/python -m crm_devstack.chaos --json .run/chaos/chaos.json
 
 chart: $(STAMP) ## Only the Kubernetes checks: helm lint/template, schema validation, manifests vs code (tests/chart)
 	@$(BIN)/python -m pytest tests/chart

@@ -7,9 +7,11 @@ and every outbox row the records service writes is decoded and checked.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from typing import Any
 
+import psycopg
 import pytest
 from google.protobuf.struct_pb2 import Struct
 from sqlalchemy import select
@@ -23,7 +25,7 @@ from crm_kit.cli import migrate
 from crm_kit.db import Database
 from crm_kit.service import find_service
 from crm_kit.settings import load_settings
-from crm_kit.web import issue_token
+from crm_kit.web import Problem, issue_token
 from crm_pipeline.commands import command_handler
 from crm_pipeline.conversion import conversion_handler
 from crm_pipeline.kind import LEAD, OPPORTUNITY
@@ -234,4 +236,58 @@ def test_twenty_concurrent_patches_with_one_etag(postgres):
     assert final["version"] == 2 and final["title"] != "t0"
     updates = [e for e in events(db) if e.event_type == "lead.updated"]
     assert len(updates) == 1 and updates[0].record.title == final["title"]
+    db.dispose()
+
+
+def test_a_command_that_loses_a_race_with_a_user_write_is_retried_whole(postgres):
+    """A trigger's add_to_group reads the lead, a user's write to it commits, then the command
+    writes: its version-guarded update finds a newer lead. The command must fail as a whole
+    (the consumer retries it) - never commit the membership without its version bump and event."""
+    url = postgres.create_database("race_" + uuid.uuid4().hex[:8])
+    spec = find_service("leads")
+    settings = load_settings("domain", {"CRM_SERVICE_NAME": "leads", "CRM_DATABASE_URL": url,
+                                        "CRM_KAFKA_BOOTSTRAP": "127.0.0.1:9", "CRM_JWT_SECRET": SECRET})
+    migrate(spec, settings)
+    app = spec.build_app(settings)
+    db = Database(url)
+    ids = seed(Catalogue(db), "lead")
+    lead = app.test_client().post("/v1/leads", json={"title": "Race"}, headers=auth()).json
+    records = Records(LEAD, {k: spec.metadata.tables[t] for k, t in (
+        ("records", "leads"), ("stage_history", "stage_history"), ("record_groups", "record_groups"))})
+    command = new_envelope("lead.command.add_to_group", "lead", lead["id"], 0,
+                           RecordCommand(record_id=lead["id"], kind="lead", action="add_to_group",
+                                         group_id=ids["vip"], trigger_id="t1"), trigger_depth=1)
+    user = psycopg.connect(postgres.dsn(url.rsplit("/", 1)[1]))
+    # The user's write holds the row lock, uncommitted, while the command runs: the command has
+    # read version 1 and its guarded update waits for that lock.
+    user.execute("UPDATE leads SET title = 'By the user', version = version + 1 WHERE id = %s", (lead["id"],))
+    outcome: list[BaseException | None] = []
+
+    def apply_command() -> None:
+        try:
+            with db.transaction() as s:
+                command_handler(records)(s, command)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - inspected below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=apply_command)
+    worker.start()
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    deadline = time.monotonic() + 30
+    while user.execute(waiting).fetchone() == (0,) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    user.commit()
+    worker.join(30)
+    user.close()
+    assert len(outcome) == 1 and isinstance(outcome[0], Problem) and outcome[0].status == 412, outcome
+    with db.transaction() as s:
+        assert s.execute(select(records.groups)).all() == []  # nothing half-done
+    # The consumer's retry, on a fresh read: applied once, with its version bump and event.
+    with db.transaction() as s:
+        command_handler(records)(s, command)
+    final = app.test_client().get(f"/v1/leads/{lead['id']}", headers=auth()).json
+    assert final["group_ids"] == [ids["vip"]] and final["version"] == 3 and final["title"] == "By the user"
+    added = [e for e in events(db) if e.event_type == "lead.added_to_group"]
+    assert len(added) == 1 and added[0].aggregate_version == 3
     db.dispose()

@@ -332,6 +332,31 @@ def test_process_group_reports_a_dead_child_and_restarts_it(tmp_path: Path) -> N
         wait_http_ok(f"http://127.0.0.1:{port}/", 0.5)
 
 
+def test_a_child_restarted_with_a_new_environment_keeps_it(tmp_path: Path) -> None:
+    group = ProcessGroup()
+    show = [sys.executable, "-c", "import os, time; print('fault', os.environ.get('FAULT', 'none'), flush=True); "
+                                  "time.sleep(60)"]
+
+    def fault_seen(name: str) -> str:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            lines = [line for line in group.log_tail(name).splitlines() if line.startswith("fault ")]
+            if lines:
+                return lines[-1]
+            time.sleep(0.05)
+        return "nothing printed"
+
+    try:
+        group.add("w", show, {"PATH": os.environ["PATH"]}, tmp_path / "w.log")
+        assert fault_seen("w") == "fault none"
+        group.restart("w", env={"PATH": os.environ["PATH"], "FAULT": "1"})
+        assert fault_seen("w") == "fault 1"
+        group.restart("w")  # the new environment is the child's now
+        assert fault_seen("w") == "fault 1"
+    finally:
+        group.stop_all(timeout=5)
+
+
 # -- token -------------------------------------------------------------------------------
 
 

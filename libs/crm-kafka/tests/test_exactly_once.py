@@ -11,12 +11,14 @@ These are the reliability promises every service relies on:
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from kafka_roles import TOPIC, effects, make_consumer, prepare
 from sqlalchemy import func, select
 
 from crm.events.v1.probe_pb2 import Probe
+from crm_devstack.postgres import PostgresCluster
 from crm_events.envelope import decode, encode, new_envelope
 from crm_events.topics import dlq_name
 from crm_kafka.clients import consumer_config, idempotent_producer
@@ -293,3 +296,63 @@ def test_a_fresh_database_replays_the_topic_from_offset_zero(postgres, pg_url, b
     run_consumer_until(fresh, bootstrap, group, marker, lambda: effects_in(fresh) == 5)
     first.dispose()
     fresh.dispose()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster this test alone uses: it stops the server."""
+    base = Path(tempfile.mkdtemp(prefix="crm-kafka-outage-pg-"))
+    cluster = PostgresCluster(base)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_consumer_outlives_a_database_outage_and_dead_letters_nothing(own_postgres, bootstrap):
+    """A database that is away for longer than the retries of a failing event last is not a
+    poison message: the consumer waits for it, also when it is away as the consumer joins its
+    group, and applies every event once."""
+    db = prepare(own_postgres.create_database("outage"))
+    marker = "o-" + uuid.uuid4().hex[:8]
+    group = "g-" + marker
+    producer = Producer({"bootstrap.servers": bootstrap})
+
+    def produce(first: int, count: int) -> None:
+        for seq in range(first, first + count):
+            env = new_envelope("test.probed", "probe", f"agg-{seq % 5}", 1, Probe(note=marker, sequence=seq))
+            producer.produce(TOPIC, key=env.aggregate_id.encode(), value=encode(env))
+        producer.flush(10)
+
+    def applied() -> int:
+        with db.transaction() as s:
+            return s.execute(select(func.count()).select_from(effects).where(effects.c.marker == marker)).scalar_one()
+
+    produce(0, 20)
+    own_postgres.stop()  # away as the consumer starts and is assigned its partitions
+    # Three attempts 10 ms apart: without waiting for the database, each event would be dead-lettered at once.
+    consumer = make_consumer(db, bootstrap, group, marker, max_attempts=3, backoff=0.01)
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop,))
+    thread.start()
+    try:
+        time.sleep(8)  # the group is joined (session.timeout.ms 6 s at most) while the database is away
+        own_postgres.start()
+        wait_for(lambda: applied() == 20, 60, "the events from before the outage")
+        own_postgres.stop()  # away again, while events arrive
+        produce(20, 20)
+        time.sleep(3)
+        own_postgres.start()
+        wait_for(lambda: applied() == 40, 60, "the events from during the outage")
+        assert thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    with db.transaction() as s:
+        rows = s.execute(select(effects.c.event_id).where(effects.c.marker == marker)).scalars().all()
+    assert len(rows) == len(set(rows)) == 40
+    # (The topic also holds other tests' poison messages, which this group dead-letters too.)
+    ours = is_marker(marker)
+    assert count_on_topic(bootstrap, dlq_name(TOPIC), lambda value, headers: dict(headers).get("dlq.consumer")
+                          == group.encode() and ours(value, headers)) == 0
+    db.dispose()

@@ -62,13 +62,20 @@ class Platform:
         return env
 
     def add_process(self, name: str, role: str, extra_env: Mapping[str, str] | None = None) -> None:
-        """Start (again) ``name``'s ``role`` process as ``<name>-<role>`` in the group."""
+        """Start (again) ``name``'s ``role`` process as ``<name>-<role>`` in the group.
+
+        A process that exists already is stopped and started with this environment (its own
+        plus ``extra_env``): ``add_process(name, role)`` again drops an earlier ``extra_env``.
+        """
         bin_ = str(self.config.service_bin)
         argv = [bin_, name, role]
         if role == "api":
             argv += ["--bind", f"127.0.0.1:{self.config.api_ports[name]}"]
-        self.processes.add(f"{name}-{role}", argv, {**self.env_for(name, role), **(extra_env or {})},
-                           self.config.log_path(f"{name}-{role}"))
+        env = {**self.env_for(name, role), **(extra_env or {})}
+        if f"{name}-{role}" in self.processes.names():
+            self.processes.restart(f"{name}-{role}", env=env)
+            return
+        self.processes.add(f"{name}-{role}", argv, env, self.config.log_path(f"{name}-{role}"))
 
     def stop(self, *, keep_logs: bool = False) -> None:
         self.processes.stop_all()

@@ -128,10 +128,16 @@ class ProcessGroup:
         if child.proc is not None:
             terminate_group(child.proc, timeout)
 
-    def restart(self, name: str, timeout: float = 10) -> subprocess.Popen[bytes]:
-        """Stop child `name` if it runs, start it again with the same command; return the new Popen."""
+    def restart(self, name: str, timeout: float = 10, *,
+                env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Stop child `name` if it runs, start it again with the same command; return the new Popen.
+
+        `env`, when given, is the child's new complete environment, for this run and later ones.
+        """
         self.stop(name, timeout)
         child = self._get(name)
+        if env is not None:
+            child.env = dict(env)
         self._spawn(child)
         return child.proc  # type: ignore[return-value]
 

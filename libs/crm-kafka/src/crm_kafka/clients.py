@@ -42,6 +42,10 @@ def consumer_config(bootstrap: str, group_id: str, extra: dict[str, Any] | None 
         "heartbeat.interval.ms": 1000,
         "max.poll.interval.ms": 300000,
         "isolation.level": "read_committed",
+        # The broker holds an empty fetch this long; a message for a partition that is not in the
+        # fetch in flight waits it out. librdkafka's 500 ms default gave ~12 % of trigger actions
+        # 1-3.6 s of delay; 50 ms brings the p99 under 0.4 s for ~0.04 idle cores (`make bench`).
+        "fetch.wait.max.ms": 50,
     })
     config.update(overrides)
     return config

@@ -35,15 +35,23 @@ def command_handler(records: Records) -> Handler:
         actor = Actor(user_id=cause, name="Automation", office_id=row.office_id, cause=cause,
                       trigger_depth=envelope.trigger_depth, causation_id=envelope.event_id)
         try:
-            if command.action == "set_stage":
-                records.update(session, row, {"stage_id": command.stage_id}, actor)
-            elif command.action == "add_to_group":
-                records.add_group(session, row, command.group_id, actor)
-            elif command.action == "remove_from_group":
-                records.remove_group(session, row, command.group_id, actor)
-            else:
-                log.warning("command %s: unknown action %r", envelope.event_id, command.action)
+            # A savepoint: a refused command leaves none of its writes behind (a membership or
+            # history row written before the refusal would otherwise commit with the inbox row).
+            with session.begin_nested():
+                if command.action == "set_stage":
+                    records.update(session, row, {"stage_id": command.stage_id}, actor)
+                elif command.action == "add_to_group":
+                    records.add_group(session, row, command.group_id, actor)
+                elif command.action == "remove_from_group":
+                    records.remove_group(session, row, command.group_id, actor)
+                else:
+                    log.warning("command %s: unknown action %r", envelope.event_id, command.action)
         except Problem as exc:
+            if exc.status == 412:
+                # A user's write to the record committed between our read and our write: the
+                # command is still due. Raising rolls the event back; the consumer retries it
+                # on a fresh read.
+                raise
             # A rule refused it (inactive stage, not a member...): retrying cannot help.
             log.warning("command %s refused: %s", envelope.event_id, exc.detail)
 

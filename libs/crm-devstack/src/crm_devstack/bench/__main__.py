@@ -1,0 +1,75 @@
+"""Command line of ``make bench``: ``python -m crm_devstack.bench [options]``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from crm_devstack.bench.figures import DEFAULT_SCALE, BenchPlan
+from crm_devstack.bench.load import LoadError
+from crm_devstack.bench.runner import default_output_dir, run_bench, say
+from crm_devstack.errors import DevstackError
+
+
+def _positive(kind: type[float] | type[int], what: str, raw: str) -> float | int:
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{what} must be a positive number, not {raw!r}")
+    return value
+
+
+def _assignment(raw: str) -> tuple[str, str]:
+    name, sep, value = raw.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, not {raw!r}")
+    return name.strip(), value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m crm_devstack.bench",
+        description="Benchmark the platform on its own PostgreSQL and Kafka against baselines from the same run.")
+    env_scale = os.environ.get("BENCH_SCALE", "").strip()
+    parser.add_argument("--scale", type=lambda raw: _positive(float, "BENCH_SCALE", raw),
+                        default=env_scale or DEFAULT_SCALE,
+                        help=f"data set size, 1 = lists of 100k and 1M records; below the default also shortens "
+                             f"the timed phases (default: $BENCH_SCALE or {DEFAULT_SCALE:g})")
+    parser.add_argument("--concurrency", type=lambda raw: _positive(int, "--concurrency", raw), default=16,
+                        help="connections of the load generator (default 16)")
+    parser.add_argument("--web-concurrency", type=lambda raw: _positive(int, "--web-concurrency", raw), default=2,
+                        help="gunicorn workers of every api and baseline app (default 2, one per core here)")
+    parser.add_argument("--web-threads", type=lambda raw: _positive(int, "--web-threads", raw), default=4,
+                        help="threads per gunicorn worker (default 4)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", type=_assignment,
+                        help="extra environment for every platform process, for before/after comparisons "
+                             "(e.g. --env CRM_WEB_THREADS=8); repeatable")
+    parser.add_argument("--out", type=Path, default=None, help="where bench.json and bench.png go (.run/bench)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    plan = BenchPlan(scale=float(args.scale), concurrency=args.concurrency, web_concurrency=args.web_concurrency,
+                     web_threads=args.web_threads, platform_env=tuple(args.env))
+    try:
+        out = args.out or default_output_dir()
+        report = run_bench(plan, out)
+    except (DevstackError, LoadError) as exc:
+        print(f"[bench] failed: {exc}", file=sys.stderr, flush=True)
+        return 1
+    print()
+    print(report.table)
+    print()
+    say(f"done in {report.seconds:.0f} s; report: {report.json_path}, chart: {report.chart_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

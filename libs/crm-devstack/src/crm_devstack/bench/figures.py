@@ -1,0 +1,551 @@
+"""The six figures of ``make bench``, each measured next to its baseline on the running platform.
+
+``Bench`` holds what the figures share (the platform, the tokens, the catalogue entries the
+bench made for itself); each ``figure_*`` method measures and returns its table rows, and
+keeps its raw numbers in ``details`` for the JSON report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import psycopg
+import requests
+
+from crm_devstack.bench.kafka_probes import Backlog, EventClock, raw_round_trips
+from crm_devstack.bench.load import LoadResult, Operation, Unexpected, percentile, run_load
+from crm_devstack.bench.report import Row
+from crm_devstack.errors import DevstackError
+from crm_devstack.platform import Platform
+from crm_devstack.postgres import PostgresCluster
+from crm_devstack.stack import SERVICES
+
+DEFAULT_SCALE = 0.1
+"""BENCH_SCALE when none is given: data sets of 10k and 100k records, every timed phase full length."""
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """How big and how long. ``scale`` sizes the list data sets (1 = 100k and 1M records);
+    below the default it also shortens every timed phase, for quick runs and the smoke test."""
+
+    scale: float = DEFAULT_SCALE
+    concurrency: int = 16
+    web_concurrency: int = 2
+    web_threads: int = 4
+    # Extra environment for every platform process (``--env``), for before/after experiments.
+    platform_env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def time_factor(self) -> float:
+        return min(1.0, self.scale / DEFAULT_SCALE)
+
+    @property
+    def load_seconds(self) -> float:
+        return max(2.0, 10.0 * self.time_factor)
+
+    @property
+    def warmup_seconds(self) -> float:
+        return max(0.5, 2.0 * self.time_factor)
+
+    @property
+    def samples(self) -> int:
+        return max(10, round(100 * self.time_factor))
+
+    @property
+    def catchup_seconds(self) -> float:
+        return max(2.0, 60.0 * self.time_factor)
+
+    @property
+    def list_sizes(self) -> tuple[int, int]:
+        return max(100, round(100_000 * self.scale)), max(1000, round(1_000_000 * self.scale))
+
+
+def _ms(seconds: float) -> float:
+    return seconds * 1000.0
+
+
+def _latency_rows(figure: str, values: list[float], baseline: str, baseline_values: list[float],
+                  note: str = "") -> list[Row]:
+    return [Row(figure, q, "ms", _ms(percentile(values, n)), baseline, _ms(percentile(baseline_values, n)),
+                note if q == "p50" else "") for q, n in (("p50", 50), ("p99", 99))]
+
+
+class Bench:
+    """The figures, on a running platform and the baseline apps."""
+
+    def __init__(self, plan: BenchPlan, platform: Platform, postgres: PostgresCluster, bootstrap: str,
+                 baseline_urls: dict[str, str], db_prefix: str, say: Callable[[str], None]) -> None:
+        self.plan = plan
+        self.platform = platform
+        self.postgres = postgres
+        self.bootstrap = bootstrap
+        self.baseline_urls = baseline_urls
+        self.db_prefix = db_prefix
+        self.say = say
+        self.gateway = platform.gateway_url
+        self.admin = platform.auth(("admin",), user="bench-admin", office="bench-office")
+        self.writer = platform.auth(("marketing",), user="bench-user", office="bench-office")
+        self.details: dict[str, Any] = {}
+        self.created_ids: list[str] = []
+        self.stages: dict[str, dict[str, Any]] = {}
+        self.source_id = ""
+        self.group_id = ""
+        self.trigger_id = ""
+        self._round_trips: list[float] | None = None
+        self._concurrent_creates: LoadResult | None = None
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def dsn(self, service: str) -> str:
+        return self.postgres.dsn(f"{self.db_prefix}_{service}")
+
+    def call(self, method: str, path: str, *, headers: dict[str, str] | None = None, **kw: Any) -> requests.Response:
+        return requests.request(method, self.gateway + path, headers=headers or self.admin, timeout=30, **kw)
+
+    def _until(self, what: str, attempt: Callable[[], Any], timeout: float = 120) -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            last = attempt()
+            if last and not isinstance(last, requests.Response):
+                return last
+            time.sleep(0.2)
+        detail = f"{last.status_code} {last.text[:500]}" if isinstance(last, requests.Response) else repr(last)
+        raise DevstackError(f"timed out after {timeout:g} s waiting for {what}; last answer: {detail}")
+
+    def _post_when_known(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
+        """POST once the receiving service's catalogue copy knows the ids in ``body``."""
+        def attempt() -> Any:
+            r = self.call("POST", path, json=body)
+            if r.status_code == 201:
+                return r.json()
+            if r.status_code in (409, 422):
+                return r
+            raise DevstackError(f"POST {path} answered {r.status_code}: {r.text[:500]}")
+        return dict(self._until(what, attempt))
+
+    def round_trips(self) -> list[float]:
+        if self._round_trips is None:
+            self.say(f"raw Kafka produce -> consume round trips ({self.plan.samples}, one at a time)")
+            self._round_trips = raw_round_trips(self.bootstrap, self.plan.samples)
+            self.details["kafka_round_trip_ms"] = _summary(self._round_trips)
+        return self._round_trips
+
+    def settle(self, what: str) -> float:
+        """Wait until the workers have caught up with everything so far (no lag, empty outboxes), so
+        the next figure does not pay for the previous one's backlog; returns the seconds it took."""
+        started = time.monotonic()
+        backlog = Backlog(self.bootstrap, {s: self.dsn(s) for s in SERVICES})
+        backlog.wait_drained(backlog.groups(), timeout=600)
+        took = time.monotonic() - started
+        self.say(f"  (workers caught up after {what} in {took:.1f} s)")
+        self.details.setdefault("settle_seconds", {})[what] = round(took, 2)
+        return took
+
+    def clean_up(self) -> None:
+        """Delete the bench's trigger and its bulk-loaded list rows (which had no events)."""
+        if self.trigger_id:
+            self.call("DELETE", f"/v1/triggers/{self.trigger_id}")
+        with psycopg.connect(self.dsn("leads"), autocommit=True) as conn:
+            conn.execute("DELETE FROM leads WHERE office_id LIKE 'bench-list-%'")
+
+    # -- set-up ---------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """The bench's own catalogue entries and trigger, once every service's copy knows them."""
+        self.say("waiting for the leads service's copy of the catalogue (default stage)")
+        self._post_when_known("/v1/leads", {"title": "bench probe"}, "a default lead stage in the leads service")
+        self.stages = {s["code"]: s for s in self.call("GET", "/v1/lead-stages").json()["items"]}
+        for code in ("NEW", "CONTACTED", "QUALIFIED"):
+            if code not in self.stages:
+                raise DevstackError(f"the starter configuration has no lead stage {code}")
+        tag = uuid.uuid4().hex[:8].upper()
+        self.source_id = self._post_when_known("/v1/lead-tables/sources",
+                                               {"names": {"en": f"Bench {tag}"}, "code": f"BENCH{tag}"},
+                                               "a bench source")["id"]
+        self.group_id = self._post_when_known("/v1/lead-tables/groups",
+                                              {"names": {"en": f"Bench qualified {tag}"}, "code": f"BQ{tag}"},
+                                              "a bench group")["id"]
+        # Only the bench's own source arms it, so the other figures' leads never fire it.
+        self.trigger_id = self._post_when_known("/v1/triggers", {
+            "name": f"bench qualified -> group {tag}", "kind": "lead", "active": True,
+            "event": {"type": "stage_changed", "stage_id": self.stages["QUALIFIED"]["id"]},
+            "conditions": {"source_id": self.source_id},
+            "actions": [{"type": "add_to_group", "group_id": self.group_id}]}, "the bench trigger")["id"]
+        self._post_when_known("/v1/leads", {"title": "bench probe", "source_id": self.source_id},
+                              "the bench source in the leads service")
+
+    # -- 1 and 5: creation ---------------------------------------------------------------------------
+
+    def create_operation(self, url: str, headers: dict[str, str], keep_ids: bool) -> Operation:
+        """POST a new lead-shaped JSON body to ``url``, expecting 201 (the gateway or a baseline app)."""
+        async def create(session: aiohttp.ClientSession, n: int) -> None:
+            body = {"title": f"Bench lead {n}", "description": "created by make bench"}
+            async with session.post(url, json=body, headers=headers) as response:
+                data = await response.read()
+                if response.status != 201:
+                    raise Unexpected(f"status {response.status}", data)
+                created = json.loads(data)
+                if keep_ids:
+                    self.created_ids.append(created["id"])
+        return create
+
+    def _load(self, what: str, operation: Operation, concurrency: int) -> LoadResult:
+        plan = self.plan
+        self.say(f"  {what}: {concurrency} connection(s), {plan.warmup_seconds:g} s warm-up + "
+                 f"{plan.load_seconds:g} s")
+        result = run_load(operation, concurrency=concurrency, seconds=plan.load_seconds,
+                          warmup=plan.warmup_seconds)
+        self.say(f"    {result.throughput:,.1f}/s, p50 {_ms(result.p(50)):.1f} ms, p99 {_ms(result.p(99)):.1f} ms")
+        return result
+
+    def figure_create(self) -> list[Row]:
+        self.say("figure 1: create-lead through the gateway vs the bare baseline apps")
+        n = self.plan.concurrency
+        json_headers = {"Content-Type": "application/json"}
+        bare_json = self._load("bare gunicorn + Flask JSON endpoint",
+                               self.create_operation(self.baseline_urls["json"], json_headers, False), n)
+        bare_insert = self._load("bare Flask + SQLAlchemy one-row insert",
+                                 self.create_operation(self.baseline_urls["insert"], json_headers, False), n)
+        gateway = self._load("POST /v1/leads through the gateway",
+                             self.create_operation(f"{self.gateway}/v1/leads", self.writer, True), n)
+        self._concurrent_creates = gateway
+        self.details["create"] = {"gateway": gateway.summary(), "bare_json": bare_json.summary(),
+                                  "bare_insert": bare_insert.summary()}
+        rows = []
+        for name, base in (("bare Flask JSON", bare_json), ("bare Flask+SQLAlchemy insert", bare_insert)):
+            rows.append(Row("create", "throughput", "req/s", gateway.throughput, name, base.throughput,
+                            f"{n} concurrent connections, closed loop" if base is bare_json else ""))
+            rows.append(Row("create", "p50", "ms", _ms(gateway.p(50)), name, _ms(base.p(50))))
+            rows.append(Row("create", "p99", "ms", _ms(gateway.p(99)), name, _ms(base.p(99))))
+        return rows
+
+    def figure_bulk(self) -> list[Row]:
+        self.say("figure 5: bulk creation (the API has no bulk create: concurrent vs one-at-a-time POSTs)")
+        sequential = self._load("POST /v1/leads one at a time",
+                                self.create_operation(f"{self.gateway}/v1/leads", self.writer, True), 1)
+        concurrent = self._concurrent_creates
+        if concurrent is None:
+            raise DevstackError("figure 5 reuses figure 1's concurrent creates: run figure 1 first")
+        bulk_stage, single_stage = self._bulk_stage_change()
+        self.details["bulk"] = {"concurrent_posts": concurrent.summary(), "sequential_posts": sequential.summary(),
+                                "bulk_set_stage": bulk_stage, "single_patch": single_stage}
+        return [
+            Row("bulk", "create records/s", "records/s", concurrent.throughput, "1-at-a-time POSTs",
+                sequential.throughput, f"no bulk-create endpoint exists (API.md): {self.plan.concurrency} "
+                                       "concurrent single-record POSTs (figure 1's run) stand in for it"),
+            Row("bulk", "stage change records/s", "records/s", bulk_stage["records_per_s"],
+                "concurrent single PATCHes", single_stage["records_per_s"],
+                f"what the API does offer in bulk: POST /v1/leads/bulk set_stage, {bulk_stage['ids_per_call']} "
+                "ids a call, 4 calls at a time"),
+        ]
+
+    def _bulk_stage_change(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        ids = list(dict.fromkeys(self.created_ids))
+        # Half the leads for the bulk calls, half for single PATCHes: every change is a real move.
+        bulk_ids, single_ids = ids[: len(ids) // 2], ids[len(ids) // 2:]
+        chunk = max(10, min(200, len(bulk_ids) // 4))
+        chunks = [bulk_ids[i:i + chunk] for i in range(0, len(bulk_ids) - chunk + 1, chunk)]
+        if len(chunks) < 4:
+            raise DevstackError(f"figure 5 needs at least {8 * chunk} leads from figure 1, it has {len(ids)}")
+        targets = [self.stages["CONTACTED"]["id"], self.stages["NEW"]["id"]]
+        url = f"{self.gateway}/v1/leads"
+
+        # A call takes a chunk nobody else is moving and gives it back when done; each call on a
+        # chunk moves it to the other stage than the last one, so every item really changes.
+        free: asyncio.Queue[int] | None = None
+        moves = [0] * len(chunks)
+
+        async def bulk(session: aiohttp.ClientSession, k: int) -> None:
+            nonlocal free
+            if free is None:  # made inside the load generator's event loop
+                free = asyncio.Queue()
+                for i in range(len(chunks)):
+                    free.put_nowait(i)
+            i = await free.get()
+            try:
+                body = {"ids": chunks[i], "action": "set_stage", "stage_id": targets[moves[i] % 2]}
+                async with session.post(f"{url}/bulk", json=body, headers=self.writer) as response:
+                    data = await response.read()
+                    if response.status != 200:
+                        raise Unexpected(f"status {response.status}", data)
+                    failed = [item for item in json.loads(data)["results"] if item["status"] != "ok"]
+                    if failed:
+                        raise Unexpected(f"an item failed: {failed[0]['error']}", data)
+                moves[i] += 1
+            finally:
+                free.put_nowait(i)
+
+        async def single(session: aiohttp.ClientSession, k: int) -> None:
+            body = {"stage_id": targets[(k // len(single_ids)) % 2]}
+            async with session.patch(f"{url}/{single_ids[k % len(single_ids)]}", json=body,
+                                     headers=self.writer) as response:
+                data = await response.read()
+                if response.status != 200:
+                    raise Unexpected(f"status {response.status}", data)
+
+        bulk_result = self._load(f"POST /v1/leads/bulk set_stage, {chunk} ids a call", bulk, 4)
+        single_result = self._load("PATCH /v1/leads/{id} stage_id", single, self.plan.concurrency)
+        return ({**bulk_result.summary(), "ids_per_call": chunk,
+                 "records_per_s": round(bulk_result.throughput * chunk, 2)},
+                {**single_result.summary(), "records_per_s": round(single_result.throughput, 2)})
+
+    # -- 2: stage change -> trigger action ------------------------------------------------------------
+
+    def figure_trigger(self) -> list[Row]:
+        samples = self.plan.samples
+        self.say(f"figure 2: stage change accepted -> trigger's add_to_group visible through the API "
+                 f"({samples} changes, one at a time)")
+        baseline = self.round_trips()
+        latencies = asyncio.run(self._trigger_samples(samples, warmup=3))
+        self.say(f"    p50 {_ms(percentile(latencies, 50)):.1f} ms, p99 {_ms(percentile(latencies, 99)):.1f} ms "
+                 f"(raw Kafka round trip p50 {_ms(percentile(baseline, 50)):.2f} ms)")
+        self.details["trigger_ms"] = _summary(latencies)
+        return _latency_rows("trigger", latencies, "raw Kafka produce->consume", baseline,
+                             "PATCH answered -> first GET showing the group; 3 Kafka hops (leads event, "
+                             "trigger command, leads applies) and 3 database commits in between")
+
+    async def _trigger_samples(self, samples: int, warmup: int) -> list[float]:
+        qualified = self.stages["QUALIFIED"]["id"]
+        latencies: list[float] = []
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            for n in range(warmup + samples):
+                async with session.post(f"{self.gateway}/v1/leads", headers=self.writer,
+                                        json={"title": f"Bench trigger {n}", "source_id": self.source_id}) as r:
+                    if r.status != 201:
+                        raise DevstackError(f"creating a lead for figure 2 answered {r.status}: {await r.text()}")
+                    lead_url = f"{self.gateway}/v1/leads/{(await r.json())['id']}"
+                async with session.patch(lead_url, headers=self.writer, json={"stage_id": qualified}) as r:
+                    if r.status != 200:
+                        raise DevstackError(f"the stage change answered {r.status}: {await r.text()}")
+                accepted = time.perf_counter()
+                # The first firing also waits for the triggers worker to know the rule and the group.
+                deadline = accepted + (120 if n == 0 else 30)
+                while True:
+                    async with session.get(lead_url, headers=self.writer) as r:
+                        body = await r.json()
+                    if self.group_id in body.get("group_ids", []):
+                        break
+                    if time.perf_counter() > deadline:
+                        raise DevstackError(f"the trigger did not add lead {body.get('id')} to its group in time")
+                if n >= warmup:
+                    latencies.append(time.perf_counter() - accepted)
+        return latencies
+
+    # -- 3: the outbox ------------------------------------------------------------------------------------
+
+    def figure_outbox(self) -> list[Row]:
+        samples = self.plan.samples
+        self.say(f"figure 3: outbox commit -> event on Kafka ({samples} creates, one at a time)")
+        baseline = self.round_trips()
+        clock = EventClock(self.bootstrap, "crm.leads.v1")
+        ids: list[str] = []
+        try:
+            async def run() -> None:
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+                    for n in range(samples):
+                        async with session.post(f"{self.gateway}/v1/leads", headers=self.writer,
+                                                json={"title": f"Bench outbox {n}"}) as r:
+                            if r.status != 201:
+                                raise DevstackError(f"create answered {r.status}: {await r.text()}")
+                            ids.append((await r.json())["id"])
+                        await asyncio.sleep(0.02)  # one event in flight at a time
+            asyncio.run(run())
+            with psycopg.connect(self.dsn("leads")) as conn:
+                rows = conn.execute("SELECT event_id, created_at, sent_at FROM outbox "
+                                    "WHERE topic = 'crm.leads.v1' AND key = ANY(%s)", (ids,)).fetchall()
+            if len(rows) != len(ids):
+                raise DevstackError(f"expected {len(ids)} outbox rows for the created leads, found {len(rows)}")
+            clock.wait_for([r[0] for r in rows], timeout=60)
+        finally:
+            clock.close()
+        # Both clocks are this machine's wall clock: created_at is stamped by the leads api inside
+        # the transaction (just before its commit), the arrival time by the bench's consumer.
+        to_consumer = [clock.seen[event_id] - created.timestamp() for event_id, created, _sent in rows]
+        to_ack = [(sent - created).total_seconds() for _eid, created, sent in rows if sent is not None]
+        self.details["outbox"] = {"commit_to_consumer_ms": _summary(to_consumer),
+                                  "commit_to_relay_ack_ms": _summary(to_ack)}
+        self.say(f"    commit -> consumer p50 {_ms(percentile(to_consumer, 50)):.1f} ms, "
+                 f"p99 {_ms(percentile(to_consumer, 99)):.1f} ms")
+        return _latency_rows("outbox", to_consumer, "raw Kafka produce->consume", baseline,
+                             "outbox row created_at (in the api's transaction) -> a consumer of crm.leads.v1 "
+                             f"holds the event; relay's own view (to Kafka's ack) p50 "
+                             f"{_ms(percentile(to_ack, 50)):.1f} ms")
+
+    # -- 4: list pages at 100k and 1M ----------------------------------------------------------------------
+
+    def figure_list(self) -> list[Row]:
+        rows: list[Row] = []
+        for size in self.plan.list_sizes:
+            office = f"bench-list-{size}"
+            self.say(f"figure 4: list page at {size:,} records (office {office})")
+            self._bulk_load(office, size)
+            rows += self._list_page(office, size)
+        return rows
+
+    def _bulk_load(self, office: str, size: int) -> None:
+        """Rows straight into the leads database (generate_series), spread over the five starter
+        stages; they bypass the outbox, so no other service hears of them (the list does not care)."""
+        codes = ["NEW", "CONTACTED", "QUALIFIED", "CONVERTED", "DISQUALIFIED"]
+        stages = [self.stages[c]["id"] for c in codes if c in self.stages]
+        groups = [self.stages[c].get("stage_group_id") for c in codes if c in self.stages]
+        started = time.monotonic()
+        chunk = 100_000
+        with psycopg.connect(self.dsn("leads"), autocommit=True) as conn:
+            for first in range(1, size + 1, chunk):
+                last = min(first + chunk - 1, size)
+                conn.execute(
+                    """
+                    INSERT INTO leads (id, title, description, owner_id, office_id, stage_id, stage_group_id,
+                                       stage_changed_at, attribute_ids, version, created_at, created_by,
+                                       modified_at, modified_by)
+                    SELECT md5(%(office)s || g)::uuid::text,
+                           'Lead ' || substr(md5('t' || g), 1, 12),
+                           '',
+                           'bench-owner-' || (g %% 25),
+                           %(office)s,
+                           (%(stages)s::text[])[1 + g %% %(n)s],
+                           (%(groups)s::text[])[1 + g %% %(n)s],
+                           t.at, '[]', 1, t.at, 'bench-loader', t.at, 'bench-loader'
+                    FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS g,
+                         LATERAL (SELECT now() - make_interval(secs => g) AS at) AS t
+                    """,
+                    {"office": office, "stages": stages, "groups": groups, "n": len(stages),
+                     "first": first, "last": last})
+                self.say(f"    loaded {last:,} of {size:,} rows ({time.monotonic() - started:.0f} s)")
+            conn.execute("ANALYZE leads")
+        self.details.setdefault("list_load_seconds", {})[str(size)] = round(time.monotonic() - started, 1)
+
+    def _list_page(self, office: str, size: int) -> list[Row]:
+        group_id = self.stages["NEW"].get("stage_group_id")
+        if not group_id:
+            raise DevstackError("the NEW lead stage has no stage group; the list figure filters on one")
+        reader = self.platform.auth(("marketing",), user="bench-reader", office=office)
+        params = {"stage_group_id": group_id, "order_by": "title", "page_size": "50"}
+        url = f"{self.gateway}/v1/leads"
+        # The SQL the list endpoint runs for this page (crm_pipeline.queries + the keyset paginator):
+        # visibility (the caller's office) AND the filter, ordered by the sort key then id, one row extra.
+        sql = ("SELECT leads.*, coalesce(stage_sort.index, 0) AS stage_index FROM leads "
+               "LEFT OUTER JOIN catalogue_view AS stage_sort ON stage_sort.id = leads.stage_id "
+               "WHERE leads.office_id = %s AND leads.stage_group_id = %s "
+               "ORDER BY leads.title ASC, leads.id ASC LIMIT 51")
+        samples = self.plan.samples
+        first_page: list[str] = []
+
+        async def page(session: aiohttp.ClientSession, n: int) -> None:
+            async with session.get(url, params=params, headers=reader) as response:
+                data = await response.read()
+                if response.status != 200:
+                    raise Unexpected(f"status {response.status}", data)
+                items = json.loads(data)["items"]
+                if len(items) != 50:
+                    raise Unexpected(f"{len(items)} items instead of 50", data)
+                if not first_page:
+                    first_page.extend(item["id"] for item in items)
+
+        api = run_load(page, concurrency=1, seconds=600, warmup=0, max_operations=samples + 5)
+        api_times = api.latencies[5:]
+        sql_times: list[float] = []
+        with psycopg.connect(self.dsn("leads")) as conn:
+            for n in range(samples + 5):
+                began = time.perf_counter()
+                found = conn.execute(sql, (office, group_id)).fetchall()
+                elapsed = time.perf_counter() - began
+                if n == 0 and [r[0] for r in found[:50]] != first_page:
+                    raise DevstackError("the SQL baseline does not return the API's page: the two queries differ")
+                if n >= 5:
+                    sql_times.append(elapsed)
+            plan = conn.execute("EXPLAIN " + sql, (office, group_id)).fetchall()
+        self.details.setdefault("list", {})[str(size)] = {
+            "api_ms": _summary(api_times), "sql_ms": _summary(sql_times), "query": params, "sql": sql,
+            "plan": [r[0] for r in plan]}
+        self.say(f"    API p50 {_ms(percentile(api_times, 50)):.1f} ms, "
+                 f"SQL p50 {_ms(percentile(sql_times, 50)):.2f} ms")
+        label = f"{size / 1_000_000:g}M" if size >= 1_000_000 else f"{size / 1000:g}k" if size >= 1000 else str(size)
+        return [Row("list", f"{q} @ {label}", "ms", _ms(percentile(api_times, n)), "same query in SQL",
+                    _ms(percentile(sql_times, n)),
+                    "stage_group_id filter, order_by=title, 50 a page, a marketing user of the office "
+                    "(visibility applies); SQL from the same machine with psycopg" if q == "p50" else "")
+                for q, n in (("p50", 50), ("p99", 99))]
+
+    # -- 6: catch-up -------------------------------------------------------------------------------------------
+
+    def figure_catchup(self) -> list[Row]:
+        seconds = self.plan.catchup_seconds
+        n = self.plan.concurrency
+        self.say(f"figure 6: catch-up: every worker stopped, {seconds:g} s of creates + stage changes, "
+                 "workers started, time until no lag and no outbox backlog")
+        backlog = Backlog(self.bootstrap, {s: self.dsn(s) for s in SERVICES})
+        groups = backlog.groups()
+        if not groups:
+            raise DevstackError("no consumer groups found on the broker: are the workers running?")
+        workers = [f"{service}-worker" for service in SERVICES]
+        for name in workers:  # all at once: each takes a moment to leave its consumer groups
+            self.platform.processes.kill(name, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while any(self.platform.processes.is_running(n) for n in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for name in workers:
+            self.platform.processes.stop(name)  # SIGKILL for any that did not stop in time
+        qualified = self.stages["QUALIFIED"]["id"]
+        moved: list[str] = []
+
+        async def create_and_qualify(session: aiohttp.ClientSession, k: int) -> None:
+            async with session.post(f"{self.gateway}/v1/leads", headers=self.writer,
+                                    json={"title": f"Bench backlog {k}", "source_id": self.source_id}) as r:
+                data = await r.read()
+                if r.status != 201:
+                    raise Unexpected(f"create status {r.status}", data)
+                lead_id = json.loads(data)["id"]
+            async with session.patch(f"{self.gateway}/v1/leads/{lead_id}", headers=self.writer,
+                                     json={"stage_id": qualified}) as r:
+                data = await r.read()
+                if r.status != 200:
+                    raise Unexpected(f"stage change status {r.status}", data)
+            moved.append(lead_id)
+
+        # The load the platform sustains with its workers running (figure 1's create rate, two
+        # requests a lead): unpaced, the api alone would build a backlog it could never sustain.
+        created = self._concurrent_creates
+        rate = created.throughput / 2 if created is not None else None
+        try:
+            load = run_load(create_and_qualify, concurrency=n, seconds=seconds, rate=rate)
+            pending = backlog.outbox()
+            self.say(f"    {load.ok:,} creates + stage changes in {load.seconds:.1f} s; "
+                     f"{pending:,} events waiting in the outboxes")
+        finally:
+            started = time.monotonic()
+            for name in workers:
+                self.platform.processes.restart(name)
+        drained_at = backlog.wait_drained(groups, timeout=max(300.0, 10 * seconds))
+        drain = drained_at - started
+        with psycopg.connect(self.dsn("leads")) as conn:
+            grouped = conn.execute("SELECT count(*) FROM record_groups WHERE group_id = %s AND record_id = ANY(%s)",
+                                   (self.group_id, moved)).fetchone()
+        applied = int(grouped[0]) if grouped else 0
+        self.details["catchup"] = {"load": load.summary(), "paced_at_per_s": rate, "events_in_outboxes": pending,
+                                   "drain_seconds": round(drain, 3), "trigger_actions_applied": applied,
+                                   "stage_changes": len(moved), "groups": groups}
+        self.say(f"    drained in {drain:.1f} s; the trigger's action applied to {applied:,} of {len(moved):,} leads")
+        if applied != len(moved):
+            raise DevstackError(f"after the catch-up only {applied} of {len(moved)} trigger actions were applied")
+        return [Row("catchup", "drain time", "s", drain, f"the {seconds:g} s of load that built it", load.seconds,
+                    f"{len(moved):,} leads created and moved (paced at "
+                    f"{'half figure 1' if rate else 'full speed'}'s create rate) = {pending:,} outbox events + "
+                    f"the trigger commands they cause; includes the workers' start; all {applied:,} trigger "
+                    "actions applied")]
+
+
+def _summary(values: list[float]) -> dict[str, Any]:
+    return {"count": len(values), "p50_ms": round(_ms(percentile(values, 50)), 3),
+            "p90_ms": round(_ms(percentile(values, 90)), 3), "p99_ms": round(_ms(percentile(values, 99)), 3),
+            "max_ms": round(_ms(max(values)), 3), "samples_ms": [round(_ms(v), 2) for v in values]}

@@ -1,0 +1,114 @@
+"""The faults a chaos run injects, in turn, into a running platform.
+
+- ``kafka_kill``: the broker is SIGKILLed, stays down a moment, and starts again on the same
+  ports and data;
+- ``worker_kill``: one service's worker (its consumers and outbox relay) is SIGKILLed and
+  started again;
+- ``relay_crash``: one service's worker is started with ``CRM_FAULT_RELAY_EXIT_AFTER_PUBLISH``,
+  so its relay SIGKILLs itself after Kafka confirmed a batch and before the rows are marked
+  sent (those rows are published again after the restart); then it is started normally;
+- ``postgres_restart``: ``pg_ctl restart -m fast``: every open connection of every service
+  is cut while the server restarts.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from crm_devstack.errors import DevstackError
+from crm_devstack.kafka import KafkaBroker
+from crm_devstack.platform import Platform
+from crm_devstack.postgres import PostgresCluster
+from crm_devstack.stack import SERVICES
+from crm_kafka.relay import FAULT_EXIT_AFTER_PUBLISH
+
+FAULT_KINDS = ("kafka_kill", "worker_kill", "relay_crash", "postgres_restart")
+# What the relay logs when it kills itself (crm_kafka.relay).
+RELAY_FAULT_LOG = "fault injection: relay killing itself"
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    target: str  # "kafka", "postgres" or a service name
+
+    def __str__(self) -> str:
+        return f"{self.kind}({self.target})"
+
+
+@dataclass
+class InjectedFault:
+    fault: Fault
+    at: float  # seconds since the load started
+    seconds: float  # from the fault until the component was back
+    after_operations: int
+
+
+def plan_faults(*, worker_kills: tuple[str, ...] = SERVICES, relay_crashes: tuple[str, ...] = SERVICES,
+                kafka_kills: int = 1, postgres_restarts: int = 1) -> list[Fault]:
+    """The faults of a run, kinds interleaved so that each one hits a platform still
+    recovering from different earlier ones."""
+    queues = [
+        [Fault("worker_kill", s) for s in worker_kills],
+        [Fault("kafka_kill", "kafka")] * kafka_kills,
+        [Fault("relay_crash", s) for s in relay_crashes],
+        [Fault("postgres_restart", "postgres")] * postgres_restarts,
+    ]
+    plan: list[Fault] = []
+    while any(queues):
+        for queue in queues:
+            if queue:
+                plan.append(queue.pop(0))
+    return plan
+
+
+class FaultInjector:
+    """Injects one fault at a time; call from the thread that started the platform."""
+
+    def __init__(self, platform: Platform, kafka: KafkaBroker, postgres: PostgresCluster,
+                 nudge: Callable[[str], None], *, relay_deadline: float = 120.0) -> None:
+        self.platform = platform
+        self.kafka = kafka
+        self.postgres = postgres
+        self.nudge = nudge  # makes the service write an event (its relay must have one to publish)
+        self.relay_deadline = relay_deadline
+
+    def inject(self, fault: Fault) -> None:
+        """Inject ``fault`` and return once the component is running again."""
+        if fault.kind == "kafka_kill":
+            self.kafka.kill()
+            time.sleep(2.0)  # producers and consumers notice it is gone
+            self.kafka.start(timeout=180)
+        elif fault.kind == "worker_kill":
+            self.platform.processes.kill(f"{fault.target}-worker", signal.SIGKILL)
+            time.sleep(0.5)
+            self.platform.processes.restart(f"{fault.target}-worker")
+        elif fault.kind == "relay_crash":
+            self._relay_crash(fault.target)
+        elif fault.kind == "postgres_restart":
+            self.postgres.restart(timeout=120)
+        else:
+            raise ValueError(f"unknown fault kind {fault.kind!r}")
+
+    def _relay_crash(self, service: str) -> None:
+        name = f"{service}-worker"
+        processes = self.platform.processes
+        processes.kill(name, signal.SIGKILL)  # quicker than a clean stop; its restart has the fault set
+        self.platform.add_process(service, "worker", {FAULT_EXIT_AFTER_PUBLISH: "1"})
+        deadline = time.monotonic() + self.relay_deadline
+        next_nudge = 0.0
+        while processes.is_running(name):
+            if time.monotonic() > deadline:
+                raise DevstackError(f"the {service} relay published nothing within {self.relay_deadline:g} s "
+                                    f"with {FAULT_EXIT_AFTER_PUBLISH} set:\n{processes.log_tail(name)}")
+            if time.monotonic() >= next_nudge:
+                self.nudge(service)
+                next_nudge = time.monotonic() + 2.0
+            time.sleep(0.1)
+        tail = processes.log_tail(name, 200)
+        if RELAY_FAULT_LOG not in tail:
+            raise DevstackError(f"the {service} worker ended, but not by the relay fault:\n{tail[-3000:]}")
+        self.platform.add_process(service, "worker")  # without the fault

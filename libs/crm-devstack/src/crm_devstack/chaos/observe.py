@@ -1,0 +1,163 @@
+"""Watching a chaos run: redeliveries the consumers dropped, and "has everything caught up?".
+
+Every process's counters start at zero when it starts (and a SIGKILLed worker takes its
+counts with it), so ``RedeliveryWatch`` scrapes each worker's ``/metrics`` every second and
+keeps the last value seen per worker process: the sum is a lower bound of what the consumers
+dropped as duplicates.
+
+``caught_up`` asks the databases and the broker, not the processes: nothing is left unsent in
+any outbox, and every consumer's offsets (kept in its service's database with its effects) are
+at the end of every partition it reads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import requests
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import OperationalError
+
+from crm_devstack.platform import Platform
+from crm_devstack.stack import SERVICES
+from crm_kit.db import new_metadata
+
+OUTBOX = new_metadata().tables["outbox"]
+OFFSETS = new_metadata().tables["consumer_offsets"]
+
+# Each service's consumer groups and the topics they read (the services' worker plans).
+SUBSCRIPTIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "catalogue": {"catalogue.usage": ("crm.leads.v1", "crm.opportunities.v1")},
+    "leads": {"leads.catalogue": ("crm.catalogue.v1",), "leads.commands": ("crm.leads.commands.v1",)},
+    "opportunities": {"opportunities.catalogue": ("crm.catalogue.v1",),
+                      "opportunities.commands": ("crm.opportunities.commands.v1",),
+                      "opportunities.conversions": ("crm.leads.v1",)},
+    "linking": {"linking.records": ("crm.leads.v1", "crm.opportunities.v1"),
+                "linking.catalogue": ("crm.catalogue.v1",),
+                "linking.reactions": ("crm.leads.v1", "crm.opportunities.v1")},
+    "triggers": {"triggers.catalogue": ("crm.catalogue.v1",),
+                 "triggers.evaluate": ("crm.leads.v1", "crm.opportunities.v1")},
+}
+
+
+class RedeliveryWatch:
+    """Scrapes the workers' ``crm_events_consumed_total{result="duplicate"}`` in a thread."""
+
+    def __init__(self, platform: Platform, interval: float = 1.0) -> None:
+        self.platform = platform
+        self.interval = interval
+        self._last: dict[tuple[str, int], float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chaos-redeliveries", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.scrape()
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    @property
+    def duplicates_dropped(self) -> int:
+        return int(sum(self._last.values()))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.scrape()
+
+    def scrape(self) -> None:
+        for service in SERVICES:
+            pid = self.platform.processes.pid(f"{service}-worker")
+            if pid is None:
+                continue
+            try:
+                text = requests.get(f"{self.platform.worker_url(service)}/metrics", timeout=2).text
+            except requests.RequestException:
+                continue
+            if self.platform.processes.pid(f"{service}-worker") != pid:
+                continue  # restarted meanwhile: the numbers may be the new process's
+            value = 0.0
+            for family in text_string_to_metric_families(text):
+                if family.name == "crm_events_consumed":
+                    value += sum(s.value for s in family.samples
+                                 if s.name.endswith("_total") and s.labels.get("result") == "duplicate")
+            key = (service, pid)
+            self._last[key] = max(self._last.get(key, 0.0), value)
+
+
+@dataclass
+class Backlog:
+    """What is not done yet: unsent outbox rows per service, lag per consumer."""
+
+    unsent: dict[str, int] = field(default_factory=dict)
+    lag: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not any(self.unsent.values()) and not any(self.lag.values())
+
+    def __str__(self) -> str:
+        unsent = {k: v for k, v in self.unsent.items() if v}
+        lag = {k: v for k, v in self.lag.items() if v}
+        return f"unsent outbox rows {unsent or 'none'}, consumer lag {lag or 'none'}"
+
+
+def high_watermarks(bootstrap: str, topics: set[str]) -> dict[tuple[str, int], int]:
+    """The end offset of every partition of ``topics``."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos-watermarks",
+                         "enable.auto.commit": False})
+    try:
+        metadata = consumer.list_topics(timeout=10)
+        ends: dict[tuple[str, int], int] = {}
+        for topic in sorted(topics):
+            for partition in (metadata.topics[topic].partitions if topic in metadata.topics else {}):
+                _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10,
+                                                            cached=False)
+                ends[(topic, partition)] = high
+        return ends
+    finally:
+        consumer.close()
+
+
+def backlog(engines: Mapping[str, Engine], bootstrap: str) -> Backlog:
+    """Unsent outbox rows and consumer lag, from the databases and the broker."""
+    result = Backlog()
+    topics = {t for consumers in SUBSCRIPTIONS.values() for ts in consumers.values() for t in ts}
+    ends = high_watermarks(bootstrap, topics)
+    for service, engine in engines.items():
+        with engine.connect() as conn:
+            result.unsent[service] = conn.execute(
+                select(func.count()).select_from(OUTBOX).where(OUTBOX.c.sent_at.is_(None))).scalar_one()
+            stored = {(r.consumer, r.topic, r.partition): r.next_offset for r in conn.execute(select(OFFSETS))}
+        for consumer, consumer_topics in SUBSCRIPTIONS[service].items():
+            result.lag[consumer] = sum(max(0, end - stored.get((consumer, topic, partition), 0))
+                                       for (topic, partition), end in ends.items() if topic in consumer_topics)
+    return result
+
+
+def wait_caught_up(platform: Platform, engines: Mapping[str, Engine], bootstrap: str, timeout: float,
+                   ) -> tuple[bool, float, Backlog]:
+    """Poll until nothing is left to do, twice in a row; (done, seconds waited, last backlog).
+
+    A worker that died on its own meanwhile ends the wait at once (ProcessGroup.check raises).
+    """
+    started = time.monotonic()
+    quiet = 0
+    last = Backlog()
+    while time.monotonic() - started < timeout:
+        platform.processes.check()
+        try:
+            last = backlog(engines, bootstrap)
+        except (OperationalError, KafkaException) as exc:  # still coming back after a fault: ask again
+            last = Backlog(unsent={f"(unreachable: {type(exc).__name__})": 1})
+        quiet = quiet + 1 if last.empty else 0
+        if quiet >= 2:
+            return True, time.monotonic() - started, last
+        time.sleep(1.0)
+    return False, time.monotonic() - started, last

@@ -1,0 +1,64 @@
+"""``make bench``'s machinery at a tiny scale, on the test session's platform (real PostgreSQL
+and Kafka): every figure is measured with its baseline from the same run, the report holds
+them all with their ratios, and the JSON and the PNG chart are written.
+
+No timing is asserted: the machine is shared. The bench checks its own results as it goes
+(the SQL baseline returns the API's page, every trigger action of the catch-up was applied,
+almost no operation failed) and raises when they do not hold, which fails this test.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from crm_devstack.bench import FIGURES, BenchPlan, run_bench
+from crm_devstack.bench.runner import Target
+
+pytestmark = pytest.mark.e2e
+
+# The platform fixture's gunicorns run one worker each: the baseline apps must match.
+TINY = BenchPlan(scale=0.001, concurrency=4, web_concurrency=1, web_threads=4)
+
+
+def test_bench_reports_every_figure_against_its_baseline(platform, postgres, kafka, tmp_path):
+    report = run_bench(TINY, tmp_path, target=Target(platform, postgres, kafka.bootstrap, "e2e"))
+
+    data = json.loads(report.json_path.read_text())
+    rows = data["rows"]
+    assert {row["figure"] for row in rows} == set(FIGURES)
+    for row in rows:
+        assert row["value"] > 0 and row["baseline_value"] > 0 and row["baseline"], row
+        assert row["ratio"] == pytest.approx(row["value"] / row["baseline_value"], rel=1e-3), row
+
+    def metrics(figure: str) -> set[tuple[str, str]]:
+        return {(row["metric"], row["baseline"]) for row in rows if row["figure"] == figure}
+
+    assert metrics("create") == {(m, b) for m in ("throughput", "p50", "p99")
+                                 for b in ("bare Flask JSON", "bare Flask+SQLAlchemy insert")}
+    for figure in ("trigger", "outbox"):
+        assert metrics(figure) == {("p50", "raw Kafka produce->consume"), ("p99", "raw Kafka produce->consume")}
+    small, large = TINY.list_sizes
+    assert {m for m, _ in metrics("list")} == {"p50 @ 100", "p99 @ 100", "p50 @ 1k", "p99 @ 1k"}
+    assert (small, large) == (100, 1000)
+    assert {m for m, _ in metrics("bulk")} == {"create records/s", "stage change records/s"}
+    assert {m for m, _ in metrics("catchup")} == {"drain time"}
+    details = data["details"]
+    assert details["catchup"]["trigger_actions_applied"] == details["catchup"]["stage_changes"] > 0
+    assert details["catchup"]["events_in_outboxes"] > 0
+
+    for title in FIGURES.values():
+        assert title in report.table
+    assert report.chart_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report.chart_path.stat().st_size > 10_000
+
+    # What the bench added to the shared platform is gone again: its trigger and its list rows.
+    admin = platform.auth(("admin",))
+    import requests
+
+    triggers = requests.get(f"{platform.gateway_url}/v1/triggers", headers=admin, timeout=30).json()["items"]
+    assert not [t for t in triggers if t["name"].startswith("bench qualified")]
+    leads = requests.get(f"{platform.gateway_url}/v1/leads", params={"office_id": "bench-list-100"},
+                         headers=admin, timeout=30).json()["items"]
+    assert leads == []
