@@ -38,7 +38,7 @@ class Row:
         return self.value / self.baseline_value if self.baseline_value else math.inf
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "figure_title": FIGURES[self.figure], "ratio": round(self.ratio, 4)}
+        return {**asdict(self), "figure_title": FIGURES[self.figure], "ratio": float(f"{self.ratio:.6g}")}  # significant digits, not decimals
 
 
 def _number(value: float) -> str:
@@ -55,7 +55,7 @@ def format_table(rows: Sequence[Row]) -> str:
     lines = [header]
     for row in rows:
         lines.append((FIGURES[row.figure], row.metric, f"{_number(row.value)} {row.unit}", row.baseline,
-                      f"{_number(row.baseline_value)} {row.unit}", f"{row.ratio:.2f}x"))
+                      f"{_number(row.baseline_value)} {row.unit}", f"{row.ratio:.3g}x"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = []
     for n, line in enumerate(lines):
@@ -96,7 +96,7 @@ def write_chart(path: Path, rows: Sequence[Row], title: str) -> None:
     ax.set_title(title, fontsize=10)
     for pos, row, ratio in zip(positions, rows, ratios, strict=True):
         ax.text(ratio, pos, f"  {_number(row.value)} vs {_number(row.baseline_value)} {row.unit} "
-                            f"({row.ratio:.2f}x)", va="center", fontsize=7.5)
+                            f"({row.ratio:.3g}x)", va="center", fontsize=7.5)
     low, high = min(ratios), max(ratios)
     ax.set_xlim(min(low, 1.0) / 3, max(high, 1.0) * 60)
     fig.tight_layout()
