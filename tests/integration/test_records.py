@@ -60,14 +60,26 @@ class Catalogue:
         return entry_id
 
 
+def migrated(name: str, url: str) -> tuple[Any, Any, Database]:
+    """The records service ``name`` migrated on ``url``: its spec, its app and its database."""
+    spec = find_service(name)
+    settings = load_settings("domain", {"CRM_SERVICE_NAME": name, "CRM_DATABASE_URL": url,
+                                        "CRM_KAFKA_BOOTSTRAP": "127.0.0.1:9", "CRM_JWT_SECRET": SECRET})
+    migrate(spec, settings)
+    return spec, spec.build_app(settings), Database(url)
+
+
+def records_of(spec: Any, kind: Any) -> Records:
+    """The service's Records, as its worker builds them."""
+    return Records(kind, {k: spec.metadata.tables[t] for k, t in (
+        ("records", kind.plural), ("stage_history", "stage_history"), ("record_groups", "record_groups"))})
+
+
 @pytest.fixture
 def service(any_db_url):
     def make(name: str):
-        spec = find_service(name)
-        settings = load_settings("domain", {"CRM_SERVICE_NAME": name, "CRM_DATABASE_URL": any_db_url,
-                                            "CRM_KAFKA_BOOTSTRAP": "127.0.0.1:9", "CRM_JWT_SECRET": SECRET})
-        migrate(spec, settings)
-        return spec.build_app(settings).test_client(), Database(any_db_url)
+        _, app, db = migrated(name, any_db_url)
+        return app.test_client(), db
     return make
 
 
@@ -174,13 +186,9 @@ def test_conversion_saga_and_commands(service, any_db_url, request):
     # Step 2 in the opportunities service (its own database): applied twice, created once.
     opps_url = (any_db_url + "_opps" if any_db_url.startswith("sqlite")
                 else request.getfixturevalue("postgres").create_database("opps_" + uuid.uuid4().hex[:8]))
-    spec = find_service("opportunities")
-    migrate(spec, load_settings("domain", {"CRM_SERVICE_NAME": "opportunities", "CRM_DATABASE_URL": opps_url,
-                                           "CRM_KAFKA_BOOTSTRAP": "127.0.0.1:9", "CRM_JWT_SECRET": SECRET}))
-    opps_db = Database(opps_url)
+    spec, _, opps_db = migrated("opportunities", opps_url)
     Catalogue(opps_db)  # its copy may lag behind: conversion must not depend on it
-    records = Records(OPPORTUNITY, {k: spec.metadata.tables[t] for k, t in (
-        ("records", "opportunities"), ("stage_history", "stage_history"), ("record_groups", "record_groups"))})
+    records = records_of(spec, OPPORTUNITY)
     handle = conversion_handler(records)
     for _ in range(2):
         with opps_db.transaction() as s:
@@ -209,12 +217,7 @@ def test_conversion_saga_and_commands(service, any_db_url, request):
 
 def test_twenty_concurrent_patches_with_one_etag(postgres):
     url = postgres.create_database("conc_" + uuid.uuid4().hex[:8])
-    spec = find_service("leads")
-    settings = load_settings("domain", {"CRM_SERVICE_NAME": "leads", "CRM_DATABASE_URL": url,
-                                        "CRM_KAFKA_BOOTSTRAP": "127.0.0.1:9", "CRM_JWT_SECRET": SECRET})
-    migrate(spec, settings)
-    app = spec.build_app(settings)
-    db = Database(url)
+    _, app, db = migrated("leads", url)
     seed(Catalogue(db), "lead")
     lead = app.test_client().post("/v1/leads", json={"title": "t0"}, headers=auth()).json
     statuses: list[int] = []
@@ -244,16 +247,10 @@ def test_a_command_that_loses_a_race_with_a_user_write_is_retried_whole(postgres
     writes: its version-guarded update finds a newer lead. The command must fail as a whole
     (the consumer retries it) - never commit the membership without its version bump and event."""
     url = postgres.create_database("race_" + uuid.uuid4().hex[:8])
-    spec = find_service("leads")
-    settings = load_settings("domain", {"CRM_SERVICE_NAME": "leads", "CRM_DATABASE_URL": url,
-                                        "CRM_KAFKA_BOOTSTRAP": "127.0.0.1:9", "CRM_JWT_SECRET": SECRET})
-    migrate(spec, settings)
-    app = spec.build_app(settings)
-    db = Database(url)
+    spec, app, db = migrated("leads", url)
     ids = seed(Catalogue(db), "lead")
     lead = app.test_client().post("/v1/leads", json={"title": "Race"}, headers=auth()).json
-    records = Records(LEAD, {k: spec.metadata.tables[t] for k, t in (
-        ("records", "leads"), ("stage_history", "stage_history"), ("record_groups", "record_groups"))})
+    records = records_of(spec, LEAD)
     command = new_envelope("lead.command.add_to_group", "lead", lead["id"], 0,
                            RecordCommand(record_id=lead["id"], kind="lead", action="add_to_group",
                                          group_id=ids["vip"], trigger_id="t1"), trigger_depth=1)

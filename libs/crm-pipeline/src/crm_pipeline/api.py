@@ -29,9 +29,18 @@ class Presenter:
         self.records = records
         self.view = records.view
 
-    def many(self, ctx: RequestContext, rows: list[Any]) -> list[dict[str, Any]]:
-        groups = self.records.group_ids_of(ctx.session, [r.id for r in rows])
-        stages = {s.id: s for s in self.view.stages(ctx.session, self.kind.kind)}
+    def many(self, ctx: RequestContext, rows: list[Any], *,
+             groups: Mapping[str, list[str]] | None = None) -> list[dict[str, Any]]:
+        """``groups``: each row's group ids when the caller already has them (no query)."""
+        if not rows:
+            return []
+        if groups is None:
+            groups = self.records.group_ids_of(ctx.session, [r.id for r in rows])
+        if len(rows) == 1:  # one read by primary key rather than every stage of the kind
+            found = self.view.get(ctx.session, rows[0].stage_id)
+            stages = {found.id: found} if found else {}
+        else:
+            stages = {s.id: s for s in self.view.stages(ctx.session, self.kind.kind)}
         default_language = ctx.settings["CRM_DEFAULT_LANGUAGE"]
         out = []
         for row in rows:
@@ -50,8 +59,8 @@ class Presenter:
             out.append(item)
         return out
 
-    def one(self, ctx: RequestContext, row: Any) -> dict[str, Any]:
-        return self.many(ctx, [row])[0]
+    def one(self, ctx: RequestContext, row: Any, group_ids: list[str] | None = None) -> dict[str, Any]:
+        return self.many(ctx, [row], groups=None if group_ids is None else {row.id: group_ids})[0]
 
 
 def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView | None = None) -> Api:
@@ -82,7 +91,9 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
     def create_record(ctx: RequestContext) -> Reply:
         check_office(ctx, ctx.body)
         row = records.create(ctx.session, ctx.body, Actor.of(ctx.user))
-        return Reply(present.one(ctx, row), headers={"Location": f"{base}/{row.id}"})
+        # The groups are the ones just written: no need to read them back.
+        return Reply(present.one(ctx, row, sorted(set(ctx.body.get("group_ids") or []))),
+                     headers={"Location": f"{base}/{row.id}"})
 
     @api.get(base, permission=kind.permission("view"), query=schemas.list_query, response=out, many=True,
              summary=f"List {kind.plural}: views, filters, search, order")

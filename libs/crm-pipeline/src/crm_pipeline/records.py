@@ -151,15 +151,15 @@ class Records:
             "created_at": now, "created_by": actor.user_id, "modified_at": now, "modified_by": actor.user_id,
         }
         row_values["attribute_ids"] = list(dict.fromkeys(row_values["attribute_ids"] or []))
-        session.execute(insert(self.table).values(**row_values))
+        # RETURNING: the row as stored, without reading it back (one round trip less per create).
+        row = session.execute(insert(self.table).values(**row_values).returning(*self.table.c)).one()
         for group_id in group_ids:
             session.execute(insert(self.groups).values(record_id=row_values["id"], group_id=group_id,
                                                        added_at=now, added_by=actor.user_id))
         session.execute(insert(self.history).values(record_id=row_values["id"], from_stage_id=None,
                                                     to_stage_id=stage.id, at=now, by=actor.user_id,
                                                     cause=actor.cause))
-        row = self.get(session, row_values["id"])
-        self.emit(session, "created", row, actor)
+        self.emit(session, "created", row, actor, snapshot(self.kind, row, sorted(group_ids)))
         return row
 
     def update(self, session: Session, row: Any, changes: Mapping[str, Any], actor: Actor,
@@ -186,14 +186,14 @@ class Records:
                                                         cause=actor.cause))
         if "attribute_ids" in values:
             values["attribute_ids"] = list(dict.fromkeys(values["attribute_ids"] or []))
-        self._guarded(session, row, update(self.table).values(**values, version=row.version + 1, modified_at=now,
-                                                               modified_by=actor.user_id))
-        new = self.get(session, row.id)
+        new = self._guarded_update(session, row, {**values, "version": row.version + 1, "modified_at": now,
+                                                  "modified_by": actor.user_id})
+        state = self.snapshot(session, new)  # one read of the groups for every event below
         if set(changes) - {"stage_id"}:
-            self.emit(session, "updated", new, actor)
+            self.emit(session, "updated", new, actor, state)
         if stage_move is not None:
             from_stage, to_stage, from_group, to_group = stage_move
-            moved = StageChanged(record=self.snapshot(session, new), from_stage_id=from_stage,
+            moved = StageChanged(record=state, from_stage_id=from_stage,
                                  to_stage_id=to_stage, from_stage_group_id=from_group or "",
                                  to_stage_group_id=to_group or "", cause=actor.cause)
             self.emit(session, "stage_changed", new, actor, moved)
@@ -234,10 +234,8 @@ class Records:
 
     def _touch(self, session: Session, row: Any, actor: Actor, what: str, group_id: str) -> Any:
         """Bump the version for a membership change and emit its event."""
-        now = utcnow()
-        self._guarded(session, row, update(self.table).values(version=row.version + 1, modified_at=now,
-                                                               modified_by=actor.user_id))
-        new = self.get(session, row.id)
+        new = self._guarded_update(session, row, {"version": row.version + 1, "modified_at": utcnow(),
+                                                  "modified_by": actor.user_id})
         self.emit(session, what, new, actor,
                    GroupMembershipChanged(record=self.snapshot(session, new), group_id=group_id))
         return new
@@ -251,8 +249,20 @@ class Records:
         result: Any = session.execute(statement.where(self.table.c.id == row.id,
                                                       self.table.c.version == row.version))
         if result.rowcount != 1:
-            raise Problem(412, f"The {self.kind.kind} changed while this request was processed; "
-                               "fetch it again and retry.")
+            raise self._changed_meanwhile()
+
+    def _guarded_update(self, session: Session, row: Any, values: Mapping[str, Any]) -> Any:
+        """``_guarded`` for an UPDATE: the row as it is after it (RETURNING, no read back)."""
+        new = session.execute(update(self.table).values(**values)
+                              .where(self.table.c.id == row.id, self.table.c.version == row.version)
+                              .returning(*self.table.c)).first()
+        if new is None:
+            raise self._changed_meanwhile()
+        return new
+
+    def _changed_meanwhile(self) -> Problem:
+        return Problem(412, f"The {self.kind.kind} changed while this request was processed; "
+                            "fetch it again and retry.")
 
     def emit(self, session: Session, what: str, row: Any, actor: Actor, payload: Any = None) -> None:
         """Write ``<kind>.<what>`` for ``row`` to the outbox."""

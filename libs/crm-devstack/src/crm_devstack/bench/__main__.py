@@ -8,20 +8,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from crm_devstack.arguments import positive
 from crm_devstack.bench.figures import DEFAULT_SCALE, BenchPlan
 from crm_devstack.bench.load import LoadError
 from crm_devstack.bench.runner import default_output_dir, run_bench, say
 from crm_devstack.errors import DevstackError
-
-
-def _positive(kind: type[float] | type[int], what: str, raw: str) -> float | int:
-    try:
-        value = kind(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{what} must be a positive number, not {raw!r}")
-    return value
 
 
 def _assignment(raw: str) -> tuple[str, str]:
@@ -36,15 +27,15 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m crm_devstack.bench",
         description="Benchmark the platform on its own PostgreSQL and Kafka against baselines from the same run.")
     env_scale = os.environ.get("BENCH_SCALE", "").strip()
-    parser.add_argument("--scale", type=lambda raw: _positive(float, "BENCH_SCALE", raw),
+    parser.add_argument("--scale", type=positive(float, "BENCH_SCALE"),
                         default=env_scale or DEFAULT_SCALE,
                         help=f"data set size, 1 = lists of 100k and 1M records; below the default also shortens "
                              f"the timed phases (default: $BENCH_SCALE or {DEFAULT_SCALE:g})")
-    parser.add_argument("--concurrency", type=lambda raw: _positive(int, "--concurrency", raw), default=16,
+    parser.add_argument("--concurrency", type=positive(int, "--concurrency"), default=16,
                         help="connections of the load generator (default 16)")
-    parser.add_argument("--web-concurrency", type=lambda raw: _positive(int, "--web-concurrency", raw), default=2,
+    parser.add_argument("--web-concurrency", type=positive(int, "--web-concurrency"), default=2,
                         help="gunicorn workers of every api and baseline app (default 2, one per core here)")
-    parser.add_argument("--web-threads", type=lambda raw: _positive(int, "--web-threads", raw), default=4,
+    parser.add_argument("--web-threads", type=positive(int, "--web-threads"), default=4,
                         help="threads per gunicorn worker (default 4)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", type=_assignment,
                         help="extra environment for every platform process, for before/after comparisons "

@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from crm_devstack.arguments import positive
 from crm_devstack.bench.figures import Bench, BenchPlan
 from crm_devstack.bench.load import LoadError, run_load
 from crm_devstack.bench.runner import Target, bench_stack, default_output_dir, say
@@ -191,10 +192,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m crm_devstack.bench.profile",
                                      description="Profile create-lead through the gateway (py-spy) and "
                                                  "measure the CPU each part of the platform uses.")
-    parser.add_argument("--seconds", type=float, default=20.0, help="profiled load (default 20)")
-    parser.add_argument("--concurrency", type=int, default=16, help="load generator connections (default 16)")
-    parser.add_argument("--web-threads", type=int, default=4, help="threads per gunicorn worker (default 4)")
-    parser.add_argument("--web-concurrency", type=int, default=2, help="gunicorn workers (default 2)")
+    parser.add_argument("--seconds", type=positive(float, "--seconds"), default=20.0,
+                        help="profiled load (default 20)")
+    parser.add_argument("--concurrency", type=positive(int, "--concurrency"), default=16,
+                        help="load generator connections (default 16)")
+    parser.add_argument("--web-threads", type=positive(int, "--web-threads"), default=4,
+                        help="threads per gunicorn worker (default 4)")
+    parser.add_argument("--web-concurrency", type=positive(int, "--web-concurrency"), default=2,
+                        help="gunicorn workers (default 2)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (.run/bench/profile)")
     args = parser.parse_args(argv)
     plan = BenchPlan(concurrency=args.concurrency, web_concurrency=args.web_concurrency, web_threads=args.web_threads)

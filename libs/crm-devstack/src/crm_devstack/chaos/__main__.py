@@ -12,18 +12,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from crm_devstack.arguments import positive
 from crm_devstack.chaos.run import ChaosConfig, own_infrastructure, run_chaos
 from crm_devstack.errors import DevstackError
-
-
-def _positive_int(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"a positive whole number, not {raw!r}")
-    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,9 +22,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m crm_devstack.chaos",
         description="Load the platform while Kafka, the workers, the outbox relays and PostgreSQL fail in turn; "
                     "then verify against the databases that no event or effect was lost or duplicated.")
-    parser.add_argument("--operations", type=_positive_int, default=10_000,
+    parser.add_argument("--operations", type=positive(int, "--operations"), default=10_000,
                         help="client operations, at least (default 10000)")
-    parser.add_argument("--clients", type=_positive_int, default=8, help="concurrent clients (default 8)")
+    parser.add_argument("--clients", type=positive(int, "--clients"), default=8, help="concurrent clients (default 8)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the clients' choices (default 1)")
     parser.add_argument("--json", type=Path, default=None, help="also write the counts as JSON to this file")
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs for a post-mortem")
