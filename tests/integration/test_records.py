@@ -134,6 +134,10 @@ def test_records_lifecycle(service, name, kind):
     assert c.delete(f"{url}/groups/{ids['vip']}", headers=auth()).status_code == 204
     assert c.delete(f"{url}/groups/{ids['vip']}", headers=auth()).status_code == 404
     assert c.post(f"{url}/groups", json={"group_id": ids["vip"]}, headers=auth()).status_code == 201
+    again = c.post(f"{url}/groups", json={"group_id": ids["vip"]}, headers=auth())
+    assert again.status_code == 200 and again.json["group_ids"] == [ids["vip"]]  # already a member
+    documented = c.get("/openapi.json").json["paths"][f"{base}/{{record_id}}/groups"]["post"]["responses"]
+    assert {"200", "201"} <= set(documented)
     # Copy and bulk.
     copy = c.post(f"{url}/copy", json={"title": "Copy"}, headers=auth()).json
     assert copy["stage"]["id"] == ids["new"] and copy["source_id"] == ids["web"] and copy["group_ids"] == [ids["vip"]]

@@ -69,6 +69,7 @@ class Route:
     description: str = ""
     tags: tuple[str, ...] = ()
     errors: tuple[int, ...] = ()
+    also: tuple[tuple[int, str], ...] = ()  # other success statuses with the same body: (status, when)
     accepts: str = "application/json"
     produces: str = "application/json"
     max_body: int | None = None
@@ -111,6 +112,7 @@ class Api:
         summary: str = "",
         tags: Iterable[str] | None = None,
         errors: Iterable[int] = (),
+        also: Mapping[int, str] | None = None,
         accepts: str = "application/json",
         produces: str = "application/json",
         max_body: int | None = None,
@@ -138,6 +140,7 @@ class Api:
                     description=(fn.__doc__ or "").strip(),
                     tags=tuple(tags) if tags is not None else ((self.tag,) if self.tag else ()),
                     errors=tuple(errors),
+                    also=tuple((also or {}).items()),
                     accepts=accepts,
                     produces=produces,
                     max_body=max_body,

@@ -116,6 +116,8 @@ def _operation(route: Route) -> dict[str, Any]:
     else:
         success = {"description": "Success.", "content": {route.produces: {"schema": {}}}}
     op["responses"][str(route.status)] = success
+    for status, when in route.also:
+        op["responses"][str(status)] = {**success, "description": when}
     errors = set(route.errors)
     if not route.public:
         errors |= {401, 403}
