@@ -141,7 +141,8 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
         return ListResult([r._asdict() for r in rows], None)
 
     @api.post(f"{base}/<record_id>/groups", permission=kind.permission("edit"), body=GroupIn, response=out,
-              also={200: "Already a member: nothing changed."}, summary="Add a record to a group")
+              also={200: "Already a member: nothing changed."}, errors=(412,),  # 412: written meanwhile
+              summary="Add a record to a group")
     def add_group(ctx: RequestContext, record_id: str) -> Reply:
         row, added = records.add_group(ctx.session, load(ctx, record_id), ctx.body["group_id"], Actor.of(ctx.user))
         return Reply(present.one(ctx, row), status=201 if added else 200)
