@@ -254,9 +254,3 @@ class ClosedPort:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from gateway_helpers import PROBLEM, SECRET, auth, free_port
+from gateway_helpers import PROBLEM, SECRET, auth
 
+from crm_devstack.ports import free_port
 from crm_kit.service import find_service
 from crm_kit.settings import SERVICES
 
