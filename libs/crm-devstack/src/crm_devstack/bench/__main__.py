@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from crm_devstack.arguments import positive
+from crm_devstack.arguments import add_load_options, positive
 from crm_devstack.bench.figures import DEFAULT_SCALE, BenchPlan
 from crm_devstack.bench.load import LoadError
 from crm_devstack.bench.runner import default_output_dir, run_bench, say
@@ -31,12 +31,7 @@ def _parser() -> argparse.ArgumentParser:
                         default=env_scale or DEFAULT_SCALE,
                         help=f"data set size, 1 = lists of 100k and 1M records; below the default also shortens "
                              f"the timed phases (default: $BENCH_SCALE or {DEFAULT_SCALE:g})")
-    parser.add_argument("--concurrency", type=positive(int, "--concurrency"), default=16,
-                        help="connections of the load generator (default 16)")
-    parser.add_argument("--web-concurrency", type=positive(int, "--web-concurrency"), default=2,
-                        help="gunicorn workers of every api and baseline app (default 2, one per core here)")
-    parser.add_argument("--web-threads", type=positive(int, "--web-threads"), default=4,
-                        help="threads per gunicorn worker (default 4)")
+    add_load_options(parser)
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", type=_assignment,
                         help="extra environment for every platform process, for before/after comparisons "
                              "(e.g. --env CRM_WEB_THREADS=8); repeatable")

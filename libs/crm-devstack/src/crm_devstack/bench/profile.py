@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from crm_devstack.arguments import positive
+from crm_devstack.arguments import add_load_options, positive
 from crm_devstack.bench.figures import Bench, BenchPlan
 from crm_devstack.bench.load import LoadError, run_load
 from crm_devstack.bench.runner import Target, bench_stack, default_output_dir, say
@@ -194,12 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                  "measure the CPU each part of the platform uses.")
     parser.add_argument("--seconds", type=positive(float, "--seconds"), default=20.0,
                         help="profiled load (default 20)")
-    parser.add_argument("--concurrency", type=positive(int, "--concurrency"), default=16,
-                        help="load generator connections (default 16)")
-    parser.add_argument("--web-threads", type=positive(int, "--web-threads"), default=4,
-                        help="threads per gunicorn worker (default 4)")
-    parser.add_argument("--web-concurrency", type=positive(int, "--web-concurrency"), default=2,
-                        help="gunicorn workers (default 2)")
+    add_load_options(parser)
     parser.add_argument("--out", type=Path, default=None, help="output folder (.run/bench/profile)")
     args = parser.parse_args(argv)
     plan = BenchPlan(concurrency=args.concurrency, web_concurrency=args.web_concurrency, web_threads=args.web_threads)
