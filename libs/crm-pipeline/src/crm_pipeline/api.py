@@ -14,7 +14,7 @@ from crm_pipeline.attachments import delete_blobs_with_record
 from crm_pipeline.conversion import convert
 from crm_pipeline.kind import OPPORTUNITY, RecordKind
 from crm_pipeline.queries import list_statement, load_visible, overview
-from crm_pipeline.records import Actor, Records
+from crm_pipeline.records import Actor, Records, new_group_ids
 from crm_pipeline.schemas import BulkIn, BulkOut, GroupIn, HistoryOut, OverviewOut, record_fields, record_schemas
 
 _COPIED = ("title", "description", "company_id", "contact_id", "source_id", "priority_id", "category_id",
@@ -91,9 +91,7 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
     def create_record(ctx: RequestContext) -> Reply:
         check_office(ctx, ctx.body)
         row = records.create(ctx.session, ctx.body, Actor.of(ctx.user))
-        # The groups are the ones just written: no need to read them back.
-        return Reply(present.one(ctx, row, sorted(set(ctx.body.get("group_ids") or []))),
-                     headers={"Location": f"{base}/{row.id}"})
+        return Reply(present.one(ctx, row, new_group_ids(ctx.body)), headers={"Location": f"{base}/{row.id}"})
 
     @api.get(base, permission=kind.permission("view"), query=schemas.list_query, response=out, many=True,
              summary=f"List {kind.plural}: views, filters, search, order")
@@ -160,7 +158,7 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
         data.update({k: v for k, v in ctx.body.items()})
         data["group_ids"] = records.group_ids(ctx.session, source.id)
         row = records.create(ctx.session, data, Actor.of(ctx.user))
-        return Reply(present.one(ctx, row), headers={"Location": f"{base}/{row.id}"})
+        return Reply(present.one(ctx, row, new_group_ids(data)), headers={"Location": f"{base}/{row.id}"})
 
     @api.post(f"{base}/bulk", permission=kind.permission("edit"), body=BulkIn, response=BulkOut, status=200,
               example={"ids": ["0b7e4c8a-2f3d-4e5b-9a1c-6d8e7f9a0b1c"], "action": "assign_owner",

@@ -159,7 +159,7 @@ class Records:
         session.execute(insert(self.history).values(record_id=row_values["id"], from_stage_id=None,
                                                     to_stage_id=stage.id, at=now, by=actor.user_id,
                                                     cause=actor.cause))
-        self.emit(session, "created", row, actor, snapshot(self.kind, row, sorted(group_ids)))
+        self.emit(session, "created", row, actor, snapshot(self.kind, row, new_group_ids(data)))
         return row
 
     def update(self, session: Session, row: Any, changes: Mapping[str, Any], actor: Actor,
@@ -186,8 +186,8 @@ class Records:
                                                         cause=actor.cause))
         if "attribute_ids" in values:
             values["attribute_ids"] = list(dict.fromkeys(values["attribute_ids"] or []))
-        new = self._guarded_update(session, row, {**values, "version": row.version + 1, "modified_at": now,
-                                                  "modified_by": actor.user_id})
+        new = self._guarded(session, row, update(self.table).values(**values, version=row.version + 1,
+                                                                    modified_at=now, modified_by=actor.user_id))
         state = self.snapshot(session, new)  # one read of the groups for every event below
         if set(changes) - {"stage_id"}:
             self.emit(session, "updated", new, actor, state)
@@ -234,8 +234,8 @@ class Records:
 
     def _touch(self, session: Session, row: Any, actor: Actor, what: str, group_id: str) -> Any:
         """Bump the version for a membership change and emit its event."""
-        new = self._guarded_update(session, row, {"version": row.version + 1, "modified_at": utcnow(),
-                                                  "modified_by": actor.user_id})
+        new = self._guarded(session, row, update(self.table).values(version=row.version + 1, modified_at=utcnow(),
+                                                                    modified_by=actor.user_id))
         self.emit(session, what, new, actor,
                    GroupMembershipChanged(record=self.snapshot(session, new), group_id=group_id))
         return new
@@ -244,25 +244,15 @@ class Records:
         """The record's event payload as it is now."""
         return snapshot(self.kind, row, self.group_ids(session, row.id))
 
-    def _guarded(self, session: Session, row: Any, statement: Any) -> None:
-        """Run an UPDATE/DELETE of ``row`` that holds only if nobody wrote it since it was read."""
-        result: Any = session.execute(statement.where(self.table.c.id == row.id,
-                                                      self.table.c.version == row.version))
-        if result.rowcount != 1:
-            raise self._changed_meanwhile()
-
-    def _guarded_update(self, session: Session, row: Any, values: Mapping[str, Any]) -> Any:
-        """``_guarded`` for an UPDATE: the row as it is after it (RETURNING, no read back)."""
-        new = session.execute(update(self.table).values(**values)
-                              .where(self.table.c.id == row.id, self.table.c.version == row.version)
-                              .returning(*self.table.c)).first()
-        if new is None:
-            raise self._changed_meanwhile()
-        return new
-
-    def _changed_meanwhile(self) -> Problem:
-        return Problem(412, f"The {self.kind.kind} changed while this request was processed; "
-                            "fetch it again and retry.")
+    def _guarded(self, session: Session, row: Any, statement: Any) -> Any:
+        """Run an UPDATE/DELETE of ``row`` that holds only if nobody wrote it since it was read;
+        the row as the statement left it (RETURNING: no read back)."""
+        result = session.execute(statement.where(self.table.c.id == row.id, self.table.c.version == row.version)
+                                 .returning(*self.table.c)).first()
+        if result is None:
+            raise Problem(412, f"The {self.kind.kind} changed while this request was processed; "
+                               "fetch it again and retry.")
+        return result
 
     def emit(self, session: Session, what: str, row: Any, actor: Actor, payload: Any = None) -> None:
         """Write ``<kind>.<what>`` for ``row`` to the outbox."""
@@ -282,6 +272,11 @@ class _Stage:
 
     def attr(self, key: str, default: Any = None) -> Any:
         return self.group_id if key == "stage_group_id" else default
+
+
+def new_group_ids(data: Mapping[str, Any]) -> list[str]:
+    """The group ids a record created from ``data`` has, as a record lists them (no read needed)."""
+    return sorted(set(data.get("group_ids") or []))
 
 
 def _differs(current: Any, new: Any) -> bool:
