@@ -29,6 +29,8 @@ WATCHED = {
     "crm_consumer_lag": "consumer lag",
     "crm_dlq_messages_total": "DLQ growth",
     "crm_trigger_executions_total": "trigger failures",
+    "crm_consistency_checks_total": "read-your-writes 503s",
+    "crm_gateway_consistency_unavailable_total": "the gateway's read-your-writes 503s",
 }
 
 
@@ -163,8 +165,23 @@ def _unit_tests(rules_file: str, failing: bool) -> dict[str, Any]:
          "0x40" if bad else "0+60x40"),
         ("crm_trigger_executions_total" + _series({"result": "failed"}), "0x15 1+1x25" if bad else "0x40"),
         ("crm_trigger_scheduler_lag_seconds" + _series({}), "600x40" if bad else "0x40"),
+        # Read-your-writes: waiting and answering stale are healthy, 503s (timeout) are not.
+        ("crm_consistency_checks_total" + _series({"service": "linking", "stage": "read_models", "result": "fresh"}),
+         "0+100x40"),
+        ("crm_consistency_checks_total" + _series({"service": "linking", "stage": "read_models", "result": "waited"}),
+         "0+20x40"),
+        ("crm_consistency_checks_total" + _series({"service": "linking", "stage": "read_models", "result": "stale"}),
+         "0+2x40"),
+        ("crm_consistency_checks_total" + _series({"service": "linking", "stage": "read_models", "result": "timeout"}),
+         "0+3x40" if bad else "0x40"),
+        ("crm_consistency_checks_total" + _series({"service": "leads", "stage": "outbox", "result": "waited"}),
+         "0+5x40"),
+        # No label of its own: `service` is the scrape target's (the Kubernetes Service's name).
+        ("crm_gateway_consistency_unavailable_total" + _series({"service": "crm-platform-gateway"}),
+         "0+2x40" if bad else "0x40"),
     ]
-    firing = {
+    # What fires, by alert: the labels of its one alert, or a list when it fires more than once.
+    firing: dict[str, dict[str, str] | list[dict[str, str]]] = {
         "CrmHttp5xxRatioHigh": {"service": "leads", "severity": "critical"},
         "CrmLatencySLOBreached": {"service": "leads", "severity": "warning"},
         "CrmOutboxOldestAgeHigh": {"service": "linking", "severity": "critical"},
@@ -174,6 +191,8 @@ def _unit_tests(rules_file: str, failing: bool) -> dict[str, Any]:
         "CrmWorkerLoopStalled": {"service": "leads", "loop": "outbox-relay", "severity": "critical"},
         "CrmTriggerExecutionsFailing": {"severity": "warning"},
         "CrmTriggerSchedulerLate": {"severity": "warning"},
+        "CrmConsistencyUnavailable": [{"service": "linking", "severity": "warning"},
+                                      {"service": "gateway", "severity": "warning"}],
     }
     return {
         "rule_files": [rules_file],
@@ -183,7 +202,8 @@ def _unit_tests(rules_file: str, failing: bool) -> dict[str, Any]:
             "input_series": [{"series": name, "values": values} for name, values in series],
             "alert_rule_test": [
                 {"eval_time": "25m", "alertname": alert,
-                 "exp_alerts": [{"exp_labels": {"namespace": NAMESPACE, **labels}}] if failing else []}
+                 "exp_alerts": [{"exp_labels": {"namespace": NAMESPACE, **one}}
+                                for one in (labels if isinstance(labels, list) else [labels])] if failing else []}
                 for alert, labels in firing.items()
             ],
         }],

@@ -79,6 +79,7 @@ class EchoState:
         self.ready_sleep = 0.0
         self.spec: dict[str, Any] | None = None
         self.spec_fetches = 0
+        self.consistency_asks = 0
         self.release = threading.Event()  # lets a ?_stream=1 response finish
         self.lock = threading.Lock()
 
@@ -101,6 +102,12 @@ def echo_app(state: EchoState) -> Flask:
         if state.spec is None:
             return Response("{}", status=404, mimetype="application/json")
         return Response(json.dumps(state.spec), mimetype="application/json")
+
+    @app.route("/internal/consistency")
+    def consistency() -> Response:
+        # Where its outbox stands: nothing written, nothing to wait for (not counted as a hit).
+        state.consistency_asks += 1
+        return Response(json.dumps({"outbox_id": 0, "positions": {}}), mimetype="application/json")
 
     @app.route("/", defaults={"path": ""}, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
     @app.route("/<path:path>", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])

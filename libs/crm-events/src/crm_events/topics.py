@@ -35,6 +35,7 @@ __all__ = [
     "example_envelope",
     "get",
     "message_class",
+    "sources_of",
 ]
 
 ENVELOPE_SCHEMA = "crm.events.v1.Envelope"
@@ -64,6 +65,11 @@ class Topic:
     config: dict[str, str] = field(default_factory=dict)
     description: str = ""
     dlq: Topic | None = None
+    # The services that keep a read model of this topic (their worker plans must agree; a test
+    # checks). A client's consistency token makes them wait for its writes - unless the topic
+    # carries asynchronous commands (trigger actions), which no token covers.
+    readers: tuple[str, ...] = ()
+    asynchronous: bool = False
 
     def __hash__(self) -> int:  # config is a dict; names are unique
         return hash(self.name)
@@ -100,7 +106,8 @@ def dlq_name(name: str) -> str:
     return f"{name}{DLQ_SUFFIX}"
 
 
-def _main_topic(name: str, owner: str, config: dict[str, str], description: str) -> Topic:
+def _main_topic(name: str, owner: str, config: dict[str, str], description: str, *,
+                readers: tuple[str, ...] = (), asynchronous: bool = False) -> Topic:
     dlq = Topic(
         name=dlq_name(name),
         owner=owner,
@@ -122,6 +129,8 @@ def _main_topic(name: str, owner: str, config: dict[str, str], description: str)
         config=config,
         description=description,
         dlq=dlq,
+        readers=readers,
+        asynchronous=asynchronous,
     )
 
 
@@ -138,6 +147,7 @@ _MAIN_TOPICS = [
         "both pipelines, each message the complete entry after a change. Compacted: "
         "the latest message per key (aggregate_id = the entry id) is the entry's "
         "current state; a deletion is an entry with deleted = true.",
+        readers=("leads", "opportunities", "linking", "triggers"),
     ),
     _main_topic(
         "crm.leads.v1",
@@ -145,12 +155,14 @@ _MAIN_TOPICS = [
         _delete_after(30),
         "Lead events (created, changed, stage changed, converted, deleted), each "
         "carrying the lead as it is after the change; key = the lead id.",
+        readers=("catalogue", "opportunities", "linking", "triggers"),
     ),
     _main_topic(
         "crm.opportunities.v1",
         "opportunities",
         _delete_after(30),
         "Opportunity events, each carrying the opportunity as it is after the change; key = the opportunity id.",
+        readers=("catalogue", "linking", "triggers"),
     ),
     _main_topic(
         "crm.linking.v1",
@@ -171,6 +183,8 @@ _MAIN_TOPICS = [
         "Commands from triggers to the leads service; key = the target lead id. "
         "Each carries a deterministic event_id (trigger, record, causing event), so "
         "a re-fired trigger applies once.",
+        readers=("leads",),
+        asynchronous=True,
     ),
     _main_topic(
         "crm.opportunities.commands.v1",
@@ -178,6 +192,8 @@ _MAIN_TOPICS = [
         _delete_after(7),
         "Commands from triggers to the opportunities service; key = the target "
         "opportunity id. Ids are deterministic as on crm.leads.commands.v1.",
+        readers=("opportunities",),
+        asynchronous=True,
     ),
     _main_topic(
         "crm.test.v1",
@@ -345,3 +361,13 @@ def example_envelope(topic_name: str) -> Envelope:
     topic = get(topic_name)
     origin = topic.name.removesuffix(DLQ_SUFFIX) if topic.is_dlq else topic.name
     return _EXAMPLES[origin]()
+
+
+def sources_of(service: str) -> dict[str, list[str]]:
+    """The services whose events ``service`` keeps read models of, each with those topics;
+    topics of asynchronous commands are left out (no consistency token covers them)."""
+    sources: dict[str, list[str]] = {}
+    for topic in all_topics(include_dlq=False):
+        if service in topic.readers and not topic.asynchronous and topic.owner != service:
+            sources.setdefault(topic.owner, []).append(topic.name)
+    return sources

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Envelope
 from crm_events.envelope import encode, headers_for
-from crm_kit import correlation
+from crm_kit import consistency, correlation
 from crm_kit.db import is_postgres, new_metadata, utcnow
 
 NOTIFY_CHANNEL = "crm_outbox"
@@ -23,7 +23,7 @@ def record_event(session: Session, topic: str, envelope: Envelope, key: str | No
     if not envelope.correlation_id and correlation.get():
         envelope.correlation_id = correlation.get() or ""
     headers = [[name, value.decode()] for name, value in headers_for(envelope)]
-    session.execute(
+    result = session.execute(
         OUTBOX.insert().values(
             event_id=envelope.event_id,
             topic=topic,
@@ -33,5 +33,7 @@ def record_event(session: Session, topic: str, envelope: Envelope, key: str | No
             created_at=utcnow(),
         )
     )
+    # The request's answer tells the gateway this id: its consistency token covers the write.
+    consistency.note_written(int(result.inserted_primary_key[0]))
     if is_postgres(session):
         session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})

@@ -24,7 +24,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from sqlalchemy import func, select, update
 
 from crm_kafka.outbox import NOTIFY_CHANNEL, OUTBOX
-from crm_kit import metrics
+from crm_kit import consistency, metrics
 from crm_kit.db import Database, is_postgres, utcnow
 
 log = logging.getLogger(__name__)
@@ -153,12 +153,15 @@ class OutboxRelay:
         if not rows:
             return 0
         delivered: list[int] = []
+        positions: dict[tuple[str, int], int] = {}
         failures: list[str] = []
 
         def on_delivery(row_id: int) -> Callable[[KafkaError | None, Message], None]:
             def callback(err: KafkaError | None, msg: Message) -> None:
                 if err is None:
                     delivered.append(row_id)
+                    where = (msg.topic() or "", msg.partition() or 0)
+                    positions[where] = max(positions.get(where, 0), (msg.offset() or 0) + 1)
                     metrics.EVENTS_PUBLISHED.labels(self.service, msg.topic()).inc()
                 else:
                     failures.append(f"{msg.topic()}: {err}")
@@ -188,6 +191,8 @@ class OutboxRelay:
             now = utcnow()
             with self.database.transaction() as session:
                 session.execute(update(OUTBOX).where(OUTBOX.c.id.in_(delivered)).values(sent_at=now))
+                # With the marks, so "no unsent row up to P" implies these offsets cover P.
+                consistency.advance_relay_positions(session, positions)
             created = {row.id: row.created_at for row in rows}
             for row_id in delivered:
                 metrics.OUTBOX_PUBLISH_LATENCY.labels(self.service).observe(

@@ -14,7 +14,9 @@ from flask import Flask
 from sqlalchemy import MetaData
 
 from crm_kafka.clients import kafka_ready_check
+from crm_kafka.positions import build_positions_api
 from crm_kafka.worker import WorkerPlan, run_worker
+from crm_kit.consistency import ReadModels
 from crm_kit.db import Database
 from crm_kit.service import ServiceSpec
 from crm_kit.settings import Settings
@@ -36,15 +38,19 @@ def domain_service(
 
     def build_app(settings: Settings) -> Flask:
         database = Database(settings.database_url)
+        wait = settings["CRM_CONSISTENCY_WAIT"]
         app = create_app(
             name,
             settings,
-            apis,
+            [*apis, build_positions_api(name, database, wait)],
             database=database,
             readiness={"kafka": kafka_ready_check(settings.kafka_bootstrap, settings["CRM_KAFKA_EXTRA"])},
             openapi_title=title,
         )
         app.extensions["crm_database"] = database
+        # The worker plan is where the consumers are declared: which read model reads which topic.
+        plan = worker_plan(settings, database) if worker_plan else WorkerPlan(service=name)
+        app.extensions["crm_read_models"] = ReadModels(name, database, plan.readers(), wait)
         return app
 
     def worker(settings: Settings) -> int:

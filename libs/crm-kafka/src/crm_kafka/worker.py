@@ -55,6 +55,18 @@ class WorkerPlan:
     # Other loops of the service (e.g. a scheduler): (name, run(stop)); healthy while alive.
     extra_loops: list[tuple[str, Callable[[threading.Event], None]]] = field(default_factory=list)
 
+    def consumer_name(self, spec: ConsumerSpec) -> str:
+        """The group id (and inbox and offsets key) of one of this plan's consumers."""
+        return f"{self.service}.{spec.name}"
+
+    def readers(self) -> dict[str, list[str]]:
+        """Topic -> the names of this plan's consumers that read it (the service's read models)."""
+        readers: dict[str, list[str]] = {}
+        for spec in self.consumers:
+            for topic in spec.topics:
+                readers.setdefault(topic, []).append(self.consumer_name(spec))
+        return readers
+
 
 class _Loop:
     def __init__(self, name: str, target: Callable[[threading.Event], None], heartbeat: Callable[[], float]) -> None:
@@ -106,11 +118,11 @@ class Worker:
             self.relay = None
         for spec in plan.consumers:
             consumer = IdempotentConsumer(
-                f"{plan.service}.{spec.name}",
+                plan.consumer_name(spec),
                 spec.topics,
                 spec.handler,
                 self.database,
-                consumer_config(bootstrap, f"{plan.service}.{spec.name}", extra),
+                consumer_config(bootstrap, plan.consumer_name(spec), extra),
                 lambda: idempotent_producer(bootstrap, extra),
                 plan.service,
                 max_attempts=settings["CRM_CONSUMER_MAX_ATTEMPTS"],

@@ -116,6 +116,15 @@ def add_kit_tables(metadata: MetaData) -> None:
         Column("next_offset", BigInteger, nullable=False),
     )
     Table(
+        # The relay's next offset in each partition it delivered to, written when it marks rows
+        # sent: with no unsent row up to id P, these offsets cover every event up to P.
+        "relay_positions",
+        metadata,
+        Column("topic", String(200), primary_key=True),
+        Column("partition", Integer, primary_key=True),
+        Column("next_offset", BigInteger, nullable=False),
+    )
+    Table(
         "idempotency_keys",
         metadata,
         Column("principal", String(200), primary_key=True),

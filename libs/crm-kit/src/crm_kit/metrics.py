@@ -51,6 +51,16 @@ OUTBOX_PUBLISH_LATENCY = Histogram("crm_outbox_publish_latency_seconds",
                                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 CONSUMER_LAG = Gauge("crm_consumer_lag", "Messages behind the end of each partition, per consumer group.",
                      ["service", "consumer", "topic", "partition"], multiprocess_mode="max")
+CONSISTENCY_CHECKS = Counter(
+    "crm_consistency_checks_total", "Read-your-writes checks, by stage (read_models: this service's copies "
+    "against a client's token; outbox: this service's events on Kafka) and result (fresh: no wait; waited; "
+    "timeout: answered 503; stale: answered from older state, for a request without a token).",
+    ["service", "stage", "result"],
+)
+CONSISTENCY_WAIT = Histogram(
+    "crm_consistency_wait_seconds", "Time a request waited for read models or the outbox to be as fresh as asked.",
+    ["service", "stage"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 WORKER_HEARTBEAT = Gauge("crm_worker_heartbeat_timestamp_seconds", "Last time each worker loop made progress.",
                          ["service", "loop"], multiprocess_mode="max")
 

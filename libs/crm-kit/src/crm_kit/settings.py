@@ -95,6 +95,8 @@ SETTINGS: tuple[Setting, ...] = (
             parse=int),
     Setting("CRM_TOPIC_REPLICATION", "Replication factor for topics created at start.", "1", parse=int),
     Setting("CRM_IDEMPOTENCY_TTL", "Seconds an `Idempotency-Key` is remembered.", str(24 * 3600), parse=int),
+    Setting("CRM_CONSISTENCY_WAIT", "Seconds a request waits for read models to be as fresh as its consistency "
+            "token (or, without one, as the latest writes) before 503 with `Retry-After`.", "5", parse=float),
     Setting("CRM_CATALOGUE_SEED", "Catalogue: `migrate` loads the starter configuration (stages, stage groups, "
             "priorities, sources; English and Dutch) once, on a database where it never ran. The protected "
             "MAIN and SIGN roles are loaded either way.", "true", parse=_bool),

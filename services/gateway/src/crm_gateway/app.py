@@ -9,6 +9,7 @@ token and permission again itself - then the streamed forward (``crm_gateway.pro
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,16 @@ from typing import Any
 from flask import Flask, Response, current_app, g, has_request_context, request
 
 from crm_gateway import docs, openapi, wizard
-from crm_gateway.proxy import BAD_RESPONSE, CONNECT_ERROR, TIMEOUT, Upstream, UpstreamError, forward
+from crm_gateway.consistency import (
+    BehindError,
+    Consistency,
+    Plan,
+    Token,
+    decode_issued,
+    forward_consistently,
+    install_cookie,
+)
+from crm_gateway.proxy import BAD_RESPONSE, CONNECT_ERROR, TIMEOUT, Upstream, UpstreamError
 from crm_gateway.ratelimit import install_rate_limit
 from crm_gateway.routes import ROUTES, UPLOAD_RULE, MethodNotAllowedError, RouteNotFoundError
 from crm_kit.settings import MULTIPART_OVERHEAD, SERVICES, Settings
@@ -34,9 +44,10 @@ FORWARD_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 CONVERT_TEMPLATE = "/v1/leads/{id}/convert"
 CONVERSION_WAIT = 10.0  # seconds the gateway waits for a converted lead's opportunity
 CORS_ALLOW_HEADERS = ("Authorization, Content-Type, Accept, Accept-Language, If-Match, If-None-Match, "
-                      "Idempotency-Key, X-Correlation-ID, X-Request-ID")
+                      "Idempotency-Key, Consistency-Token, X-Correlation-ID, X-Request-ID")
 CORS_EXPOSE_HEADERS = ("ETag, Location, Link, Retry-After, Idempotent-Replayed, Content-Disposition, "
-                       "X-Correlation-ID, X-Request-ID, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset")
+                       "Consistency-Token, X-Correlation-ID, X-Request-ID, RateLimit-Limit, RateLimit-Remaining, "
+                       "RateLimit-Reset")
 # The longest request target (path and query) the gateway takes; the services' gunicorn
 # refuses request lines over 8190 bytes, and a forwarded line adds the method and version.
 MAX_REQUEST_TARGET = 8000
@@ -75,6 +86,7 @@ class GatewayState:
     settings: Settings
     upstreams: dict[str, Upstream]
     executor: ThreadPoolExecutor
+    consistency: Consistency
     documents: openapi.DocumentCache | None = None
     own_document: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -162,37 +174,48 @@ def forward_view(**_: str) -> Response:
     require_permission(identity, match.permission)
     if request.method == "POST" and match.template == CONVERT_TEMPLATE:
         return convert_and_wait(_gateway())
-    return forward(_gateway().upstreams[match.service])
+    state = _gateway()
+    return forward_consistently(state.consistency, state.upstreams[match.service])
 
 
 def convert_and_wait(state: GatewayState) -> Response:
     """Lead conversion: the leads service commits the lead's side and allocates the
-    opportunity's id; answer 201 with both records once the opportunities service can serve
-    the opportunity (its worker creates it from the lead.converted event), or 202 with its
-    Location if that takes longer than CONVERSION_WAIT seconds (the saga still completes)."""
+    opportunity's id; the opportunities service creates it and linking carries the links over
+    from the lead.converted event. Answer 201 with both records once the opportunity and what
+    was carried over are readable, with a token that covers the opportunities' and linking's
+    effects too; 202 with the opportunity's Location if that takes longer than CONVERSION_WAIT
+    seconds (the saga still completes)."""
     import json
-    import time
 
-    resp = forward(state.upstreams["leads"])
+    consistency = state.consistency
+    resp = forward_consistently(consistency, state.upstreams["leads"])
     if resp.status_code != 201:
         return resp
     resp.direct_passthrough = False  # a small JSON body: read it whole, unlike forwarded streams
     body = json.loads(resp.get_data())
+    token = decode_issued(consistency, resp) or Token()
     location = f"/v1/opportunities/{body['opportunity']['id']}"
     headers = {name: request.headers[name] for name in ("Authorization", "Accept-Language") if name in request.headers}
     deadline = time.monotonic() + CONVERSION_WAIT
-    while time.monotonic() < deadline:
-        try:
-            status, opportunity = state.upstreams["opportunities"].get_json(location, headers=headers)
-        except UpstreamError:
-            status, opportunity = 0, None
-        if status == 200:
-            body["opportunity"] = opportunity
-            return Response(json.dumps(body), status=201, mimetype="application/json",
-                            headers={"Location": location})
-        time.sleep(0.05)
-    return Response(json.dumps(body), status=202, mimetype="application/json",
-                    headers={"Location": location, "Retry-After": "1"})
+    try:
+        converted = consistency.offsets("leads", token.positions.get("leads"), deadline, headers)
+        status, opportunity = state.upstreams["opportunities"].get_json(
+            location, headers={**headers, **Plan(converted).headers(deadline)},
+            timeout=(state.upstreams["opportunities"].connect_timeout, CONVERSION_WAIT + 1.0))
+        if status != 200:
+            raise BehindError(f"the opportunity answered {status}")
+        body["opportunity"] = opportunity
+        # What the conversion made elsewhere: the opportunity, the links carried over.
+        for service in ("opportunities", "linking"):
+            outbox_id, _ = consistency.position(service, None, deadline, headers, require=converted)
+            token = token.merge({service: outbox_id})
+        out = Response(json.dumps(body), status=201, mimetype="application/json", headers={"Location": location})
+    except (BehindError, UpstreamError) as exc:
+        log.warning("conversion of %s: answering 202 (%s)", body["lead"].get("id"), exc)
+        out = Response(json.dumps(body), status=202, mimetype="application/json",
+                       headers={"Location": location, "Retry-After": "1"})
+    consistency.issue(out, token)
+    return out
 
 
 def openapi_view() -> Response:
@@ -229,8 +252,9 @@ def create_app(settings: Settings) -> Flask:
         )
         for name in SERVICES
     }
-    state = GatewayState(settings, upstreams, ThreadPoolExecutor(max_workers=4 * len(SERVICES),
-                                                                  thread_name_prefix="crm-gateway"))
+    executor = ThreadPoolExecutor(max_workers=4 * len(SERVICES), thread_name_prefix="crm-gateway")
+    consistency = Consistency(upstreams, settings["CRM_JWT_SECRET"], settings["CRM_CONSISTENCY_WAIT"], executor)
+    state = GatewayState(settings, upstreams, executor, consistency)
     app = kit_create_app(
         "gateway", settings, [_own_api()],
         readiness={name: state.readiness_check(name) for name in SERVICES},
@@ -264,6 +288,7 @@ def create_app(settings: Settings) -> Flask:
                                             fetch_timeout=SPEC_FETCH_TIMEOUT)
     app.view_functions["openapi_json"] = openapi_view
     docs.install_docs(app)
+    install_cookie(app)
     _install_route_labels(app)
     _install_cors(app, settings.get("CRM_CORS_ORIGINS") or [])
     install_rate_limit(app, settings)  # after CORS: preflights are not counted

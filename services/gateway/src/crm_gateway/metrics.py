@@ -24,3 +24,18 @@ UPSTREAM_RETRIES = Counter(
     "crm_gateway_upstream_retries_total", "Idempotent requests tried again after the connection failed.",
     ["service"],
 )
+CONSISTENCY_RESOLUTIONS = Counter(
+    "crm_gateway_consistency_resolutions_total",
+    "Outbox positions turned into Kafka offsets for consistency tokens, by how (cached: remembered; asked: a "
+    "token's position asked of its service; latest: every committed row, for a request without a token).",
+    ["service", "how"],
+)
+CONSISTENCY_REPAIRS = Counter(
+    "crm_gateway_consistency_repairs_total",
+    "404/409/422 answers asked again after waiting for every committed change (a copy may have lagged).",
+    ["service"],
+)
+CONSISTENCY_UNAVAILABLE = Counter(
+    "crm_gateway_consistency_unavailable_total",
+    "503 answers because a service could not be shown as fresh as the client's token within the wait.",
+)

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 TITLE = "CRM platform API"
 VERSION = "1.0.0"
-OPERATIONAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+OPERATIONAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/internal/consistency"})
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 DESCRIPTION = (
     "The public HTTP contract of the Leads & Opportunities CRM, served by the gateway. "

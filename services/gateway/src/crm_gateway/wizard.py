@@ -16,8 +16,11 @@ The gateway keeps nothing durable, so it orchestrates the services over HTTP wit
    ``company_id`` and ``contact_id`` (null when skipped), so ``data`` may not hold them;
 5. ``link``: the contact goes on the record's contacts tab as its main contact (``POST
    /v1/{records}/{id}/contacts`` with the ``MAIN`` role). Linking learns of the new record
-   from its event, so while it answers 404 the link is tried again, for up to LINK_WAIT
-   seconds (then 503: the wizard is undone and may be retried).
+   from its event: every step is sent with the consistency token of the steps before it
+   (``crm_gateway.consistency``), so linking waits until it has the record (503 after
+   CRM_CONSISTENCY_WAIT: the wizard is undone and may be retried).
+
+The answer carries a consistency token covering every step.
 
 Permissions are checked up front, before anything is created (403): ``{records}:create``;
 ``files:edit`` for a ``new`` company or contact, ``files:view`` for an ``existing`` one; and
@@ -64,6 +67,7 @@ from urllib.parse import urlencode
 from flask import current_app, request
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from crm_gateway.consistency import TOKEN_HEADER, Consistency
 from crm_gateway.proxy import TIMEOUT, SizedRequestBody, Upstream, UpstreamError
 from crm_kit import correlation
 from crm_kit.web import Api, Identity, Problem, Reply, RequestContext
@@ -73,7 +77,6 @@ from crm_kit.web.idempotency import MAX_KEY_LENGTH, REPLAYED_HEADER, validate_ke
 log = logging.getLogger(__name__)
 
 KINDS = {"lead": "leads", "opportunity": "opportunities"}
-LINK_WAIT = 15.0  # seconds the link step waits for linking to learn of the new record
 DELETE_ATTEMPTS = 3
 MAX_GENERATIONS = 20
 MAIN_ROLE = "MAIN"
@@ -217,8 +220,10 @@ def _step_problem(step: str, answer: Answer) -> StepFailedError:
 class Services:
     """The services as the caller sees them: their answers to the caller's own headers."""
 
-    def __init__(self, upstreams: Mapping[str, Upstream]) -> None:
+    def __init__(self, upstreams: Mapping[str, Upstream], consistency: Consistency) -> None:
         self.upstreams = upstreams
+        self.consistency = consistency
+        self.token = consistency.request_token()  # plus every step's write, as the steps go
         self.headers = {"Accept": "application/json",
                         correlation.HEADER: correlation.get() or correlation.new_id()}
         for name in ("Authorization", "Accept-Language"):
@@ -230,15 +235,19 @@ class Services:
         """One request; a service that cannot answer fails the step (503/504/502)."""
         upstream = self.upstreams[service]
         headers = dict(self.headers)
-        stream = None
+        payload = b""
         if body is not None:
             payload = json.dumps(body).encode()
-            stream = SizedRequestBody(io.BytesIO(payload), len(payload))
             headers["Content-Type"] = "application/json"
         if key is not None:
             headers[IDEMPOTENCY_HEADER] = key
         try:
-            resp = upstream.request(method, path, query=query, headers=headers, body=stream)
+            resp = self.consistency.send(
+                service, method, path, query=query, headers=headers, replayable=True, token=self.token,
+                body=lambda: SizedRequestBody(io.BytesIO(payload), len(payload)) if payload else None)
+        except Problem as problem:  # not as fresh as the steps before it within the wait
+            raise StepFailedError(step, Problem(problem.status, problem.detail, headers=problem.headers,
+                                                step=step)) from None
         except UpstreamError as exc:
             problem = exc.problem(upstream.read_timeout)
             detail = problem.detail
@@ -250,6 +259,8 @@ class Services:
                 data = resp.json()
             except ValueError:
                 data = None
+            if 200 <= resp.status_code < 300 and method != "GET":
+                self.token = self.consistency.written(self.token, service, resp.headers)
             return Answer(resp.status_code, data, resp.headers)
         finally:
             resp.close()
@@ -344,21 +355,10 @@ class Attempt:
         """The contact on the record's contacts tab, once linking knows the record."""
         path = f"/v1/{self.records}/{record['id']}/contacts"
         body = {"contact_id": contact["id"], "role_id": role_id}
-        deadline = time.monotonic() + LINK_WAIT
-        delay = 0.05
-        while True:
-            answer = self.services.send("link", "linking", "POST", path, body=body, key=self.key("link"))
-            if 200 <= answer.status < 300:
-                self.linked = not answer.replayed
-                return
-            if not _linking_behind(answer):
-                raise _step_problem("link", answer)
-            if time.monotonic() >= deadline:
-                raise StepFailedError("link", Problem(
-                    503, f"The linking service did not learn of the new {self.kind} within {LINK_WAIT:g} seconds; "
-                         "the wizard was undone: retry shortly.", headers={"Retry-After": "2"}, step="link"))
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+        answer = self.services.send("link", "linking", "POST", path, body=body, key=self.key("link"))
+        if not 200 <= answer.status < 300:
+            raise _step_problem("link", answer)
+        self.linked = not answer.replayed
 
     def undo(self) -> list[Created]:
         """Delete what this attempt created, newest first; what could not be deleted."""
@@ -371,14 +371,6 @@ class Attempt:
                 left.append(item)
         self.created.clear()
         return left
-
-
-def _linking_behind(answer: Answer) -> bool:
-    """Linking has not heard of the record yet (404), or of the role (422 on role_id)."""
-    if answer.status == 404:
-        return True
-    errors = answer.body.get("errors") if isinstance(answer.body, dict) else None
-    return answer.status == 422 and any(isinstance(e, dict) and e.get("field") == "role_id" for e in errors or [])
 
 
 # -- the wizard ---------------------------------------------------------------------------------
@@ -416,7 +408,8 @@ def run_wizard(ctx: RequestContext, kind: str) -> Reply:
     body = ctx.body
     _check_permissions(ctx.user, kind, body)
     key_base = _key_base()
-    services = Services(current_app.extensions["crm_gateway"].upstreams)
+    gateway = current_app.extensions["crm_gateway"]
+    services = Services(gateway.upstreams, gateway.consistency)
     company_in = body["company"]
     contact_in = body.get("contact") or {"mode": "none"}
     record_in = body["record"]
@@ -454,6 +447,8 @@ def run_wizard(ctx: RequestContext, kind: str) -> Reply:
         headers = {"Location": f"/v1/{records}/{record['id']}"}
         if not attempt.created and not attempt.linked and attempt.replays:
             headers[REPLAYED_HEADER] = "true"
+        if services.token is not None:
+            headers[TOKEN_HEADER] = services.token.encode(services.consistency.key)
         return Reply({kind: record, "company": company, "contact": contact}, status=201, headers=headers)
     raise Problem(422, f"This {IDEMPOTENCY_HEADER} was used for {MAX_GENERATIONS} wizards that were undone; "
                        "use a new key.", errors=[{"field": IDEMPOTENCY_HEADER, "message": "Used up."}])

@@ -25,6 +25,7 @@ from marshmallow import RAISE, Schema
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from crm_kit import consistency
 from crm_kit.web import idempotency as idem
 from crm_kit.web.auth import Identity, require_permission
 from crm_kit.web.http import etag_for, if_none_match_hits, load_query, preferred_language
@@ -288,6 +289,7 @@ def _make_view(route: Route) -> Callable[..., Response]:
     def view(**view_args: Any) -> Response:
         ctx = RequestContext(route)
         kit = ctx.kit
+        consistency.start_request()
         if not route.public:
             ctx.identity = kit.verifier.identity_from_header(request.headers.get("Authorization"))
             g.crm_identity = ctx.identity
@@ -300,11 +302,12 @@ def _make_view(route: Route) -> Callable[..., Response]:
                                                                               "message": "Unknown parameter."}])
         if route.body is not None:
             ctx.body = _load_body(route)
+        _await_read_models()
 
         key = request.headers.get(idem.HEADER) if route.idempotent else None
         if key is None:
             try:
-                resp = _serialise(route, route.handler(ctx, **view_args))
+                resp = _note_written(_serialise(route, route.handler(ctx, **view_args)))
                 _finish_session(commit=resp.status_code < 400)
             except BaseException:
                 _finish_session(commit=False)
@@ -315,6 +318,33 @@ def _make_view(route: Route) -> Callable[..., Response]:
     view.__name__ = route.endpoint
     view.crm_route = route  # type: ignore[attr-defined]
     return view
+
+
+def _await_read_models() -> None:
+    """Before the handler: wait until this service's read models are as fresh as the gateway
+    asked (``crm_kit.consistency``); 503 when they are not within the wait, nothing written."""
+    models = current_app.extensions.get("crm_read_models")
+    if models is None:
+        return
+    try:
+        requirement = consistency.Requirement.from_headers(request.headers, models.wait)
+    except consistency.InvalidRequirementError as exc:
+        raise Problem(400, str(exc)) from None
+    if requirement is None:
+        return
+    try:
+        if not models.wait_for(requirement):
+            g.crm_stale = True
+    except consistency.ConsistencyError as exc:
+        raise Problem(503, exc.detail, headers={"Retry-After": str(consistency.RETRY_AFTER_SECONDS)}) from None
+
+
+def _note_written(resp: Response) -> Response:
+    """Tell the gateway which outbox row the request wrote last: its token will cover it."""
+    written = consistency.written()
+    if written is not None and resp.status_code < 400:
+        resp.headers[consistency.WRITTEN] = str(written)
+    return resp
 
 
 def _replay(stored: idem.StoredResponse) -> Response:
@@ -335,7 +365,7 @@ def _idempotent_call(ctx: RequestContext, route: Route, key: str, view_args: dic
         if stored is not None:
             _finish_session(commit=True)  # may have purged an expired record
             return _replay(stored)
-        resp = _serialise(route, route.handler(ctx, **view_args))
+        resp = _note_written(_serialise(route, route.handler(ctx, **view_args)))
         if resp.status_code >= 400:
             _finish_session(commit=False)
             return resp

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from crm_kit import correlation, metrics
+from crm_kit import consistency, correlation, metrics
 from crm_kit.db import Database
 from crm_kit.settings import Settings
 from crm_kit.web.api import Api, Route
@@ -160,6 +160,8 @@ def _install_edge_rules(app: Flask, service: str) -> None:
             resp.headers.setdefault(correlation.REQUEST_ID_HEADER, cid)
         for name, value in defaults.items():
             resp.headers.setdefault(name, value)
+        if g.get("crm_stale"):  # answered from copies older than the gateway asked for (errors too)
+            resp.headers[consistency.STALE] = "true"
         started = g.get("crm_started")
         # A catch-all route (the gateway's) names its real template in g.crm_route_label.
         route = g.get("crm_route_label") or (request.url_rule.rule if request.url_rule else "unmatched")

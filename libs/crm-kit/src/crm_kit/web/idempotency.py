@@ -23,7 +23,7 @@ from crm_kit.web.problem import Problem
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 200
-_KEPT_HEADERS = ("Location", "ETag", "Content-Type")
+_KEPT_HEADERS = ("Location", "ETag", "Content-Type", "Crm-Written")
 
 
 @dataclass(frozen=True)
