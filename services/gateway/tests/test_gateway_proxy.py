@@ -272,7 +272,7 @@ def test_get_is_retried_when_the_connection_fails(make_gateway):
 def test_retries_are_bounded(make_gateway):
     flaky = RawServer(drop=10)
     try:
-        c = make_gateway(flaky.url, CRM_UPSTREAM_RETRIES="2").test_client()
+        c = make_gateway({"leads": flaky.url}, CRM_UPSTREAM_RETRIES="2").test_client()
         r = c.get("/v1/leads", headers=auth())
         # 503 or 502: whether the last reset came while connecting or after the request went out
         assert r.status_code in (502, 503) and r.content_type == PROBLEM
@@ -286,7 +286,7 @@ def test_retries_are_bounded(make_gateway):
 def test_non_idempotent_requests_are_never_retried(make_gateway, method):
     flaky = RawServer(drop=1)
     try:
-        c = make_gateway(flaky.url, CRM_UPSTREAM_RETRIES="3").test_client()
+        c = make_gateway({"leads": flaky.url}, CRM_UPSTREAM_RETRIES="3").test_client()
         path = "/v1/leads" if method == "POST" else "/v1/leads/l1"
         r = c.open(path, method=method, json={"title": "x"}, headers=auth())
         assert r.status_code in (502, 503)
@@ -298,7 +298,7 @@ def test_non_idempotent_requests_are_never_retried(make_gateway, method):
 def test_retries_can_be_switched_off(make_gateway):
     flaky = RawServer(drop=1)
     try:
-        c = make_gateway(flaky.url, CRM_UPSTREAM_RETRIES="0").test_client()
+        c = make_gateway({"leads": flaky.url}, CRM_UPSTREAM_RETRIES="0").test_client()
         assert c.get("/v1/leads", headers=auth()).status_code in (502, 503)
         assert flaky.connections == 1
     finally:
@@ -352,7 +352,7 @@ def test_connection_closed_without_answer_is_502(make_gateway):
 def test_connections_are_pooled(make_gateway):
     service = RawServer(keep_alive=True)
     try:
-        c = make_gateway(service.url).test_client()
+        c = make_gateway({"leads": service.url}).test_client()
         for path in ("/v1/leads", "/v1/leads/l1", "/v1/leads/l2/stage-history", "/v1/leads", "/v1/leads/overview"):
             assert c.get(path, headers=auth()).status_code == 200
         assert c.head("/v1/leads", headers=auth()).status_code == 200

@@ -32,7 +32,8 @@ class FakeServices:
         self.calls: list[tuple[str, str, str | None]] = []  # method, path, Idempotency-Key
         self.fail: dict[tuple[str, str], int] = {}  # (method, path prefix) -> status to answer
         self.slow: dict[tuple[str, str], float] = {}  # (method, path) -> seconds before answering
-        self.link_404s = 0  # the first link attempts answer 404 (linking does not know the record yet)
+        self.outbox = 0  # ids of the "outbox rows" the creates wrote (Crm-Written), as a real service says
+        self.link_offsets: list[Any] = []  # the Kafka offsets each link call asked linking to wait for
         self.lock = threading.Lock()
         self.app = self._app()
 
@@ -56,11 +57,20 @@ class FakeServices:
                     return Response(json.dumps(entity), status=201, mimetype="application/json",
                                     headers={"Idempotent-Replayed": "true"})
                 entity = {"id": str(uuid.uuid4()), **request.json}
+                self.outbox += 1
+                written = self.outbox
                 if collection is not None:
                     self.entities[f"{collection}/{entity['id']}"] = entity
                 if key:
                     self.keys[(principal, key)] = (fingerprint, entity)
-            return Response(json.dumps(entity), status=201, mimetype="application/json")
+            return Response(json.dumps(entity), status=201, mimetype="application/json",
+                            headers={"Crm-Written": str(written)})
+
+        @app.get("/internal/consistency")
+        def consistency() -> Any:
+            # Row n of the outbox is at offset n of the one partition (what a relay would report).
+            upto = int(request.args.get("upto", self.outbox))
+            return {"outbox_id": upto, "positions": {"crm.leads.v1": {"0": upto}}}
 
         @app.before_request
         def _record() -> Response | None:
@@ -90,8 +100,10 @@ class FakeServices:
 
         @app.post("/v1/leads/<record_id>/contacts")
         def link(record_id: str) -> Response:
-            if self.link_404s:
-                self.link_404s -= 1
+            # Linking knows the record only once it was asked to wait for the record's event.
+            offsets = json.loads(request.headers.get("Crm-Require-Offsets") or "{}")
+            self.link_offsets.append(offsets)
+            if offsets.get("crm.leads.v1", {}).get("0", 0) < self.outbox:
                 return problem(404, "No such lead.")
             return create(None)
 
@@ -181,7 +193,6 @@ def test_every_permission_is_checked_before_anything_is_created(gateway, service
 
 
 def test_success_waits_for_linking_and_links_the_main_contact(gateway, services):
-    services.link_404s = 2
     r = gateway.post("/v1/leads/wizard", json=body(), headers=auth())
     assert r.status_code == 201, r.json
     lead, company, contact = r.json["lead"], r.json["company"], r.json["contact"]
@@ -189,7 +200,10 @@ def test_success_waits_for_linking_and_links_the_main_contact(gateway, services)
                                                                                 company["id"])
     assert r.headers["Location"] == f"/v1/leads/{lead['id']}"
     link = f"/v1/leads/{lead['id']}/contacts"
-    assert services.posts() == ["/v1/companies", "/v1/contacts", "/v1/leads", link, link, link]
+    assert services.posts() == ["/v1/companies", "/v1/contacts", "/v1/leads", link]
+    # The link carried the record step's token: linking was asked to wait for the lead's event.
+    assert services.link_offsets == [{"crm.leads.v1": {"0": 3}}]
+    assert r.headers["Consistency-Token"] and "crm_ct=" in r.headers["Set-Cookie"]
     assert services.deletes() == []
 
 

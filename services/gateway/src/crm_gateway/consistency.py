@@ -207,10 +207,11 @@ class Consistency:
             data = None
         finally:
             resp.close()
-        if not isinstance(data, dict):
-            raise BehindError(f"the {service} service answered {resp.status_code}")
-        offsets = {str(t): {int(p): int(o) for p, o in ps.items()} for t, ps in data["positions"].items()}
-        return int(data["outbox_id"]), offsets
+        try:
+            offsets = {str(t): {int(p): int(o) for p, o in ps.items()} for t, ps in data["positions"].items()}
+            return int(data["outbox_id"]), offsets
+        except (TypeError, KeyError, ValueError, AttributeError):
+            raise BehindError(f"the {service} service answered {resp.status_code} without its positions") from None
 
     def offsets(self, service: str, upto: int | None, deadline: float, headers: Mapping[str, str]) -> kit.Offsets:
         """Kafka offsets covering ``service``'s outbox up to ``upto``; remembered (they never change)."""

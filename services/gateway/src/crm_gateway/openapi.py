@@ -40,9 +40,17 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 DESCRIPTION = (
     "The public HTTP contract of the Leads & Opportunities CRM, served by the gateway. "
     "Every `/v1` endpoint takes `Authorization: Bearer <JWT>`; errors are RFC 9457 "
-    "`application/problem+json`. Assembled from the services' own documents: "
+    "`application/problem+json`. Read-your-writes: every successful write answers with a "
+    "`Consistency-Token` header (also set as the `crm_ct` cookie); send it back in the "
+    "`Consistency-Token` header (or keep the cookie) and every request is served at least as fresh "
+    "as the writes it covers, in every service, or answered 503 with `Retry-After`. A token this "
+    "gateway did not issue is 400. Assembled from the services' own documents: "
     "`x-missing-services` lists services that could not be reached when it was built."
 )
+_TOKEN_HEADER = {"description": "Covers this write and the client's earlier ones: send it back to read "
+                                "your writes (also set as the `crm_ct` cookie).",
+                 "schema": {"type": "string"}}
+_WRITE_METHODS = ("post", "put", "patch", "delete")
 
 _DOCS_OPERATIONS: dict[str, Any] = {
     "/openapi.json": {"get": {
@@ -131,20 +139,28 @@ def _renamed(doc: Mapping[str, Any], renames: Mapping[str, Mapping[str, str]]) -
 
 # What the gateway itself may answer for any /v1 operation, before or instead of the service.
 EDGE_RESPONSES = {
+    "400": "Malformed request, or a `Consistency-Token` header this gateway did not issue.",
     "414": "The URL is too long (over 8000 bytes).",
     "429": "Rate limited: wait `Retry-After` seconds.",
     "502": "The service behind the gateway answered badly or broke the connection.",
-    "503": "The service behind the gateway is unavailable.",
+    "503": "The service behind the gateway is unavailable, or not yet as fresh as the client's consistency "
+           "token: retry after `Retry-After` seconds.",
     "504": "The service behind the gateway took too long.",
 }
 
 
-def _with_edge_responses(path: str, operation: Any) -> Any:
-    """``operation`` with the gateway's own error responses added (a copy: sources stay cached as they are)."""
+def _with_edge_responses(path: str, operation: Any, method: str = "get") -> Any:
+    """``operation`` with the gateway's own error responses added, and the consistency token on a
+    write's successes (a copy: sources stay cached as they are)."""
     if not path.startswith("/v1/") or not isinstance(operation, Mapping):
         return operation
     out = dict(operation)
     responses = dict(out.get("responses") or {})
+    if method in _WRITE_METHODS:
+        for status, response in list(responses.items()):
+            if str(status).startswith("2") and isinstance(response, Mapping):
+                headers = {**(response.get("headers") or {}), "Consistency-Token": _TOKEN_HEADER}
+                responses[status] = {**response, "headers": headers}
     for status, text in EDGE_RESPONSES.items():
         responses.setdefault(status, {"description": text, "content": {"application/problem+json": {
             "schema": {"$ref": "#/components/schemas/Problem"}, "example": Problem(int(status), text).to_dict()}}})
@@ -192,7 +208,7 @@ def merge_documents(
                 if key in target:
                     log.warning("OpenAPI: %s %s is documented twice; keeping the first", key.upper(), path)
                     continue
-                target[key] = _with_edge_responses(path, value)
+                target[key] = _with_edge_responses(path, value, key)
             if not any(k in HTTP_METHODS for k in target):
                 del paths[path]
     document: dict[str, Any] = {
