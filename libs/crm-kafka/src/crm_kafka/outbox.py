@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Table, text
 from sqlalchemy.orm import Session
 
@@ -23,7 +25,7 @@ def record_event(session: Session, topic: str, envelope: Envelope, key: str | No
     if not envelope.correlation_id and correlation.get():
         envelope.correlation_id = correlation.get() or ""
     headers = [[name, value.decode()] for name, value in headers_for(envelope)]
-    result = session.execute(
+    result: Any = session.execute(
         OUTBOX.insert().values(
             event_id=envelope.event_id,
             topic=topic,

@@ -125,7 +125,8 @@ class Requirement:
     wait: float
 
     @classmethod
-    def from_headers(cls, headers: Mapping[str, str], default_wait: float) -> Requirement | None:
+    def from_headers(cls, headers: Any, default_wait: float) -> Requirement | None:
+        """The requirement in ``headers`` (a mapping of header names), None when there is none."""
         value = headers.get(REQUIRE_OFFSETS)
         if not value:
             return None

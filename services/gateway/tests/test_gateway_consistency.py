@@ -1,0 +1,122 @@
+"""Consistency tokens at the gateway: signed, merged, small, and turned into waits for the services
+that read the writer's events (fake services on loopback that record what they were asked)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from flask import Flask, Response, request
+from gateway_helpers import PROBLEM, SECRET, Echo, ServerThread, auth
+
+from crm_gateway.consistency import COOKIE, TOKEN_HEADER, InvalidTokenError, Token, token_key
+from crm_kit.settings import SERVICES
+
+KEY = token_key("a-secret-long-enough-for-the-tests")
+
+
+def test_a_token_round_trips_and_merges_keeping_the_newest_position():
+    token = Token({"leads": 7}).merge({"leads": 5, "catalogue": 3}).merge({"leads": 9})
+    assert dict(token.positions) == {"leads": 9, "catalogue": 3}
+    assert Token.decode(token.encode(KEY), KEY) == token
+
+
+def test_a_token_stays_small_however_many_writes_it_covers():
+    token = Token()
+    for n in range(10_000):
+        token = token.merge({SERVICES[n % len(SERVICES)]: n * 1_000_003})
+    assert len(token.encode(KEY)) < 200
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda v: v[:-2] + ("AA" if not v.endswith("AA") else "BB"),  # signature
+    lambda v: v.replace("ct1.", "ct2."),
+    lambda v: "ct1.bGVhZHM6OTk5.AAAAAAAAAAAAAAAAAAAAAA",  # made up: leads:999
+    lambda v: "not a token",
+    lambda v: v + "." + v,
+])
+def test_a_token_the_gateway_did_not_issue_is_refused(mangle):
+    value = Token({"leads": 4}).encode(KEY)
+    with pytest.raises(InvalidTokenError):
+        Token.decode(mangle(value), KEY)
+    with pytest.raises(InvalidTokenError):
+        Token.decode(value, token_key("another-secret-also-long-enough-for-hs256"))
+
+
+class Owners:
+    """Every service in one fake: a write reports outbox row ``written`` (``Crm-Written``), and
+    ``/internal/consistency?upto=n`` puts row n at offset n of ``crm.leads.v1``'s partition 0."""
+
+    def __init__(self) -> None:
+        self.written = 0
+        self.asked: list[str] = []
+        self.required: list[dict] = []
+        app = Flask("owners")
+
+        @app.get("/internal/consistency")
+        def position() -> Response:
+            self.asked.append(request.query_string.decode())
+            upto = int(request.args.get("upto", self.written))
+            return Response(json.dumps({"outbox_id": upto, "positions": {"crm.leads.v1": {"0": upto}}}),
+                            mimetype="application/json")
+
+        @app.route("/v1/<path:path>", methods=["GET", "POST"])
+        def any_route(path: str) -> Response:
+            self.required.append(json.loads(request.headers.get("Crm-Require-Offsets") or "{}"))
+            if request.method == "POST":
+                self.written += 1
+                return Response("{}", status=201, mimetype="application/json",
+                                headers={"Crm-Written": str(self.written)})
+            return Response('{"items": []}', mimetype="application/json")
+
+        self.server = ServerThread(app)
+
+
+@pytest.fixture
+def owners():
+    o = Owners()
+    yield o
+    o.server.close()
+
+
+def test_a_write_gives_a_token_and_a_later_read_elsewhere_waits_for_that_write(make_gateway, owners):
+    gateway = make_gateway(owners.server.url).test_client()
+    write = gateway.post("/v1/leads", json={"title": "x"}, headers=auth())
+    assert write.status_code == 201
+    value = write.headers[TOKEN_HEADER]
+    cookie = write.headers["Set-Cookie"]
+    assert cookie.startswith(f"{COOKIE}={value}") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert dict(Token.decode(value, token_key(SECRET)).positions) == {"leads": 1}
+    owners.asked.clear()
+    # Linking reads the leads' events: it is asked to wait for row 1's offset, resolved once.
+    for _ in range(3):
+        read = gateway.get("/v1/leads/l1/contacts", headers={**auth(), TOKEN_HEADER: value})
+        assert read.status_code == 200 and TOKEN_HEADER not in read.headers
+        assert owners.required[-1] == {"crm.leads.v1": {"0": 1}}
+    assert owners.asked == ["upto=1"]
+    # Without a token: every change committed so far, asked of each owner linking reads
+    # (catalogue, leads, opportunities), every time.
+    owners.asked.clear()
+    gateway.set_cookie(COOKIE, "")
+    gateway.get("/v1/leads/l1/contacts", headers=auth())
+    assert owners.asked == ["", "", ""] and owners.required[-1] == {"crm.leads.v1": {"0": 1}}
+    # The leads service reads no leads' events: nothing to wait for there.
+    gateway.get("/v1/leads/l1", headers={**auth(), TOKEN_HEADER: value})
+    assert "crm.leads.v1" not in owners.required[-1]
+
+
+@pytest.fixture
+def echo():
+    e = Echo("any")
+    yield e
+    e.close()
+
+
+def test_a_garbled_token_header_is_400_before_anything_is_forwarded(make_gateway, echo):
+    gateway = make_gateway(echo.url).test_client()
+    r = gateway.get("/v1/leads", headers={**auth(), TOKEN_HEADER: "ct1.garbage.garbage"})
+    assert r.status_code == 400 and r.content_type == PROBLEM and TOKEN_HEADER in r.json["detail"]
+    assert echo.hits == []
+    # A stale cookie (another secret, say) is not the client's fault: it counts as none.
+    gateway.set_cookie(COOKIE, "ct1.garbage.garbage")
+    assert gateway.get("/v1/leads", headers=auth()).status_code == 200
