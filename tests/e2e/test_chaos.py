@@ -1,5 +1,6 @@
 """``make chaos`` at a small scale: faults of every kind under a steady load, then nothing lost
-or duplicated, checked against every service's own database and the broker.
+or duplicated, checked against every service's own database and the broker, and no client
+refused (404/422) a request about its own writes.
 
 The run has its own Kafka broker and PostgreSQL cluster (it kills and restarts them), not the
 session's shared ones.
@@ -39,4 +40,10 @@ def test_no_event_or_effect_is_lost_or_duplicated_while_everything_fails_in_turn
     assert failing == []
     assert (report.lost, report.duplicated, verification.dead_lettered) == (0, 0, 0)
     assert report.stats.unexpected == []  # no 500 even while PostgreSQL restarts
+    # Read-your-writes: the clients carry their consistency tokens, so no request about their own
+    # records (a stage change, a read of it, its contacts tab from linking) is ever refused.
+    assert {"stage_change", "read", "linked_read"} <= set(report.stats.own_requests)
+    assert report.stats.own_requests["linked_read"] >= report.operations["create"] > 0
+    assert report.stats.refused == {}, report.stats.refusal_examples
+    assert report.own_writes_refused == 0
     assert report.ok

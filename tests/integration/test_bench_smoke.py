@@ -44,9 +44,15 @@ def test_bench_reports_every_figure_against_its_baseline(platform, postgres, kaf
     assert (small, large) == (100, 1000)
     assert {m for m, _ in metrics("bulk")} == {"create records/s", "stage change records/s"}
     assert {m for m, _ in metrics("catchup")} == {"drain time"}
+    assert metrics("ryw") == {(f"{q} {variant}", "same GET, no token, settled lead")
+                              for q in ("p50", "p99") for variant in ("cross-service", "same-service")}
     details = data["details"]
     assert details["catchup"]["trigger_actions_applied"] == details["catchup"]["stage_changes"] > 0
     assert details["catchup"]["events_in_outboxes"] > 0
+    for variant in ("cross_service", "same_service"):
+        ryw = details["read_your_writes"][variant]
+        assert ryw["token_ms"]["count"] == ryw["no_token_ms"]["count"] == TINY.samples
+        assert ryw["goal"]["p50_limit_ms"] > 0 and ryw["goal"]["p99_limit_ms"] > 0  # figure 3's p99 is in it
 
     for title in FIGURES.values():
         assert title in report.table

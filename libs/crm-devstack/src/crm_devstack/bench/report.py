@@ -17,6 +17,7 @@ FIGURES = {
     "list": "4. filtered sorted list page",
     "bulk": "5. bulk creation",
     "catchup": "6. catch-up after workers stopped",
+    "ryw": "7. read-your-writes",
 }
 
 

@@ -1,5 +1,5 @@
 """``make bench`` from start to finish: its own PostgreSQL and Kafka under temporary folders, the
-platform and the two baseline apps on them, the six figures, the report, and a clean stop.
+platform and the two baseline apps on them, the seven figures, the report, and a clean stop.
 
 ``run_bench`` can also measure a platform that is already running (the test suite's, at a tiny
 scale): then it starts only the baseline apps and cleans up what it added to the platform.
@@ -155,6 +155,7 @@ def measure(plan: BenchPlan, target: Target, baseline_urls: dict[str, str], log:
         bench.setup()
         outbox = bench.figure_outbox()
         trigger = bench.figure_trigger()
+        ryw = bench.figure_read_your_writes()
         create = bench.figure_create()
         bulk = bench.figure_bulk()
         bench.settle("figures 1 and 5")
@@ -164,7 +165,7 @@ def measure(plan: BenchPlan, target: Target, baseline_urls: dict[str, str], log:
     finally:
         if clean_up:
             bench.clean_up()
-    return create + trigger + outbox + listing + bulk + catchup, bench.details
+    return create + trigger + outbox + listing + bulk + catchup + ryw, bench.details
 
 
 def run_bench(plan: BenchPlan, out_dir: Path, *, log: Callable[[str], None] = say,

@@ -5,7 +5,9 @@ Concurrent clients send a steady stream of creates and stage changes through the
 on them, and in turn the Kafka broker is SIGKILLed and restarted, each worker is SIGKILLed, an
 outbox relay dies between publishing and marking, and PostgreSQL restarts. Once everything has
 caught up, ``verify`` compares the clients' ledger, the outboxes, the inboxes, the broker and
-every read model, reading each service's database directly.
+every read model, reading each service's database directly. The clients carry their
+consistency tokens, and no request about a client's own records may be answered 404 or 422
+("own writes refused"), whatever fails meanwhile.
 
 ``python -m crm_devstack.chaos`` runs it on a PostgreSQL and a Kafka of its own;
 ``run_chaos`` is the same for a test (tests/e2e/test_chaos.py runs a small one).

@@ -1,6 +1,7 @@
 """Command line of ``make chaos``: ``python -m crm_devstack.chaos [--operations N] [--clients N]``.
 
-Exits 0 when nothing was lost or duplicated and every fault kind was injected, 1 otherwise.
+Exits 0 when nothing was lost or duplicated, no client was refused (404/422) a request about its
+own writes and every fault kind was injected, 1 otherwise.
 """
 
 from __future__ import annotations

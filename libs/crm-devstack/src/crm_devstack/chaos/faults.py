@@ -23,6 +23,7 @@ from crm_devstack.kafka import KafkaBroker
 from crm_devstack.platform import Platform
 from crm_devstack.postgres import PostgresCluster
 from crm_devstack.stack import SERVICES
+from crm_devstack.supervisor import wait_http_ok
 from crm_kafka.relay import FAULT_EXIT_AFTER_PUBLISH
 
 FAULT_KINDS = ("kafka_kill", "worker_kill", "relay_crash", "postgres_restart")
@@ -86,6 +87,7 @@ class FaultInjector:
             self.platform.processes.kill(f"{fault.target}-worker", signal.SIGKILL)
             time.sleep(0.5)
             self.platform.processes.restart(f"{fault.target}-worker")
+            self._worker_up(fault.target)
         elif fault.kind == "relay_crash":
             self._relay_crash(fault.target)
         elif fault.kind == "postgres_restart":
@@ -112,3 +114,11 @@ class FaultInjector:
         if RELAY_FAULT_LOG not in tail:
             raise DevstackError(f"the {service} worker ended, but not by the relay fault:\n{tail[-3000:]}")
         self.platform.add_process(service, "worker")  # without the fault
+        self._worker_up(service)
+
+    def _worker_up(self, service: str, timeout: float = 120.0) -> None:
+        """Wait until ``service``'s restarted worker serves its health endpoint, which it starts
+        once it has checked its topics on Kafka: a worker still starting when the next fault
+        takes Kafka away would exit (a supervisor would start it again; the chaos run does not)."""
+        wait_http_ok(f"{self.platform.worker_url(service)}/healthz", timeout=timeout,
+                     check=self.platform.processes.check)

@@ -76,9 +76,15 @@ class ChaosReport:
         return self.verification.duplicated if self.verification else -1
 
     @property
+    def own_writes_refused(self) -> int:
+        """404/422 answers to requests about a client's own writes (read-your-writes: must be 0)."""
+        return sum(self.stats.refused.values())
+
+    @property
     def ok(self) -> bool:
         return (not self.errors and self.caught_up and self.verification is not None and self.lost == 0
                 and self.duplicated == 0 and self.verification.dead_lettered == 0
+                and self.own_writes_refused == 0
                 and all(self.faults_by_kind[kind] for kind in FAULT_KINDS) and not self.stats.unexpected)
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,6 +100,9 @@ class ChaosReport:
                              "client_retries": self.stats.retries, "idempotent_replays": self.stats.replayed,
                              "patches_settled_by_reading": self.stats.decided_by_reading},
             "dead_lettered": v.dead_lettered if v else None,
+            "own_writes_refused": {"refused": self.own_writes_refused, "by_operation": dict(self.stats.refused),
+                                   "checked": dict(self.stats.own_requests),
+                                   "examples": self.stats.refusal_examples},
             "caught_up_seconds": round(self.catch_up_seconds, 1) if self.caught_up else None,
             "checks": [{"name": c.name, "checked": c.checked, "lost": c.lost, "duplicated": c.duplicated,
                         "examples": c.examples} for c in v.checks] if v else [],
@@ -133,9 +142,14 @@ class ChaosReport:
                              f"{c.duplicated:>4}")
                 lines.extend(f"      {example}" for example in c.examples)
             lines.append(f"dead-lettered: {v.dead_lettered}")
+        by_operation = ", ".join(f"{op} {s.refused[op]} of {n}" for op, n in sorted(s.own_requests.items()))
+        lines.append(f"own writes refused (404/422): {self.own_writes_refused} of {sum(s.own_requests.values())} "
+                     f"requests about the clients' own records ({by_operation or 'none'})")
+        lines.extend(f"      {example}" for example in s.refusal_examples)
         lines.extend(f"unexpected answer: {u}" for u in s.unexpected[:10])
         lines.extend(f"error: {e}" for e in self.errors)
-        lines.append(f"lost: {self.lost}   duplicated: {self.duplicated}   -> {'OK' if self.ok else 'FAILED'}")
+        lines.append(f"lost: {self.lost}   duplicated: {self.duplicated}   own writes refused: "
+                     f"{self.own_writes_refused}   -> {'OK' if self.ok else 'FAILED'}")
         if self.logs_dir is not None:
             lines.append(f"logs: {self.logs_dir}")
         return "\n".join(lines)

@@ -16,6 +16,14 @@ connection) the client reads the record's stage history and decides from the num
 user moves in it whether its change was applied, so every move is made exactly once. After
 the hand-off a client never touches the record again: only the triggers change it, so the
 expected end state of every record is known exactly (``Ledger``).
+
+Read-your-writes: each client sends back the last ``Consistency-Token`` it got (the gateway
+merges every write into it), and right after a create it reads the record's contacts tab,
+served by the linking service, which learns of records from Kafka. Every request about the
+client's own records (that read, the reads of a record and its history, the stage changes) is
+counted by operation, and so is every 404 or 422 answer to one (``Stats.refused``): with the
+token none may come, whatever fails meanwhile (a 503 is retried like any other). A refused
+request wrote nothing, so it is asked again; the run goes on and the report says how many.
 """
 
 from __future__ import annotations
@@ -35,7 +43,11 @@ KINDS = {"lead": "leads", "opportunity": "opportunities"}
 # Answers after which a request is simply sent again (an Idempotency-Key or a re-read makes
 # that safe): rate limiting, a service or its database away, a gateway timeout.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Refusals that must never answer a request about the client's own writes (read-your-writes).
+REFUSALS = frozenset({404, 422})
+TOKEN_HEADER = "Consistency-Token"  # noqa: S105 - a header name (crm_gateway.consistency)
 REQUEST_TIMEOUT = 30.0
+EXAMPLES = 5
 
 
 class WorkloadError(RuntimeError):
@@ -84,6 +96,11 @@ class Stats:
     applied_unseen: int = 0  # ... and found to have been applied after all
     statuses: Counter[int] = field(default_factory=Counter)  # retried statuses (0: no connection)
     unexpected: list[str] = field(default_factory=list)  # answers that are a bug
+    # Requests about the client's own writes, by operation (stage_change, read, history_read,
+    # linked_read), and their 404/422 answers, which read-your-writes rules out.
+    own_requests: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
+    refusal_examples: list[str] = field(default_factory=list)
 
     def merge(self, other: Stats) -> None:
         self.operations.update(other.operations)
@@ -93,10 +110,14 @@ class Stats:
         self.applied_unseen += other.applied_unseen
         self.statuses.update(other.statuses)
         self.unexpected.extend(other.unexpected)
+        self.own_requests.update(other.own_requests)
+        self.refused.update(other.refused)
+        self.refusal_examples.extend(other.refusal_examples[:max(0, EXAMPLES - len(self.refusal_examples))])
 
 
 class Api:
-    """A client of the gateway (one per thread: a requests.Session is not thread-safe)."""
+    """A client of the gateway (one per thread: a requests.Session is not thread-safe). It sends
+    back the last consistency token it got in the ``Consistency-Token`` header."""
 
     def __init__(self, base_url: str, headers: dict[str, str], stats: Stats, stop: threading.Event,
                  *, give_up_after: float = 180.0) -> None:
@@ -106,31 +127,53 @@ class Api:
         self.stats = stats
         self.stop = stop
         self.give_up_after = give_up_after
+        self.token: str | None = None  # the last Consistency-Token a successful write answered
 
-    def once(self, method: str, path: str, **kw: Any) -> requests.Response | None:
-        """One attempt; None when no answer came (connection refused, reset, timed out)."""
+    def once(self, method: str, path: str, *, own: str | None = None, **kw: Any) -> requests.Response | None:
+        """One attempt; None when no answer came (connection refused, reset, timed out). ``own``
+        names the operation when the request is about the client's own writes: it is counted,
+        and so is a 404/422 answer to it."""
+        headers = dict(kw.pop("headers", None) or {})
+        if self.token:
+            headers[TOKEN_HEADER] = self.token
         try:
-            return self.session.request(method, self.base + path, timeout=REQUEST_TIMEOUT, **kw)
+            response = self.session.request(method, self.base + path, headers=headers, timeout=REQUEST_TIMEOUT,
+                                            **kw)
         except requests.RequestException:
             return None
+        token = response.headers.get(TOKEN_HEADER)
+        if token and 200 <= response.status_code < 300:
+            self.token = token
+        if own is not None:
+            self.stats.own_requests[own] += 1
+            if response.status_code in REFUSALS:
+                self.stats.refused[own] += 1
+                if len(self.stats.refusal_examples) < EXAMPLES:
+                    self.stats.refusal_examples.append(
+                        f"{own}: {method} {path}: HTTP {response.status_code}: {response.text[:300]}")
+        return response
 
-    def until_answered(self, method: str, path: str, ok: Callable[[requests.Response], bool], **kw: Any
-                       ) -> requests.Response:
+    def until_answered(self, method: str, path: str, ok: Callable[[requests.Response], bool], *,
+                       own: str | None = None, **kw: Any) -> requests.Response:
         """Send the same request until ``ok(response)``; retried statuses and lost connections
-        are counted; any other answer is a WorkloadError. Only for requests that are safe to
-        repeat: reads, and POSTs with an Idempotency-Key."""
+        are counted; any other answer is a WorkloadError, but for a 404/422 to a request about
+        the client's own writes (``own``), which is counted as refused and asked again. Only for
+        requests that are safe to repeat: reads, and POSTs with an Idempotency-Key."""
         deadline = time.monotonic() + self.give_up_after
         delay = 0.1
         while True:
-            response = self.once(method, path, **kw)
+            response = self.once(method, path, own=own, **kw)
             if response is not None and ok(response):
                 if response.headers.get("Idempotent-Replayed"):
                     self.stats.replayed += 1
                 return response
             status = 0 if response is None else response.status_code
-            if status and status not in RETRY_STATUSES:
+            if own is not None and status in REFUSALS:
+                pass  # counted by once() (the report fails the run); a refusal wrote nothing
+            elif status and status not in RETRY_STATUSES:
                 raise WorkloadError(f"{method} {path}: HTTP {status}: {response.text[:500] if response else ''}")
-            self.note_retry(status, f"{method} {path}", response)
+            else:
+                self.note_retry(status, f"{method} {path}", response)
             if time.monotonic() > deadline:
                 raise WorkloadError(f"{method} {path}: no answer within {self.give_up_after:g} s (last {status})")
             time.sleep(delay)
@@ -273,7 +316,14 @@ class Client:
         self.records.append(ledger)
         self.active.append(ledger)
         self.stats.operations["create"] += 1
+        self.read_linked(ledger)
         return ledger
+
+    def read_linked(self, record: RecordLedger) -> None:
+        """The record's contacts tab, from the linking service (which hears of the record through
+        Kafka): with the token never a 404, however far behind linking is."""
+        self.api.until_answered("GET", f"/v1/{self.setups[record.kind].plural}/{record.id}/contacts",
+                                lambda r: r.status_code == 200, own="linked_read")
 
     def advance(self, record: RecordLedger) -> None:
         stages = self.setups[record.kind].stages
@@ -292,13 +342,16 @@ class Client:
         version = self.current_version(path)
         deadline = time.monotonic() + self.api.give_up_after
         while True:
-            response = self.api.once("PATCH", path, json={"stage_id": target}, headers={"If-Match": f'"{version}"'})
+            response = self.api.once("PATCH", path, own="stage_change", json={"stage_id": target},
+                                     headers={"If-Match": f'"{version}"'})
             if response is not None and response.status_code == 200:
                 break
             status = 0 if response is None else response.status_code
-            if status not in (412, *RETRY_STATUSES):
+            if status not in (412, *REFUSALS, *RETRY_STATUSES):
                 raise WorkloadError(f"PATCH {path}: HTTP {status}: {response.text[:500] if response else ''}")
-            if status != 412:
+            if status in REFUSALS:
+                time.sleep(0.2)  # counted by once(); decided from the history like any unclear answer
+            elif status != 412:
                 self.api.note_retry(status, f"PATCH {path}", response)
             self.stats.decided_by_reading += 1
             if self.user_moves_in_history(path) == record.user_moves + 1:
@@ -312,10 +365,11 @@ class Client:
         self.stats.operations["stage_change"] += 1
 
     def current_version(self, path: str) -> int:
-        return int(self.api.until_answered("GET", path, lambda r: r.status_code == 200).json()["version"])
+        return int(self.api.until_answered("GET", path, lambda r: r.status_code == 200, own="read").json()["version"])
 
     def user_moves_in_history(self, path: str) -> int:
-        items = self.api.until_answered("GET", f"{path}/stage-history", lambda r: r.status_code == 200).json()["items"]
+        items = self.api.until_answered("GET", f"{path}/stage-history", lambda r: r.status_code == 200,
+                                        own="history_read").json()["items"]
         return sum(1 for item in items if item["cause"] == "user" and item["from_stage_id"] is not None)
 
     def catalogue_write(self) -> None:
