@@ -72,7 +72,8 @@ class LoadError(RuntimeError):
 
 
 async def _drive(operation: Operation, concurrency: int, seconds: float, warmup: float,
-                 max_operations: int | None, timeout: float, rate: float | None) -> LoadResult:
+                 max_operations: int | None, timeout: float, rate: float | None,
+                 keep_cookies: bool = False) -> LoadResult:
     result = LoadResult(concurrency=concurrency)
     sequence = itertools.count()
     started = time.perf_counter()
@@ -104,7 +105,11 @@ async def _drive(operation: Operation, concurrency: int, seconds: float, warmup:
                 result.failures[failure] += 1
 
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+    # Cookies kept like a browser's or requests.Session's (the gateway's crm_ct consistency token on
+    # 127.0.0.1, which aiohttp's default jar refuses for an IP host), or none at all.
+    jar = aiohttp.CookieJar(unsafe=True) if keep_cookies else aiohttp.DummyCookieJar()
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout),
+                                     cookie_jar=jar) as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
     # The window closes when the last operation in flight at the deadline has finished.
     result.seconds = time.perf_counter() - measure_from
@@ -113,16 +118,18 @@ async def _drive(operation: Operation, concurrency: int, seconds: float, warmup:
 
 def run_load(operation: Operation, *, concurrency: int, seconds: float, warmup: float = 0.0,
              max_operations: int | None = None, timeout: float = 30.0, rate: float | None = None,
-             max_failure_ratio: float = 0.01) -> LoadResult:
+             max_failure_ratio: float = 0.01, keep_cookies: bool = False) -> LoadResult:
     """Run ``operation`` from ``concurrency`` tasks for ``seconds`` after ``warmup`` seconds.
 
     With ``max_operations`` the run ends as soon as that many operations succeeded (or the
     time is up); with ``rate`` the operations start at that many per second at most (an open
-    loop, as long as the tasks keep up). Raises ``LoadError`` when nothing succeeded or more than
-    ``max_failure_ratio`` of the measured operations failed, saying why: a broken target
-    must never be reported as a fast one.
+    loop, as long as the tasks keep up); ``keep_cookies`` makes the tasks share one cookie jar,
+    as a browser's tabs do (the gateway's consistency token comes back on every request).
+    Raises ``LoadError`` when nothing succeeded or more than ``max_failure_ratio`` of the
+    measured operations failed, saying why: a broken target must never be reported as a fast one.
     """
-    result = asyncio.run(_drive(operation, concurrency, seconds, warmup, max_operations, timeout, rate))
+    result = asyncio.run(_drive(operation, concurrency, seconds, warmup, max_operations, timeout, rate,
+                                keep_cookies))
     failed = sum(result.failures.values())
     if not result.ok or failed > max_failure_ratio * (failed + result.ok):
         raise LoadError(f"{failed} of {failed + result.ok} operations failed: {dict(result.failures)}; "
