@@ -99,6 +99,7 @@ def test_a_stage_change_reaches_kafka(platform):
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe(["crm.catalogue.v1"])
     found = None
+    # Read straight from Kafka (not through the gateway): the outbox relay publishes the event asynchronously.
     deadline = time.monotonic() + 30
     try:
         while found is None and time.monotonic() < deadline:
@@ -125,7 +126,8 @@ def test_usage_is_learned_from_a_real_lead_event(platform):
     record = PipelineRecord(id=lead_id, kind="lead", title="E2E usage", stage_id=stage["id"], version=1)
     _produce(platform, new_envelope("lead.created", "lead", lead_id, 1, record, producer="e2e"))
 
-    # Wait until the catalogue's worker has learned it (a DELETE too early would just delete the stage).
+    # Wait until the catalogue's worker has learned it (a DELETE too early would just delete the stage):
+    # the event was put on Kafka by the test, not written through the gateway, and is read from the database.
     engine = create_engine(platform.db_urls["catalogue"])
     deadline = time.monotonic() + 30
     known = None
@@ -141,6 +143,7 @@ def test_usage_is_learned_from_a_real_lead_event(platform):
 
     _produce(platform, new_envelope("lead.deleted", "lead", lead_id, 2, RecordDeleted(id=lead_id, kind="lead"),
                                     producer="e2e"))
+    # This event too is the test's own Kafka message, which no consistency token or wait covers.
     deadline = time.monotonic() + 30
     status = 409
     while status == 409 and time.monotonic() < deadline:

@@ -63,6 +63,8 @@ def view_state(db_url: str) -> tuple[dict[str, tuple[int, bool]], set[str]]:
 
 
 def converge(db_url: str, expected: dict, deleted: set[str], timeout: float = 60) -> None:
+    """Poll a copy's database directly (not through the gateway, so no read-your-writes): the
+    consumers apply the catalogue's events asynchronously; a rebuilt copy replays them from 0."""
     deadline = time.monotonic() + timeout
     live, gone = view_state(db_url)
     while time.monotonic() < deadline:

@@ -74,7 +74,8 @@ def test_a_lead_created_through_the_gateway_reaches_linking_through_kafka(platfo
     got = requests.get(f"{platform.gateway_url}{r.headers['Location']}", headers=h, timeout=10)
     assert got.status_code == 200 and got.json()["title"] == "E2E lead"
 
-    # lead.created -> outbox -> relay -> Kafka -> linking's consumer -> its read model.
+    # lead.created -> outbox -> relay -> Kafka -> linking's consumer -> its read model, read from linking's
+    # database directly (not through the gateway): the event arrives asynchronously.
     engine = create_engine(platform.db_urls["linking"])
     deadline = time.monotonic() + 30
     row = None
