@@ -19,7 +19,9 @@ import requests
 pytestmark = pytest.mark.e2e
 
 ROUNDS = 50
-MODES = ("cookie", "header", "none")
+# The cookie a session keeps, and no token at all; the header (which wins over the cookie) is
+# exercised by the linking pairs and the token tests, to keep the suite's time in bounds.
+MODES = ("cookie", "none")
 TOKEN = "Consistency-Token"
 
 
@@ -92,7 +94,7 @@ def test_a_new_catalogue_entry_is_usable_at_once(platform, mode):
 
 # -- records -> linking, triggers ---------------------------------------------------------------
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", (*MODES, "header"))
 def test_a_new_record_can_be_linked_and_tried_at_once(platform, mode):
     c = Caller(platform, mode)
     probe = c.post("/v1/triggers", {

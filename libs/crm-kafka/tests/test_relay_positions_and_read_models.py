@@ -1,6 +1,9 @@
 """Read-your-writes in one service, on a real broker: the relay's positions cover what it published,
 and a read model is "fresh" for a position exactly when its consumer has applied it - including a
-read model rebuilt on an empty database, which is behind until it has replayed."""
+read model rebuilt on an empty database, which is behind until it has replayed.
+
+(Named to run after test_exactly_once.py: that test counts the first 50 events a fresh consumer
+applies on the shared test topic, so it must find only its own there.)"""
 
 from __future__ import annotations
 
