@@ -14,6 +14,7 @@ import json
 import pytest
 
 from crm_devstack.bench import FIGURES, BenchPlan, run_bench
+from crm_devstack.bench.figures import RYW_BASELINE
 from crm_devstack.bench.runner import Target
 
 pytestmark = pytest.mark.e2e
@@ -45,7 +46,7 @@ def test_bench_reports_every_figure_against_its_baseline(platform, postgres, kaf
     assert (small, large) == (100, 1000)
     assert {m for m, _ in metrics("bulk")} == {"create records/s", "stage change records/s"}
     assert {m for m, _ in metrics("catchup")} == {"drain time"}
-    assert metrics("ryw") == {(f"{q} {variant}", "same GET, no token, settled lead")
+    assert metrics("ryw") == {(f"{q} {variant}", RYW_BASELINE)
                               for q in ("p50", "p99") for variant in ("cross-service", "same-service")}
     details = data["details"]
     assert details["catchup"]["trigger_actions_applied"] == details["catchup"]["stage_changes"] > 0
