@@ -44,7 +44,7 @@ STALE = "Crm-Stale"
 
 STRICT, LENIENT = "strict", "lenient"
 RETRY_AFTER_SECONDS = 1
-_POLL_FIRST, _POLL_MAX = 0.002, 0.025
+_POLL_FIRST, _POLL_MAX = 0.002, 0.01  # small queries on small tables: poll often
 
 _TABLES = new_metadata().tables
 OUTBOX = _TABLES["outbox"]
