@@ -49,6 +49,7 @@ class Owners:
 
     def __init__(self) -> None:
         self.written = 0
+        self.refusals = 0  # POSTs to refuse with 422 (a copy that does not know a reference yet)
         self.asked: list[str] = []
         self.required: list[dict] = []
         app = Flask("owners")
@@ -63,6 +64,9 @@ class Owners:
         @app.route("/v1/<path:path>", methods=["GET", "POST"])
         def any_route(path: str) -> Response:
             self.required.append(json.loads(request.headers.get("Crm-Require-Offsets") or "{}"))
+            if request.method == "POST" and self.refusals:
+                self.refusals -= 1
+                return Response('{"status": 422}', status=422, mimetype="application/problem+json")
             if request.method == "POST":
                 self.written += 1
                 return Response("{}", status=201, mimetype="application/json",
@@ -120,3 +124,14 @@ def test_a_garbled_token_header_is_400_before_anything_is_forwarded(make_gateway
     # A stale cookie (another secret, say) is not the client's fault: it counts as none.
     gateway.set_cookie(COOKIE, "ct1.garbage.garbage")
     assert gateway.get("/v1/leads", headers=auth()).status_code == 200
+
+
+def test_a_tokenless_post_goes_at_once_and_only_a_refusal_waits_for_the_latest_writes(make_gateway, owners):
+    gateway = make_gateway(owners.server.url).test_client()
+    gateway.set_cookie(COOKIE, "")
+    assert gateway.post("/v1/leads/l1/contacts", json={"x": 1}, headers=auth()).status_code == 201
+    assert owners.asked == [] and owners.required == [{}]  # a create asks nobody first
+    owners.refusals = 1
+    r = gateway.post("/v1/leads/l1/contacts", json={"x": 2}, headers=auth())
+    assert r.status_code == 201  # refused once, asked again once linking had every committed change
+    assert owners.asked == ["", "", ""] and owners.required[-2:] == [{}, {"crm.leads.v1": {"0": 1}}]

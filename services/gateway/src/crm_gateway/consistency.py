@@ -18,9 +18,10 @@ process memory: it holds across restarts, rebalances and rebuilt read models.
 **Without a token** the gateway asks the owners for *every* row committed so far instead, and
 S waits for that (best effort: if S is still behind when the wait is over it answers from
 what it has and says so, ``Crm-Stale``). So a script that keeps no cookie still sees what it
-just wrote.
+just wrote. A tokenless ``POST`` (a create, the hot path) is sent at once instead, and only a
+refusal is sent again after that wait (next paragraph).
 
-**Never a false 404/409/422.** When a request carrying a token is refused with one of those
+**Never a false 404/409/422.** When a request carrying a token (or a tokenless POST) is refused with one of those
 (it may be about someone else's recent write, which the token does not cover), the gateway
 asks again, waiting for every row committed so far; a refusal from a service that was still
 behind becomes 503 with ``Retry-After``. Refusals write nothing, so asking again is safe.
@@ -269,7 +270,10 @@ class Consistency:
         upstream = self.upstreams[service]
         deadline = time.monotonic() + self.wait
         auth = {name: headers[name] for name in ("Authorization", "X-Correlation-ID") if name in headers}
-        plan = self.plan(service, token, deadline, auth)
+        # A tokenless POST that can be sent again goes at once: if it is refused, it is sent again
+        # after waiting for the latest writes (below). Creates, the hot path, so ask nobody first.
+        lazy = token is None and method == "POST" and replayable
+        plan = Plan(mode=kit.LENIENT) if lazy else self.plan(service, token, deadline, auth)
 
         def attempt(plan: Plan) -> requests.Response:
             return upstream.request(method, path, query=query, headers={**headers, **plan.headers(deadline)},
@@ -278,7 +282,7 @@ class Consistency:
         resp = attempt(plan)
         if resp.status_code not in REPAIRABLE or not sources_of(service):
             return resp
-        if token is not None and replayable:
+        if (token is not None or lazy) and replayable:
             resp.close()
             metrics.CONSISTENCY_REPAIRS.labels(service).inc()
             plan = self.plan(service, token, deadline, auth, latest=True)
