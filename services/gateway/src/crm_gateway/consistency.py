@@ -19,7 +19,8 @@ process memory: it holds across restarts, rebalances and rebuilt read models.
 S waits for that (best effort: if S is still behind when the wait is over it answers from
 what it has and says so, ``Crm-Stale``). So a script that keeps no cookie still sees what it
 just wrote. A tokenless ``POST`` (a create, the hot path) is sent at once instead, and only a
-refusal is sent again after that wait (next paragraph).
+refusal is sent again after that wait (next paragraph); bulk calls, which refuse per item inside
+a 200, wait first.
 
 **Never a false 404/409/422.** When a request carrying a token (or a tokenless POST) is refused with one of those
 (it may be about someone else's recent write, which the token does not cover), the gateway
@@ -272,7 +273,8 @@ class Consistency:
         auth = {name: headers[name] for name in ("Authorization", "X-Correlation-ID") if name in headers}
         # A tokenless POST that can be sent again goes at once: if it is refused, it is sent again
         # after waiting for the latest writes (below). Creates, the hot path, so ask nobody first.
-        lazy = token is None and method == "POST" and replayable
+        # Not bulk: it answers 200 with a refusal per item, which cannot be told from outside.
+        lazy = token is None and method == "POST" and replayable and not path.endswith("/bulk")
         plan = Plan(mode=kit.LENIENT) if lazy else self.plan(service, token, deadline, auth)
 
         def attempt(plan: Plan) -> requests.Response:
