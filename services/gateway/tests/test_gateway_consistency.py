@@ -135,3 +135,11 @@ def test_a_tokenless_post_goes_at_once_and_only_a_refusal_waits_for_the_latest_w
     r = gateway.post("/v1/leads/l1/contacts", json={"x": 2}, headers=auth())
     assert r.status_code == 201  # refused once, asked again once linking had every committed change
     assert owners.asked == ["", "", ""] and owners.required[-2:] == [{}, {"crm.leads.v1": {"0": 1}}]
+
+
+def test_a_path_with_a_line_break_is_404_not_405(make_gateway, echo):
+    # Found by Schemathesis: werkzeug's path converter stopped at "\n", so the upload rule answered 405.
+    gateway = make_gateway(echo.url).test_client()
+    r = gateway.get("/v1/opportunities/%0Ax%01/attachments", headers=auth())
+    assert r.status_code == 404  # forwarded (the fake service has no such record), not a 405 at the gateway
+    assert gateway.get("/v1/opportunities/x/attachments", headers=auth()).status_code == 200

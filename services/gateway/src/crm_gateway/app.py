@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, Response, current_app, g, has_request_context, request
+from werkzeug.routing import PathConverter
 
 from crm_gateway import docs, openapi, wizard
 from crm_gateway.consistency import (
@@ -52,6 +53,12 @@ CORS_EXPOSE_HEADERS = ("ETag, Location, Link, Retry-After, Idempotent-Replayed, 
 # refuses request lines over 8190 bytes, and a forwarded line adds the method and version.
 MAX_REQUEST_TARGET = 8000
 _FORWARD_ENDPOINTS = frozenset({"gateway_forward", "gateway_upload"})
+
+
+class AnyPathConverter(PathConverter):
+    """werkzeug's ``path`` converter, matching line breaks too (the table decides what exists)."""
+
+    regex = "[^/](?s:.*?)"
 
 
 # -- readiness ---------------------------------------------------------------------------------
@@ -264,7 +271,10 @@ def create_app(settings: Settings) -> Flask:
 
     # Forwarding: one catch-all rule, and a POST rule for uploads (more specific, so it wins)
     # whose declared route tells the kit's edge to take multipart bodies up to the upload limit.
-    app.add_url_rule("/v1/<path:path>", "gateway_forward", forward_view, methods=FORWARD_METHODS)
+    # Any path, newlines included: werkzeug's ``path`` converter stops at a "\n" (its "." does
+    # not match it), and the upload rule below would then answer such a GET with a 405.
+    app.url_map.converters["anypath"] = AnyPathConverter
+    app.add_url_rule("/v1/<anypath:path>", "gateway_forward", forward_view, methods=FORWARD_METHODS)
 
     def upload_view(**view_args: str) -> Response:
         """Attachment uploads: the same forwarding, with files up to CRM_MAX_UPLOAD_BYTES (plus their
