@@ -35,7 +35,9 @@ def test_the_api_survives_schemathesis(platform, tmp_path):
     command = [
         str(Path(sys.executable).with_name("schemathesis")), "--config-file", str(FUZZ_DIR / "schemathesis.toml"),
         "run", f"{platform.gateway_url}/openapi.json",
-        "--max-examples", examples, "--seed", seed, "--workers", "2", "--no-color",
+        # One worker: with two, one worker's DELETE of a job order cascades to the placement the
+        # other just created, and its next GET is a false "created resource not found" (ST302).
+        "--max-examples", examples, "--seed", seed, "--workers", "1", "--no-color",
         "--generation-database", "none", "--report", "junit", "--report-dir", str(report),
     ]
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1400)
