@@ -9,6 +9,7 @@ resources from ``all_topics()``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -363,6 +364,7 @@ def example_envelope(topic_name: str) -> Envelope:
     return _EXAMPLES[origin]()
 
 
+@functools.cache  # the registry is fixed at import; the gateway asks on every request
 def sources_of(service: str) -> dict[str, list[str]]:
     """The services whose events ``service`` keeps read models of, each with those topics;
     topics of asynchronous commands are left out (no consistency token covers them)."""

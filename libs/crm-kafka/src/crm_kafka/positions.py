@@ -37,9 +37,9 @@ def build_positions_api(service: str, database: Database, default_wait: float) -
         """Where this service's outbox stands on Kafka (for the gateway's consistency tokens)."""
         # The kit's view wrapper has already waited for the read models (Crm-Require-Offsets).
         try:
-            wait = min(max(float(request.headers.get(consistency.REQUIRE_WAIT) or default_wait), 0.0), default_wait)
-        except ValueError:
-            raise Problem(400, f"{consistency.REQUIRE_WAIT} must be a number of seconds.") from None
+            wait = consistency.wait_from(request.headers, default_wait)
+        except consistency.InvalidRequirementError as exc:
+            raise Problem(400, str(exc)) from None
         try:
             outbox_id, offsets = consistency.outbox_position(service, database, ctx.query["upto"], wait)
         except consistency.ConsistencyError as exc:

@@ -133,11 +133,15 @@ class Requirement:
         mode = headers.get(REQUIRE_MODE) or STRICT
         if mode not in (STRICT, LENIENT):
             raise InvalidRequirementError(f"{REQUIRE_MODE} must be {STRICT} or {LENIENT}")
-        try:
-            wait = min(max(float(headers.get(REQUIRE_WAIT) or default_wait), 0.0), default_wait)
-        except ValueError:
-            raise InvalidRequirementError(f"{REQUIRE_WAIT} must be a number of seconds") from None
-        return cls(decode_offsets(value), mode, wait)
+        return cls(decode_offsets(value), mode, wait_from(headers, default_wait))
+
+
+def wait_from(headers: Any, default_wait: float) -> float:
+    """The wait the gateway left this request (``Crm-Require-Wait``), never over ``default_wait``."""
+    try:
+        return min(max(float(headers.get(REQUIRE_WAIT) or default_wait), 0.0), default_wait)
+    except ValueError:
+        raise InvalidRequirementError(f"{REQUIRE_WAIT} must be a number of seconds") from None
 
 
 def _poll(deadline: float, attempt: int) -> bool:
