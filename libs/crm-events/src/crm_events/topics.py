@@ -163,13 +163,14 @@ _MAIN_TOPICS = [
         "opportunities",
         _delete_after(30),
         "Opportunity events, each carrying the opportunity as it is after the change; key = the opportunity id.",
-        readers=("catalogue", "linking", "triggers"),
+        readers=("catalogue", "leads", "linking", "triggers"),
     ),
     _main_topic(
         "crm.linking.v1",
         "linking",
         _delete_after(30),
         "Events of the links between records; key = the link's aggregate id.",
+        readers=("leads", "opportunities"),
     ),
     _main_topic(
         "crm.triggers.v1",

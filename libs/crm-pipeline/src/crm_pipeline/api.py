@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from sqlalchemy import Table, select
 
 from crm_catalogue_view import CatalogueView
@@ -15,10 +15,13 @@ from crm_pipeline.conversion import convert
 from crm_pipeline.kind import OPPORTUNITY, RecordKind
 from crm_pipeline.queries import list_statement, load_visible, overview
 from crm_pipeline.records import Actor, Records, new_group_ids
+from crm_pipeline.references import OpportunityViews
 from crm_pipeline.schemas import BulkIn, BulkOut, GroupIn, HistoryOut, OverviewOut, record_fields, record_schemas
 
+# What a copy takes over from its source (never lead_id: an opportunity has at most one lead, set by
+# its conversion; never office_id: the copy is the caller's, in their office unless they say otherwise).
 _COPIED = ("title", "description", "company_id", "contact_id", "source_id", "priority_id", "category_id",
-           "procedure_id", "attribute_ids", "amount", "currency", "probability", "expected_close_date", "lead_id")
+           "procedure_id", "attribute_ids", "amount", "currency", "probability", "expected_close_date")
 
 
 class Presenter:
@@ -154,6 +157,7 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
               body_required=False, response=out, errors=(409,), summary=f"A new {kind.kind} copied from this one")
     def copy_record(ctx: RequestContext, record_id: str) -> Reply:
         source = load(ctx, record_id)
+        check_office(ctx, ctx.body)
         data = {f: getattr(source, f) for f in _COPIED if hasattr(source, f) and (f in schemas.create().fields)}
         data.update({k: v for k, v in ctx.body.items()})
         data["group_ids"] = records.group_ids(ctx.session, source.id)
@@ -172,6 +176,7 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
         results = []
         for record_id in dict.fromkeys(ctx.body["ids"]):
             savepoint = ctx.session.begin_nested()  # one item's failure undoes only that item
+            row = None
             try:
                 row = load(ctx, record_id)
                 if action == "set_stage":
@@ -189,29 +194,64 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
                 results.append({"id": record_id, "status": "ok", "error": None})
             except Problem as exc:
                 savepoint.rollback()
-                results.append({"id": record_id, "status": "error", "error": exc.detail})
+                # Missing or not visible to the caller: the same answer, so other offices' ids do not leak.
+                results.append({"id": record_id, "status": "error",
+                                "error": "not found" if exc.status == 404 and row is None else exc.detail})
         return {"results": results}
 
     if kind.is_lead:
-        _add_conversion(api, records, present, load, out)
+        _add_conversion(api, records, present, load, out, OpportunityViews(tables.get("opportunity_views")))
     return api
 
 
-def _add_conversion(api: Api, records: Records, present: Presenter, load: Any, out: Schema) -> None:
+class _ConversionBody(Schema):
+    @validates_schema
+    def _existing_alone(self, data: Mapping[str, Any], **_: Any) -> None:
+        if "opportunity_id" in data and len(data) > 1:
+            raise ValidationError("Give either opportunity_id (convert into that existing opportunity) or fields "
+                                  "for a new opportunity, not both.", field_name="opportunity_id")
+
+
+class ConversionWarningOut(Schema):
+    code = fields.String(metadata={"description": "contact_role_dropped: the contact came over with no role, since "
+                                                  "no active opportunity role has its lead role's code; "
+                                                  "contact_not_carried_over: it is not on the opportunity."})
+    contact_id = fields.String()
+    lead_role_id = fields.String(allow_none=True)
+    lead_role_code = fields.String(allow_none=True)
+    message = fields.String()
+
+
+def _add_conversion(api: Api, records: Records, present: Presenter, load: Any, out: Schema,
+                    views: OpportunityViews) -> None:
     """``POST /v1/leads/{id}/convert``: step 1 of the conversion saga (see conversion.py)."""
-    body = Schema.from_dict({k: v for k, v in record_fields(OPPORTUNITY, partial=True).items()
-                             if k not in ("lead_id", "office_id")}
-                            | {"group_ids": fields.List(fields.String(validate=validate.Length(min=1, max=36)),
-                                                        validate=validate.Length(max=100))},
-                            name="LeadConversion")
-    reply = Schema.from_dict({"lead": fields.Nested(out), "opportunity": fields.Dict()}, name="LeadConverted")
+    body = _ConversionBody.from_dict(
+        {k: v for k, v in record_fields(OPPORTUNITY, partial=True).items() if k != "office_id"}
+        | {"group_ids": fields.List(fields.String(validate=validate.Length(min=1, max=36)),
+                                    validate=validate.Length(max=100)),
+           "opportunity_id": fields.String(validate=validate.Length(min=1, max=36), metadata={
+               "description": "Convert into this existing opportunity (one you may edit, without a lead) instead "
+                              "of a new one; no other field goes with it."})},
+        name="LeadConversion")
+    reply = Schema.from_dict({
+        "lead": fields.Nested(out),
+        "opportunity": fields.Dict(metadata={"description": "The opportunity, as GET /v1/opportunities/{id} shows "
+                                                            "it (only its id in a 202)."}),
+        "warnings": fields.List(fields.Nested(ConversionWarningOut), metadata={
+            "description": "Each contact of the lead whose role did not come over (it is on the opportunity with "
+                           "role_id null); empty in a 202, when that is not known yet."}),
+    }, name="LeadConverted")
 
     @api.post("/v1/leads/<record_id>/convert", permission="leads:edit", body=body, body_required=False,
               response=reply, errors=(409,),
-              summary="Convert a lead into an opportunity (201 once the opportunity is readable, via the gateway)")
+              also={202: "The lead is converted, but the opportunity was not readable within the gateway's wait: "
+                         "Location names it (the conversion completes; retry the GET)."},
+              summary="Convert a lead into a new or an existing opportunity (201 once the opportunity and what "
+                      "came over are readable, via the gateway)")
     def convert_lead(ctx: RequestContext, record_id: str) -> Reply:
         lead = load(ctx, record_id)
         check_if_match(lead.version)
-        moved, opportunity_id = convert(records, ctx.session, lead, ctx.body, Actor.of(ctx.user))
-        return Reply({"lead": present.one(ctx, moved), "opportunity": {"id": opportunity_id}},
+        moved, opportunity_id = convert(records, ctx.session, lead, ctx.body, Actor.of(ctx.user),
+                                        identity=ctx.user, views=views)
+        return Reply({"lead": present.one(ctx, moved), "opportunity": {"id": opportunity_id}, "warnings": []},
                      headers={"Location": f"/v1/opportunities/{opportunity_id}"})

@@ -1,8 +1,14 @@
 """Templates at a record's stage, and a record printed with one of them (HTML or PDF).
 
-Templates live in the service's catalogue copy (entity ``template``). A record offers the
-templates that are visible at its kind's stages (``visible_at``) and linked to its current
+Templates live in the service's catalogue copy (entity ``template``). A record offers (lists)
+the templates that are visible at its kind's stages (``visible_at``) and linked to its current
 stage (the template's ``stage_ids``).
+
+Printing takes those, and also any template tied to no stage: linking a template to stages
+restricts it to them, and a template linked to none (``stage_ids`` empty) is not restricted -
+it prints on every record of the kind its ``visible_at`` names, or of either kind when
+``visible_at`` is null (otherwise such a template could never be printed at all). A template
+tied to other stages of this kind, or meant for the other kind, is refused (422).
 
 Printing renders the template's ``body`` with Jinja in an immutable sandbox: the record is
 plain JSON data (as the records API shows it), attributes and methods that reach Python
@@ -129,10 +135,9 @@ def build_printing_api(kind: RecordKind, tables: Mapping[str, Table], view: Cata
         media_type = negotiate()
         row = load_visible(ctx.session, table, kind, ctx.user, record_id)
         template_id = ctx.body["template_id"]
-        template = next((t for t in templates_at_stage(ctx.session, view, kind, row.stage_id)
-                         if t.id == template_id), None)
+        known = view.get(ctx.session, template_id)
+        template = known if known is not None and printable(known, kind, row.stage_id) else None
         if template is None:
-            known = view.get(ctx.session, template_id)
             message = (f"Template {template_id!r} is not visible at this {kind.kind}'s stage."
                        if known is not None and known.entity == "template"
                        else f"There is no template with id {template_id!r}.")
@@ -171,6 +176,17 @@ def templates_at_stage(session: Session, view: CatalogueView, kind: RecordKind, 
              if t.attr("visible_at") == visible_at and stage_id in (t.attr("stage_ids") or [])
              and (template_kind is None or t.attr("template_kind") == template_kind)]
     return sorted(found, key=lambda t: (str(t.attr("name") or "").casefold(), t.id))
+
+
+def printable(template: CatalogueEntryView, kind: RecordKind, stage_id: str) -> bool:
+    """Whether ``template`` may print a record of ``kind`` at ``stage_id`` (see the module's docstring)."""
+    if template.entity != "template":
+        return False
+    visible_at = template.attr("visible_at")
+    stage_ids = template.attr("stage_ids") or []
+    if visible_at is None:
+        return not stage_ids
+    return visible_at == f"{kind.kind}_stage" and (not stage_ids or stage_id in stage_ids)
 
 
 def template_item(template: CatalogueEntryView) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from crm_kit.db import utcnow
 from crm_kit.web import Identity, Problem
 from crm_pipeline.events import snapshot
 from crm_pipeline.kind import RecordKind
+from crm_pipeline.references import KnownFiles
 
 # Reference fields and the catalogue table each must name (an active entry of the same kind).
 REFERENCES = {
@@ -45,7 +46,7 @@ class Actor:
     user_id: str
     name: str = ""
     office_id: str = ""
-    cause: str = "user"  # "user" | "bulk" | "conversion" | "trigger:<id>"
+    cause: str = "user"  # "user" | "bulk" | "conversion" | "system" | "trigger:<id>"
     trigger_depth: int = 0
     causation_id: str = ""
 
@@ -57,7 +58,7 @@ class Actor:
         return replace(self, cause=cause)
 
     def message(self) -> ActorMessage:
-        kind = self.cause if self.cause.startswith("trigger:") else ("system" if self.cause == "conversion"
+        kind = self.cause if self.cause.startswith("trigger:") else ("system" if self.cause in ("conversion", "system")
                                                                        else "user")
         return ActorMessage(user_id=self.user_id, name=self.name, office_id=self.office_id, kind=kind)
 
@@ -71,6 +72,7 @@ class Records:
         self.history = tables["stage_history"]
         self.groups = tables["record_groups"]
         self.view = view or CatalogueView()
+        self.files = KnownFiles(tables.get("known_files"))
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -101,7 +103,9 @@ class Records:
             raise exc.to_problem() from None
 
     def check_references(self, session: Session, values: Mapping[str, Any]) -> None:
-        """422 for any id that is not an active catalogue entry of this kind."""
+        """422 for any id that is not an active catalogue entry of this kind, or for a
+        ``company_id``/``contact_id`` that names no existing company or contact."""
+        self.files.require(session, values)
         for field, entity in REFERENCES.items():
             if values.get(field):
                 self._require(session, values[field], entity, field)
@@ -163,21 +167,25 @@ class Records:
         return row
 
     def update(self, session: Session, row: Any, changes: Mapping[str, Any], actor: Actor,
-               extra_events: tuple[tuple[str, Any], ...] = ()) -> Any:
+               extra_events: tuple[tuple[str, Any], ...] = (), *, check: bool = True) -> Any:
         """Apply ``changes`` (any fields, ``stage_id`` included) with one version bump.
 
         Emits ``updated`` when fields other than the stage changed, ``stage_changed`` (and
         ``stage_group_changed``) when the stage did; nothing when nothing changed.
+        ``check=False``: the reference fields were decided by the service itself (clearing a
+        deleted file, a conversion's company and contact), not by a client.
         """
         changes = {k: v for k, v in changes.items() if _differs(getattr(row, k), v)}
         if not changes:
             return row
-        self.check_references(session, changes)
+        if check:
+            self.check_references(session, changes)
         now = utcnow()
         values: dict[str, Any] = dict(changes)
         stage_move = None
         if "stage_id" in changes:
             stage = self.stage(session, changes["stage_id"])
+            self._stays_converted(row, stage)
             group_id = stage.attr("stage_group_id")
             values.update(stage_group_id=group_id, stage_changed_at=now)
             stage_move = (row.stage_id, stage.id, row.stage_group_id, group_id)
@@ -231,6 +239,13 @@ class Records:
         record_event(session, self.kind.topic, envelope)
 
     # -- internals --------------------------------------------------------------------------------
+
+    def _stays_converted(self, row: Any, stage: Any) -> None:
+        """A converted lead stays in end stages (409), whoever moves it (PATCH, bulk, a trigger)."""
+        if self.kind.is_lead and row.converted_opportunity_id and not stage.attr("is_end"):
+            raise Problem(409, f"This lead was converted (to opportunity {row.converted_opportunity_id}): it stays "
+                               "in end stages, and the stage it would move to is not one.",
+                          opportunity_id=row.converted_opportunity_id)
 
     def _touch(self, session: Session, row: Any, actor: Actor, what: str, group_id: str) -> Any:
         """Bump the version for a membership change and emit its event."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from crm_kit.web.fields import Timestamp
 from crm_kit.web.pagination import PageQuery
@@ -48,9 +48,26 @@ def record_fields(kind: RecordKind, *, partial: bool) -> dict[str, fields.Field]
                                    **opt),
             probability=fields.Integer(strict=True, validate=validate.Range(min=0, max=100), **opt),
             expected_close_date=fields.Date(**opt),
-            lead_id=fields.String(validate=_ID, **opt),
         )
     return out
+
+
+# Fields a client never writes: the server or a conversion sets them. Like ``id`` or
+# ``version`` they are not in the create, patch or copy schemas, so sending one is a 422
+# (for these with a message that says why); the output schema marks them readOnly.
+READ_ONLY = {"lead_id": "Read-only: only a conversion sets an opportunity's lead."}
+
+
+class _RefusesReadOnly(Schema):
+    """Refuses the READ_ONLY fields with their own message rather than "Unknown field."."""
+
+    @pre_load
+    def _read_only(self, data: Any, **_: Any) -> Any:
+        if isinstance(data, dict):
+            errors = {name: [message] for name, message in READ_ONLY.items() if name in data}
+            if errors:
+                raise ValidationError(errors)
+        return data
 
 
 class StageOut(Schema):
@@ -136,8 +153,11 @@ def record_schemas(kind: RecordKind) -> RecordSchemas:
         "modified_at": Timestamp(), "modified_by": fields.String(),
     }
     if kind.is_lead:
-        out_fields.update(converted_opportunity_id=fields.String(allow_none=True),
-                          converted_at=Timestamp(allow_none=True))
+        out_fields.update(converted_opportunity_id=fields.String(allow_none=True, dump_only=True),
+                          converted_at=Timestamp(allow_none=True, dump_only=True))
+    else:
+        out_fields["lead_id"] = fields.String(allow_none=True, dump_only=True, metadata={
+            "description": "The lead this opportunity was converted from (read-only: set by the conversion)."})
     list_fields: dict[str, fields.Field] = {
         "view": fields.String(load_default="all", validate=validate.OneOf(VIEWS)),
         **{f: fields.String(validate=_REF if f in ("owner_id", "office_id") else _ID)
@@ -153,9 +173,9 @@ def record_schemas(kind: RecordKind) -> RecordSchemas:
         list_fields["lead_id"] = fields.String(validate=_ID)
     copy_fields = record_fields(kind, partial=True)
     return RecordSchemas(
-        create=Schema.from_dict(record_fields(kind, partial=False), name=f"{name}Create"),
-        patch=Schema.from_dict(record_fields(kind, partial=True), name=f"{name}Patch"),
-        copy=Schema.from_dict(copy_fields, name=f"{name}Copy"),
+        create=_RefusesReadOnly.from_dict(record_fields(kind, partial=False), name=f"{name}Create"),
+        patch=_RefusesReadOnly.from_dict(record_fields(kind, partial=True), name=f"{name}Patch"),
+        copy=_RefusesReadOnly.from_dict(copy_fields, name=f"{name}Copy"),
         out=Schema.from_dict(out_fields, name=name),
         list_query=type(f"{name}ListQuery", (PageQuery,), dict(list_fields)),
     )

@@ -18,6 +18,13 @@ from crm_pipeline.conversion import conversion_handler
 from crm_pipeline.kind import RecordKind
 from crm_pipeline.printing import build_printing_api
 from crm_pipeline.records import Records
+from crm_pipeline.references import (
+    LINKING_TOPIC,
+    OPPORTUNITIES_TOPIC,
+    OpportunityViews,
+    file_handler,
+    opportunity_handler,
+)
 from crm_pipeline.reports import build_reports_api
 from crm_pipeline.storage import store_from_environment
 from crm_pipeline.tables import pipeline_tables
@@ -26,8 +33,10 @@ from crm_pipeline.tables import pipeline_tables
 def pipeline_service(kind: RecordKind, *, title: str, migrations: Path) -> ServiceSpec:
     """The ServiceSpec of the ``kind`` records service (its migrations live with it).
 
-    Its worker keeps the catalogue copy, applies the triggers' commands and, for
-    opportunities, creates the opportunities of converted leads.
+    Its worker keeps the catalogue copy and what it knows of companies and contacts (reference
+    checks; a deleted one is cleared from the records naming it), applies the triggers'
+    commands and, for opportunities, creates (or links) the opportunities of converted leads;
+    for leads, it knows the opportunities (converting into an existing one).
     """
     metadata = new_metadata()
     tables = pipeline_tables(metadata, kind.plural)
@@ -35,8 +44,12 @@ def pipeline_service(kind: RecordKind, *, title: str, migrations: Path) -> Servi
     records = Records(kind, tables)
 
     def worker_plan(settings: Settings, database: Database) -> WorkerPlan:
-        consumers = [consumer_spec(), ConsumerSpec("commands", [kind.commands_topic], command_handler(records))]
-        if not kind.is_lead:
+        consumers = [consumer_spec(), ConsumerSpec("commands", [kind.commands_topic], command_handler(records)),
+                     ConsumerSpec("files", [LINKING_TOPIC], file_handler(records))]
+        if kind.is_lead:
+            consumers.append(ConsumerSpec("opportunities", [OPPORTUNITIES_TOPIC],
+                                          opportunity_handler(OpportunityViews(tables.get("opportunity_views")))))
+        else:
             consumers.append(ConsumerSpec("conversions", ["crm.leads.v1"],
                                           dispatch({"lead.converted": conversion_handler(records)})))
         return WorkerPlan(service=kind.plural, consumers=consumers)

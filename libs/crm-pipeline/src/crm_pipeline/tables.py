@@ -16,6 +16,7 @@ from alembic.operations import Operations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Date,
     ForeignKey,
@@ -135,14 +136,75 @@ def _each_table(records: str) -> list[tuple[str, Callable[[], list[Column[Any]]]
     ]
 
 
+def _known_file_columns() -> list[Column[Any]]:
+    """What the service knows of linking's companies and contacts (from ``crm.linking.v1``):
+    enough to tell whether a ``company_id``/``contact_id`` names an existing file. A deleted
+    file stays as a row (``deleted``), so a late, older event cannot bring it back."""
+    return [
+        Column("id", String(ID), primary_key=True),
+        Column("entity", String(20), nullable=False),  # "company" | "contact"
+        Column("version", BigInteger, nullable=False),
+        Column("deleted", Boolean, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+    ]
+
+
+def _opportunity_view_columns() -> list[Column[Any]]:
+    """Leads only: what the leads service knows of the opportunities (from
+    ``crm.opportunities.v1``), for converting a lead into an existing opportunity: whether it
+    exists, who may see it (its office) and whether a lead was converted into it already."""
+    return [
+        Column("id", String(ID), primary_key=True),
+        Column("office_id", String(REF), nullable=False),
+        Column("lead_id", String(ID)),
+        Column("version", BigInteger, nullable=False),
+        Column("deleted", Boolean, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+    ]
+
+
+# A lead converts into one opportunity, and an opportunity has at most one lead: two
+# conversions into the same existing opportunity cannot both commit.
+CONVERTED_UNIQUE = "ux_leads_converted_opportunity_id"
+
+
+def _reference_tables(records: str) -> list[tuple[str, Callable[[], list[Column[Any]]], list[IndexSpec]]]:
+    """The read models of other services' data a records service keeps (see references.py)."""
+    out: list[tuple[str, Callable[[], list[Column[Any]]], list[IndexSpec]]] = [
+        ("known_files", _known_file_columns, [])]
+    if records == "leads":
+        out.append(("opportunity_views", _opportunity_view_columns, []))
+    return out
+
+
 def pipeline_tables(metadata: MetaData, records: str) -> dict[str, Table]:
     """Define the service's tables on ``metadata``; keys: records, stage_history, record_groups,
-    attachments."""
+    attachments, known_files (and opportunity_views for leads)."""
     tables = {}
-    for name, columns, indexes in _each_table(records):
+    for name, columns, indexes in _each_table(records) + _reference_tables(records):
         key = "records" if name == records else name
         tables[key] = Table(name, metadata, *columns(), *(Index(ix, *cols) for ix, cols in indexes))
+    if records == "leads":
+        Index(CONVERTED_UNIQUE, tables["records"].c.converted_opportunity_id, unique=True)
     return tables
+
+
+def create_reference_tables(op: Operations, records: str) -> None:
+    """DDL for the read models of companies, contacts (and, for leads, opportunities), and the
+    one-lead-per-opportunity rule; called from each kind's migration that added them."""
+    for name, columns, indexes in _reference_tables(records):
+        op.create_table(name, *columns())
+        for ix, cols in indexes:
+            op.create_index(ix, name, list(cols))
+    if records == "leads":
+        op.create_index(CONVERTED_UNIQUE, records, ["converted_opportunity_id"], unique=True)
+
+
+def drop_reference_tables(op: Operations, records: str) -> None:
+    if records == "leads":
+        op.drop_index(CONVERTED_UNIQUE, records)
+    for name, _, _ in reversed(_reference_tables(records)):
+        op.drop_table(name)
 
 
 def create_pipeline_tables(op: Operations, records: str) -> None:
