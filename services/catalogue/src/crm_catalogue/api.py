@@ -128,7 +128,8 @@ def _register(api: Api, res: Resource) -> None:
     for method, rule, handler, name, summary, options in declared:
         # The name makes the endpoint and the operation id (<method>_<name>) unique.
         handler.__name__ = handler.__qualname__ = name
-        api.route(method, rule, summary=summary, **options)(handler)
+        params = {"table": {"type": "string", "enum": list(TABLES)}} if "<table>" in rule else None
+        api.route(method, rule, summary=summary, params=params, **options)(handler)
 
 
 # -- the resources ------------------------------------------------------------------------------

@@ -49,17 +49,17 @@ DESCRIPTION = (
 )
 _TOKEN_HEADER = {"description": "Covers this write and the client's earlier ones: send it back to read "
                                 "your writes (also set as the `crm_ct` cookie).",
-                 "schema": {"type": "string"}}
+                 "schema": {"type": "string", "maxLength": 512}}
 _WRITE_METHODS = ("post", "put", "patch", "delete")
 
 _DOCS_OPERATIONS: dict[str, Any] = {
     "/openapi.json": {"get": {
-        "operationId": "get_openapi", "summary": "This document: OpenAPI 3.1 of the whole platform.",
+        "operationId": "getOpenApiDocument", "summary": "This document: OpenAPI 3.1 of the whole platform.",
         "tags": ["operations"], "security": [],
         "responses": {"200": {"description": "Success.", "content": {"application/json": {"schema": {}}}}},
     }},
     "/docs": {"get": {
-        "operationId": "get_docs", "summary": "Swagger UI for this document.",
+        "operationId": "getDocs", "summary": "Swagger UI for this document.",
         "tags": ["operations"], "security": [],
         "responses": {"200": {"description": "Success.", "content": {"text/html": {"schema": {"type": "string"}}}}},
     }},
@@ -137,11 +137,37 @@ def _renamed(doc: Mapping[str, Any], renames: Mapping[str, Mapping[str, str]]) -
     return out
 
 
+SERVERS = [{
+    "url": "/",
+    "description": "The gateway that serves this document (local, test and production alike: every path is "
+                   "relative to it).",
+    "x-internal": False,
+}]
+
+_INTEGER_HEADER = {"type": "integer", "format": "int64", "minimum": 0, "maximum": 9_223_372_036_854_775_807}
+_RATE_LIMIT_HEADERS = {
+    "Retry-After": {"description": "Whole seconds to wait before the next request (at least 1).",
+                    "schema": {**_INTEGER_HEADER, "minimum": 1}},
+    "RateLimit-Limit": {"description": "Requests allowed in the window of the limit that was hit.",
+                        "schema": _INTEGER_HEADER},
+    "RateLimit-Remaining": {"description": "Requests left in that window: 0.", "schema": _INTEGER_HEADER},
+    "RateLimit-Reset": {"description": "Seconds until that window lets a request through again.",
+                        "schema": _INTEGER_HEADER},
+}
+_RETRY_AFTER = {"Retry-After": {"description": "Whole seconds to wait before asking again.",
+                                "schema": {**_INTEGER_HEADER, "minimum": 1}}}
+# Sent on every answer when CRM_CORS_ORIGINS allows the request's Origin (absent otherwise).
+_CORS_HEADER = {"Access-Control-Allow-Origin": {
+    "description": "The request's Origin (or `*`) when the gateway's CRM_CORS_ORIGINS allows it; absent otherwise.",
+    "schema": {"type": "string", "maxLength": 2000}}}
+# Which of the gateway's own answers carry headers of their own.
+EDGE_HEADERS: dict[str, dict[str, Any]] = {"429": _RATE_LIMIT_HEADERS, "503": _RETRY_AFTER}
+
 # What the gateway itself may answer for any /v1 operation, before or instead of the service.
 EDGE_RESPONSES = {
     "400": "Malformed request, or a `Consistency-Token` header this gateway did not issue.",
     "414": "The URL is too long (over 8000 bytes).",
-    "429": "Rate limited: wait `Retry-After` seconds.",
+    "429": "Rate limited: wait `Retry-After` seconds (`RateLimit-*` describe the limit that was hit).",
     "502": "The service behind the gateway answered badly or broke the connection.",
     "503": "The service behind the gateway is unavailable, or not yet as fresh as the client's consistency "
            "token: retry after `Retry-After` seconds.",
@@ -150,22 +176,41 @@ EDGE_RESPONSES = {
 
 
 def _with_edge_responses(path: str, operation: Any, method: str = "get") -> Any:
-    """``operation`` with the gateway's own error responses added, and the consistency token on a
-    write's successes (a copy: sources stay cached as they are)."""
+    """``operation`` with the gateway's own error responses added, the consistency token on a
+    write's successes, the rate limit's headers on 429, Retry-After on 503 and the CORS header
+    on every answer (a copy: sources stay cached as they are)."""
     if not path.startswith("/v1/") or not isinstance(operation, Mapping):
         return operation
     out = dict(operation)
     responses = dict(out.get("responses") or {})
-    if method in _WRITE_METHODS:
-        for status, response in list(responses.items()):
-            if str(status).startswith("2") and isinstance(response, Mapping):
-                headers = {**(response.get("headers") or {}), "Consistency-Token": _TOKEN_HEADER}
-                responses[status] = {**response, "headers": headers}
     for status, text in EDGE_RESPONSES.items():
         responses.setdefault(status, {"description": text, "content": {"application/problem+json": {
             "schema": {"$ref": "#/components/schemas/Problem"}, "example": Problem(int(status), text).to_dict()}}})
-    out["responses"] = responses
+    for status, response in list(responses.items()):
+        if not isinstance(response, Mapping):
+            continue
+        headers = {**(response.get("headers") or {}), **EDGE_HEADERS.get(str(status), {}), **_CORS_HEADER}
+        if method in _WRITE_METHODS and str(status).startswith("2"):
+            headers["Consistency-Token"] = _TOKEN_HEADER
+        responses[status] = {**response, "headers": headers}
+    out["responses"] = dict(sorted(responses.items()))
     return out
+
+
+def _unique_operation_ids(paths: Mapping[str, Mapping[str, Any]], owners: Mapping[tuple[str, str], str]) -> None:
+    """Services name their operations alone; one that another service also uses gets its service's
+    prefix (``leadsGetThing``), so the merged document's operationIds stay unique."""
+    seen: dict[str, int] = {}
+    for item in paths.values():
+        for key, op in item.items():
+            if key in HTTP_METHODS and isinstance(op, Mapping) and isinstance(op.get("operationId"), str):
+                seen[op["operationId"]] = seen.get(op["operationId"], 0) + 1
+    for path, item in paths.items():
+        for key, op in list(item.items()):
+            if key in HTTP_METHODS and isinstance(op, Mapping) and seen.get(op.get("operationId"), 0) > 1:
+                source = owners.get((path, key), "gateway")
+                name = op["operationId"]
+                item[key] = {**op, "operationId": source.replace("-", "_").split("_")[0] + name[:1].upper() + name[1:]}
 
 
 def merge_documents(
@@ -183,6 +228,7 @@ def merge_documents(
     components: dict[str, dict[str, Any]] = {}
     tags: dict[str, Any] = {}
     unrouted: list[str] = []
+    owners: dict[tuple[str, str], str] = {}
     for source, raw in sources:
         doc = _renamed(raw, renames.get(source, {}))
         for section, items in (doc.get("components") or {}).items():
@@ -209,16 +255,24 @@ def merge_documents(
                     log.warning("OpenAPI: %s %s is documented twice; keeping the first", key.upper(), path)
                     continue
                 target[key] = _with_edge_responses(path, value, key)
+                owners[(path, key)] = source
             if not any(k in HTTP_METHODS for k in target):
                 del paths[path]
+    _unique_operation_ids(paths, owners)
+    for item in paths.values():  # every tag an operation uses is declared
+        for key, op in item.items():
+            if key in HTTP_METHODS and isinstance(op, Mapping):
+                for tag in op.get("tags") or []:
+                    tags.setdefault(tag, {"name": tag})
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": TITLE, "version": VERSION, "description": DESCRIPTION},
+        "servers": copy.deepcopy(SERVERS),
         "paths": dict(sorted(paths.items())),
         "components": {section: dict(sorted(items.items())) for section, items in sorted(components.items())},
     }
     if tags:
-        document["tags"] = list(tags.values())
+        document["tags"] = sorted(tags.values(), key=lambda tag: str(tag["name"]))
     document["x-missing-services"] = sorted(missing)
     if stale:
         document["x-stale-services"] = sorted(stale)

@@ -74,6 +74,7 @@ class Route:
     accepts: str = "application/json"
     produces: str = "application/json"
     max_body: int | None = None
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # path variable -> its JSON schema
 
     @property
     def endpoint(self) -> str:
@@ -117,8 +118,12 @@ class Api:
         accepts: str = "application/json",
         produces: str = "application/json",
         max_body: int | None = None,
+        params: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Declare an endpoint. ``permission=None`` means any valid token; ``public`` none."""
+        """Declare an endpoint. ``permission=None`` means any valid token; ``public`` none.
+
+        ``params`` documents path variables that are not ids (e.g. ``{"table": {"enum": [...]}}``);
+        an id's schema is the kit's (a UUID's length)."""
         method = method.upper()
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -145,6 +150,7 @@ class Api:
                     accepts=accepts,
                     produces=produces,
                     max_body=max_body,
+                    params=dict(params or {}),
                 )
             )
             return fn

@@ -12,8 +12,11 @@ class Timestamp(fields.DateTime):
     """RFC 3339 in UTC with a ``Z`` (``2026-11-23T10:00:00Z``), as the contract writes times.
 
     Input may carry any offset (it is converted to UTC); a time without an offset is refused,
-    since it would mean something different on each server.
+    since it would mean something different on each server. At most ``MAX_LENGTH`` characters
+    (the longest the server writes is 27; the document says so too).
     """
+
+    MAX_LENGTH = 64
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         if value is None:
@@ -23,6 +26,8 @@ class Timestamp(fields.DateTime):
         return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.datetime:
+        if isinstance(value, str) and len(value) > self.MAX_LENGTH:
+            raise self.make_error("invalid", input=value, obj_type="timestamp")
         parsed = super()._deserialize(value, attr, data, **kwargs)
         if parsed.tzinfo is None:
             raise self.make_error("invalid", input=value, obj_type="timestamp with a time zone")

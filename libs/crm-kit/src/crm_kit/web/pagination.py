@@ -25,6 +25,7 @@ from crm_kit.web.problem import Problem
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
+MAX_PAGE_TOKEN = 2000  # characters; the tokens this paginator issues are far shorter
 
 
 @dataclass(frozen=True)
@@ -145,4 +146,4 @@ class PageQuery(Schema):
 
     page_size = fields.Integer(load_default=DEFAULT_PAGE_SIZE,
                                validate=validate.Range(min=1, max=MAX_PAGE_SIZE))
-    page_token = fields.String(validate=validate.Length(max=2000))  # empty: the first page
+    page_token = fields.String(validate=validate.Length(max=MAX_PAGE_TOKEN))  # empty: the first page
