@@ -213,8 +213,9 @@ class _ConversionBody(Schema):
 
 
 class ConversionWarningOut(Schema):
-    code = fields.String(metadata={"description": "contact_role_dropped: the contact came over with no role, since "
-                                                  "no active opportunity role has its lead role's code; "
+    code = fields.String(metadata={"description": "contact_role_dropped: the contact came over with no role (no "
+                                                  "active opportunity role has its lead role's code, or the "
+                                                  "opportunity has a contact with that protected role already); "
                                                   "contact_not_carried_over: it is not on the opportunity."})
     contact_id = fields.String()
     lead_role_id = fields.String(allow_none=True)

@@ -9,7 +9,6 @@ token and permission again itself - then the streamed forward (``crm_gateway.pro
 from __future__ import annotations
 
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,15 +17,8 @@ from flask import Flask, Response, current_app, g, has_request_context, request
 from werkzeug.routing import PathConverter
 
 from crm_gateway import docs, openapi, wizard
-from crm_gateway.consistency import (
-    BehindError,
-    Consistency,
-    Plan,
-    Token,
-    decode_issued,
-    forward_consistently,
-    install_cookie,
-)
+from crm_gateway.consistency import Consistency, forward_consistently, install_cookie
+from crm_gateway.conversion import convert_and_wait
 from crm_gateway.proxy import BAD_RESPONSE, CONNECT_ERROR, TIMEOUT, Upstream, UpstreamError
 from crm_gateway.ratelimit import install_rate_limit
 from crm_gateway.routes import ROUTES, UPLOAD_RULE, MethodNotAllowedError, RouteNotFoundError
@@ -42,8 +34,7 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT = 2.0  # seconds a service's /readyz may take before it counts as not ready
 SPEC_FETCH_TIMEOUT = 5.0
 FORWARD_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-CONVERT_TEMPLATE = "/v1/leads/{id}/convert"
-CONVERSION_WAIT = 10.0  # seconds the gateway waits for a converted lead's opportunity
+CONVERT_TEMPLATE = "/v1/leads/{id}/convert"  # orchestrated here: crm_gateway.conversion
 CORS_ALLOW_HEADERS = ("Authorization, Content-Type, Accept, Accept-Language, If-Match, If-None-Match, "
                       "Idempotency-Key, Consistency-Token, X-Correlation-ID, X-Request-ID")
 CORS_EXPOSE_HEADERS = ("ETag, Location, Link, Retry-After, Idempotent-Replayed, Content-Disposition, "
@@ -52,6 +43,10 @@ CORS_EXPOSE_HEADERS = ("ETag, Location, Link, Retry-After, Idempotent-Replayed, 
 # The longest request target (path and query) the gateway takes; the services' gunicorn
 # refuses request lines over 8190 bytes, and a forwarded line adds the method and version.
 MAX_REQUEST_TARGET = 8000
+# Request headers: one field ("Name: value") at most MAX_HEADER_FIELD bytes - what the services'
+# gunicorn takes - and all of them together at most MAX_HEADER_BYTES; larger is a 431.
+MAX_HEADER_FIELD = 8190
+MAX_HEADER_BYTES = 32 * 1024
 _FORWARD_ENDPOINTS = frozenset({"gateway_forward", "gateway_upload"})
 
 
@@ -185,46 +180,6 @@ def forward_view(**_: str) -> Response:
     return forward_consistently(state.consistency, state.upstreams[match.service])
 
 
-def convert_and_wait(state: GatewayState) -> Response:
-    """Lead conversion: the leads service commits the lead's side and allocates the
-    opportunity's id; the opportunities service creates it and linking carries the links over
-    from the lead.converted event. Answer 201 with both records once the opportunity and what
-    was carried over are readable, with a token that covers the opportunities' and linking's
-    effects too; 202 with the opportunity's Location if that takes longer than CONVERSION_WAIT
-    seconds (the saga still completes)."""
-    import json
-
-    consistency = state.consistency
-    resp = forward_consistently(consistency, state.upstreams["leads"])
-    if resp.status_code != 201:
-        return resp
-    resp.direct_passthrough = False  # a small JSON body: read it whole, unlike forwarded streams
-    body = json.loads(resp.get_data())
-    token = decode_issued(consistency, resp) or Token()
-    location = f"/v1/opportunities/{body['opportunity']['id']}"
-    headers = {name: request.headers[name] for name in ("Authorization", "Accept-Language") if name in request.headers}
-    deadline = time.monotonic() + CONVERSION_WAIT
-    try:
-        converted = consistency.offsets("leads", token.positions.get("leads"), deadline, headers)
-        status, opportunity = state.upstreams["opportunities"].get_json(
-            location, headers={**headers, **Plan(converted).headers(deadline)},
-            timeout=(state.upstreams["opportunities"].connect_timeout, CONVERSION_WAIT + 1.0))
-        if status != 200:
-            raise BehindError(f"the opportunity answered {status}")
-        body["opportunity"] = opportunity
-        # What the conversion made elsewhere: the opportunity, the links carried over.
-        for service in ("opportunities", "linking"):
-            outbox_id, _ = consistency.position(service, None, deadline, headers, require=converted)
-            token = token.merge({service: outbox_id})
-        out = Response(json.dumps(body), status=201, mimetype="application/json", headers={"Location": location})
-    except (BehindError, UpstreamError) as exc:
-        log.warning("conversion of %s: answering 202 (%s)", body["lead"].get("id"), exc)
-        out = Response(json.dumps(body), status=202, mimetype="application/json",
-                       headers={"Location": location, "Retry-After": "1"})
-    consistency.issue(out, token)
-    return out
-
-
 def openapi_view() -> Response:
     import json
 
@@ -303,6 +258,7 @@ def create_app(settings: Settings) -> Flask:
     _install_cors(app, settings.get("CRM_CORS_ORIGINS") or [])
     install_rate_limit(app, settings)  # after CORS: preflights are not counted
     _install_request_line_limit(app)
+    _install_header_limit(app)
     _install_options(app)
     return app
 
@@ -338,6 +294,30 @@ def _install_request_line_limit(app: Flask) -> None:
         if len(target) > MAX_REQUEST_TARGET:
             raise Problem(414, f"The URL is longer than {MAX_REQUEST_TARGET} bytes; send fewer or shorter "
                                "query parameters.")
+
+
+def _install_header_limit(app: Flask) -> None:
+    """431 problem+json for request headers over MAX_HEADER_FIELD (one) or MAX_HEADER_BYTES (all).
+
+    The gateway's gunicorn takes fields up to four times MAX_HEADER_FIELD (crm_kit.gunicorn_conf),
+    so this check answers, naming the header; beyond that gunicorn answers 431 problem+json itself.
+    """
+
+    @app.before_request
+    def _header_limit() -> None:
+        total = 0
+        largest = ("", 0)
+        for name, value in request.headers.items():
+            size = len(name) + len(value) + 4  # "Name: value\r\n", as gunicorn counts a field
+            total += size
+            if size > largest[1]:
+                largest = (name, size)
+        if largest[1] > MAX_HEADER_FIELD:
+            raise Problem(431, f"The {largest[0]} header is {largest[1]} bytes long; a header field may have at "
+                               f"most {MAX_HEADER_FIELD} bytes.", header=largest[0])
+        if total > MAX_HEADER_BYTES:
+            raise Problem(431, f"The request's headers are {total} bytes long, at most {MAX_HEADER_BYTES} are "
+                               f"taken (the largest is {largest[0]}, {largest[1]} bytes).", header=largest[0])
 
 
 def _allow_header(methods: set[str]) -> str:
