@@ -261,7 +261,7 @@ def test_unknown_host_is_503(make_gateway):
 def test_get_is_retried_when_the_connection_fails(make_gateway):
     flaky = RawServer(drop=2)
     try:
-        c = make_gateway(flaky.url, CRM_UPSTREAM_RETRIES="2").test_client()
+        c = make_gateway({"leads": flaky.url}, CRM_UPSTREAM_RETRIES="2").test_client()
         r = c.get("/v1/leads", headers=auth())
         assert r.status_code == 200 and r.json == {"ok": True}
         assert flaky.connections == 3  # two dropped, the third answered
