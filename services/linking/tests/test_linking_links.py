@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from google.protobuf.json_format import MessageToDict
 from google.protobuf.struct_pb2 import Struct
 from sqlalchemy import func, insert, select
 
 from crm.events.v1.catalogue_pb2 import CatalogueEntry
-from crm.events.v1.envelope_pb2 import Envelope
+from crm.events.v1.envelope_pb2 import Actor, Envelope
 from crm.events.v1.records_pb2 import (
     GroupMembershipChanged,
     LeadConverted,
@@ -46,6 +47,7 @@ from crm_linking.reactions import REACTIONS, reactions_handler
 from crm_linking.service import apply_record_event
 from crm_linking.tables import (
     activities,
+    catalogue_view,
     companies,
     contacts,
     job_orders,
@@ -216,19 +218,25 @@ def test_contacts_on_a_record(linking, kind):
     assert r.json["contact"]["first_name"] == "Anna" and r.json["contact"]["version"] == 1
     assert r.json["linked_by"] == "u1" and r.json["linked_at"].endswith("Z")
     assert "ETag" not in r.headers
-    # A new contact, created in the same transaction; the role's name in the caller's language.
+    # A new contact, created in the same transaction, as the signing authority (the record has
+    # none yet); the role's name in the caller's language.
     r = c.post(base, json={"contact": {"first_name": "Bob", "last_name": "Jansen", "email": "bob@example.com"},
-                           "role_id": roles["MAIN"]}, headers={**auth(), "Accept-Language": "nl"})
+                           "role_id": roles["SIGN"]}, headers={**auth(), "Accept-Language": "nl"})
     assert r.status_code == 201, r.json
     bob = r.json["contact_id"]
-    assert r.json["role"]["name"] == "MAIN (nl)" and r.json["contact"]["email"] == "bob@example.com"
+    assert r.json["role"]["name"] == "SIGN (nl)" and r.json["contact"]["email"] == "bob@example.com"
     assert linking.count(contacts, contacts.c.id == bob) == 1
 
     # Refusals, and nothing of them remains.
     before = linking.count(contacts)
+    carl = linking.contact("Carl", "Vos")
     refused = [
         ({"contact_id": anna, "role_id": roles["EXTRA"]}, 409, None),  # already linked
-        ({"contact_id": linking.contact("Carl", "Vos"), "role_id": other_roles["OTHER"]}, 422, "role_id"),
+        ({"contact_id": carl, "role_id": roles["SIGN"]}, 409, None),  # a second signing authority
+        ({"contact": {"first_name": "Di", "last_name": "New"}, "role_id": roles["SIGN"]}, 409, None),
+        ({"contact_id": carl, "role_id": roles["MAIN"]}, 409, None),  # MAIN is the record's contact_id
+        ({"contact": {"first_name": "Ed", "last_name": "New"}, "role_id": roles["MAIN"]}, 409, None),
+        ({"contact_id": carl, "role_id": other_roles["OTHER"]}, 422, "role_id"),
         ({"contact_id": anna, "role_id": roles["OLD"]}, 422, "role_id"),  # inactive
         ({"contact_id": anna, "role_id": str(uuid.uuid4())}, 422, "role_id"),
         ({"contact_id": str(uuid.uuid4()), "role_id": roles["OTHER"]}, 422, "contact_id"),
@@ -244,9 +252,14 @@ def test_contacts_on_a_record(linking, kind):
     for body, status, field in refused:
         r = c.post(base, json=body, headers=auth())
         assert r.status_code == status, (body, r.json)
+        assert r.headers["Content-Type"] == "application/problem+json"
         if field:
             assert field in [e["field"] for e in r.json["errors"]], (body, r.json)
     assert linking.count(contacts) == before
+    taken = c.post(base, json={"contact_id": carl, "role_id": roles["SIGN"]}, headers=auth()).json
+    assert taken["role_code"] == "SIGN" and taken["contact_id"] == bob and "at most one SIGN" in taken["detail"]
+    main = c.post(base, json={"contact_id": carl, "role_id": roles["MAIN"]}, headers=auth()).json
+    assert main["role_code"] == "MAIN" and "contact_id" in main["detail"]
 
     # The list, in cursor pages (oldest link first).
     first = c.get(base, query_string={"page_size": 1}, headers=auth())
@@ -254,13 +267,13 @@ def test_contacts_on_a_record(linking, kind):
     second = c.get(base, query_string={"page_size": 1, "page_token": first.json["next_page_token"]},
                    headers=auth())
     assert [x["contact_id"] for x in items(second)] == [bob] and second.json["next_page_token"] is None
-    assert items(second)[0]["role"]["code"] == "MAIN"
+    assert items(second)[0]["role"]["code"] == "SIGN"
 
-    # Roles: MAIN and SIGN are the record's, never set or cleared from the list.
+    # Roles: MAIN and SIGN are never set or cleared by a role change.
     for contact_id, role in ((anna, "MAIN"), (anna, "SIGN"), (bob, "OTHER")):
         r = c.patch(f"{base}/{contact_id}", json={"role_id": roles[role]}, headers=auth())
         assert r.status_code == 409, (contact_id, role, r.json)
-        assert "set on the" in r.json["detail"]
+        assert r.json["role_code"] == ("SIGN" if contact_id == bob else role)
     assert c.patch(f"{base}/{anna}", json={"role_id": other_roles["EXTRA"]}, headers=auth()).status_code == 422
     assert c.patch(f"{base}/{linking.contact('Not', 'Linked')}", json={"role_id": roles["EXTRA"]},
                    headers=auth()).status_code == 404
@@ -268,25 +281,29 @@ def test_contacts_on_a_record(linking, kind):
     assert r.status_code == 200 and r.json["role"]["code"] == "EXTRA"
     assert c.patch(f"{base}/{anna}", json={"role_id": roles["EXTRA"]}, headers=auth()).status_code == 200  # no-op
 
-    # Remove from the record: the contact itself stays.
+    # Remove from the record: the contact itself stays. The signing authority may be removed,
+    # and then another contact may become it.
     assert c.delete(f"{base}/{anna}", headers=auth()).status_code == 204
     assert c.delete(f"{base}/{anna}", headers=auth()).status_code == 404
     assert [x["contact_id"] for x in items(c.get(base, headers=auth()))] == [bob]
     assert linking.count(contacts, contacts.c.id == anna) == 1
+    assert c.delete(f"{base}/{bob}", headers=auth()).status_code == 204
+    assert c.post(base, json={"contact_id": carl, "role_id": roles["SIGN"]}, headers=auth()).status_code == 201
 
     # One event and one timeline entry per change, in order.
     assert linking.link_events(record) == [
         ("linking.contact.linked", f"{anna}:{record}"), ("linking.contact.linked", f"{bob}:{record}"),
-        ("linking.contact.role_changed", f"{anna}:{record}"), ("linking.contact.unlinked", f"{anna}:{record}")]
+        ("linking.contact.role_changed", f"{anna}:{record}"), ("linking.contact.unlinked", f"{anna}:{record}"),
+        ("linking.contact.unlinked", f"{bob}:{record}"), ("linking.contact.linked", f"{carl}:{record}")]
     changes = {e.event_type: e.linking_change for e in linking.events()}
     assert changes["linking.contact.created"].id == bob and changes["linking.contact.created"].entity == "contact"
     assert dict(changes["linking.contact.role_changed"].data) == {
         "contact_id": anna, "role_id": roles["EXTRA"], "from_role_id": roles["OTHER"]}
     assert changes["linking.contact.unlinked"].deleted and changes["linking.contact.unlinked"].record_kind == kind
     tl = items(c.get(f"/v1/{PLURALS[kind]}/{record}/timeline", headers=auth()))
-    assert [x["type"] for x in tl] == ["contact_unlinked", "contact_role_changed", "contact_linked",
-                                       "contact_linked"]
-    assert tl[-1]["data"]["contact_name"] == "Anna Smit" and tl[1]["data"]["to_role_id"] == roles["EXTRA"]
+    assert [x["type"] for x in tl] == ["contact_linked", "contact_unlinked", "contact_unlinked",
+                                       "contact_role_changed", "contact_linked", "contact_linked"]
+    assert tl[-1]["data"]["contact_name"] == "Anna Smit" and tl[3]["data"]["to_role_id"] == roles["EXTRA"]
 
 
 # -- job orders on a record ------------------------------------------------------------------------
@@ -445,13 +462,20 @@ def test_records_of_a_contact_and_of_a_company(linking):
     company_lead = linking.record("lead", "D company's", company_id=acme)
     linking.record("lead", "E unrelated", company_id=linking.company("Other"), contact_id=bob)
     opportunity = linking.record("opportunity", "Deal")
-    for kind, record, role in (("lead", linked, "OTHER"), ("lead", far, "MAIN"), ("opportunity", opportunity, "SIGN")):
+    for kind, record, role in (("lead", linked, "OTHER"), ("lead", far, "SIGN"), ("opportunity", opportunity, "SIGN")):
         r = c.post(f"/v1/{PLURALS[kind]}/{record}/contacts", json={"contact_id": anna, "role_id": roles[kind][role]},
                    headers=auth())
         assert r.status_code == 201, r.json
+    # A lead whose contact linking did not have when it heard of the lead: no link, only contact_id.
+    late = str(uuid.uuid4())
+    unlinked = linking.record("lead", "F contact came later", contact_id=late)
+    linking.insert(contacts, id=late, first_name="Late", last_name="Comer")
 
     mine = items(c.get(f"/v1/contacts/{anna}/leads", headers=auth(("marketing",))))
-    assert [(x["id"], x["role_id"]) for x in mine] == [(own, None), (linked, roles["lead"]["OTHER"])]
+    # Its own contact is the lead's MAIN contact, on its contacts tab.
+    assert [(x["id"], x["role_id"]) for x in mine] == [(own, roles["lead"]["MAIN"]), (linked, roles["lead"]["OTHER"])]
+    assert [(x["id"], x["role_id"]) for x in items(c.get(f"/v1/contacts/{late}/leads", headers=auth()))] == [
+        (unlinked, None)]
     assert mine[1]["title"] == "B linked" and mine[1]["stage_id"] == "stage-new" and mine[1]["kind"] == "lead"
     everything = items(c.get(f"/v1/contacts/{anna}/leads", headers=auth()))
     assert [x["id"] for x in everything] == [own, linked, far]
@@ -550,14 +574,32 @@ def test_record_events_make_the_timeline_once(linking):
     assert linking.events() == []  # the timeline is not an event
 
 
-def test_conversion_carries_links_over_exactly_once(linking):
+def _conversion(lead: str, opportunity: str, at: dt.datetime | None = None) -> Envelope:
+    conversion = LeadConverted(
+        lead=PipelineRecord(id=lead, kind="lead", title="Convert me", owner_id="u1", office_id="o1",
+                            stage_id="won", version=3, converted_opportunity_id=opportunity),
+        opportunity=PipelineRecord(id=opportunity, kind="opportunity", title="Convert me", owner_id="u1",
+                                   office_id="o1", stage_id="prospect", lead_id=lead))
+    return new_envelope("lead.converted", "lead", lead, 3, conversion, occurred_at=at)
+
+
+def _links_of(linking: Linking, kind: str, record_id: str) -> dict[str, tuple[str | None, str | None]]:
+    with linking.db.transaction() as s:
+        rows = s.execute(select(record_contacts).where(record_contacts.c.record_kind == kind,
+                                                       record_contacts.c.record_id == record_id)).all()
+    return {r.contact_id: (r.role_id, r.exclusive_role) for r in rows}
+
+
+@pytest.mark.parametrize("first", ["conversion", "opportunity_event"])
+def test_conversion_carries_every_contact_over_exactly_once(linking, first):
     c, roles = linking.client, linking.roles
     lead_only = linking.put_role("lead", "LEADONLY")
-    lead = linking.record("lead", "Convert me")
+    anna, bob, carl, dora = (linking.contact("Anna", "Smit"), linking.contact("Bob", "Jansen"),
+                             linking.contact("Carl", "Vos"), linking.contact("Dora", "Sign"))
+    lead = linking.record("lead", "Convert me", contact_id=anna)  # Anna: the lead's MAIN contact
     busy = linking.record("opportunity", "Has the painter")
-    anna, bob, carl = linking.contact("Anna", "Smit"), linking.contact("Bob", "Jansen"), linking.contact("Carl", "Vos")
     welder, painter = linking.job_order("Welder"), linking.job_order("Painter")
-    for contact, role in ((anna, roles["lead"]["MAIN"]), (bob, roles["lead"]["OTHER"]), (carl, lead_only)):
+    for contact, role in ((bob, roles["lead"]["OTHER"]), (carl, lead_only), (dora, roles["lead"]["SIGN"])):
         assert c.post(f"/v1/leads/{lead}/contacts", json={"contact_id": contact, "role_id": role},
                       headers=auth()).status_code == 201
     for order in (welder, painter):
@@ -566,45 +608,221 @@ def test_conversion_carries_links_over_exactly_once(linking):
                   headers=auth()).status_code == 201
 
     opportunity = str(uuid.uuid4())
-    conversion = LeadConverted(
-        lead=PipelineRecord(id=lead, kind="lead", title="Convert me", owner_id="u1", office_id="o1",
-                            stage_id="won", version=3, converted_opportunity_id=opportunity),
-        opportunity=PipelineRecord(id=opportunity, kind="opportunity", title="Convert me", owner_id="u1",
-                                   office_id="o1", stage_id="prospect", lead_id=lead))
     at = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
-    converted = new_envelope("lead.converted", "lead", lead, 3, conversion, occurred_at=at)
-    same_again = new_envelope("lead.converted", "lead", lead, 3, conversion, occurred_at=at)  # another event id
+    converted, same_again = _conversion(lead, opportunity, at), _conversion(lead, opportunity, at)  # 2 event ids
+    if first == "opportunity_event":  # the records consumer may apply the opportunity before the conversion
+        linking.record("opportunity", "Convert me", record_id=opportunity, lead_id=lead, contact_id=anna)
     for envelope in (converted, converted, same_again):
         linking.react(envelope)
+    if first == "conversion":
+        linking.record("opportunity", "Convert me", record_id=opportunity, lead_id=lead, contact_id=anna)
 
+    # Every contact came over: roles by code, Carl's LEADONLY has no counterpart -> no role.
+    opp_roles = roles["opportunity"]
+    assert _links_of(linking, "opportunity", opportunity) == {
+        anna: (opp_roles["MAIN"], "MAIN"), bob: (opp_roles["OTHER"], None), carl: (None, None),
+        dora: (opp_roles["SIGN"], "SIGN")}
     with linking.db.transaction() as s:
-        carried = dict(s.execute(select(record_contacts.c.contact_id, record_contacts.c.role_id).where(
-            record_contacts.c.record_kind == "opportunity", record_contacts.c.record_id == opportunity)).all())
         orders = s.execute(select(record_job_orders.c.job_order_id, record_job_orders.c.record_id).where(
             record_job_orders.c.record_kind == "opportunity")).all()
-    assert carried == {anna: roles["opportunity"]["MAIN"], bob: roles["opportunity"]["OTHER"]}  # not Carl
-    assert sorted(orders) == sorted([(welder, opportunity), (painter, busy)])
-    assert linking.count(record_contacts, record_contacts.c.record_id == lead) == 3  # the lead keeps its own
+    assert sorted(orders) == sorted([(welder, opportunity), (painter, busy)])  # the painter stays
+    assert linking.count(record_contacts, record_contacts.c.record_id == lead) == 4  # the lead keeps its own
 
     events = [e for e in linking.events() if e.linking_change.record_id == opportunity]
     assert sorted((e.event_type, e.aggregate_id) for e in events) == sorted([
         ("linking.contact.linked", f"{anna}:{opportunity}"), ("linking.contact.linked", f"{bob}:{opportunity}"),
+        ("linking.contact.linked", f"{carl}:{opportunity}"), ("linking.contact.linked", f"{dora}:{opportunity}"),
         ("linking.job_order.linked", f"{welder}:{opportunity}")])
-    assert {e.causation_id for e in events} == {converted.event_id}
+    carried_carl = next(e for e in events if e.aggregate_id == f"{carl}:{opportunity}")
+    assert MessageToDict(carried_carl.linking_change.data) == {"contact_id": carl, "role_id": None,
+                                                               "role_dropped_from": "LEADONLY"}
     assert [e.type for e in linking.timeline("lead", lead)].count("converted") == 1
-    opportunity_timeline = linking.timeline("opportunity", opportunity)
-    assert sorted(e.type for e in opportunity_timeline) == [
-        "contact_linked", "contact_linked", "converted_from_lead", "job_order_linked"]
-    assert all(e.at == at for e in opportunity_timeline)
+    entries = linking.timeline("opportunity", opportunity)
+    assert sorted(e.type for e in entries) == [
+        "contact_linked", "contact_linked", "contact_linked", "contact_linked", "converted_from_lead",
+        "job_order_linked"]
+    by_contact = {e.data["contact_id"]: e.data for e in entries if e.type == "contact_linked"}
+    assert by_contact[carl]["role_dropped_from"] == "LEADONLY" and by_contact[carl]["role_id"] is None
+    assert by_contact[bob] == {"contact_id": bob, "contact_name": "Bob Jansen", "role_id": opp_roles["OTHER"],
+                               "by": "system", "cause": "conversion", "lead_id": lead}
+    assert "role_dropped_from" not in by_contact[dora]
+    assert by_contact[anna]["cause"] == ("main_contact" if first == "opportunity_event" else "conversion")
     lead_converted = next(e for e in linking.timeline("lead", lead) if e.type == "converted")
     assert lead_converted.data["opportunity_id"] == opportunity and lead_converted.at == at
 
-    # Once linking knows the opportunity, its tabs show what was carried over.
-    linking.record("opportunity", "Convert me", record_id=opportunity, lead_id=lead)
+    # The opportunity's tabs show what was carried over; Carl without a role.
     tab = items(c.get(f"/v1/opportunities/{opportunity}/contacts", headers=auth()))
-    assert sorted((x["contact"]["first_name"], x["role"]["code"]) for x in tab) == [("Anna", "MAIN"), ("Bob", "OTHER")]
+    assert sorted((x["contact"]["first_name"], x["role"] and x["role"]["code"], x["role_id"]) for x in tab) == [
+        ("Anna", "MAIN", opp_roles["MAIN"]), ("Bob", "OTHER", opp_roles["OTHER"]), ("Carl", None, None),
+        ("Dora", "SIGN", opp_roles["SIGN"])]
     tab = items(c.get(f"/v1/opportunities/{opportunity}/job-orders", headers=auth()))
     assert [x["job_order"]["title"] for x in tab] == ["Welder"]
+
+
+def test_conversion_into_an_existing_opportunity_keeps_its_main_and_sign(linking):
+    c, roles = linking.client, linking.roles
+    zed, yan = linking.contact("Zed", "Main"), linking.contact("Yan", "Sign")
+    anna, bea, cas = linking.contact("Anna", "Smit"), linking.contact("Bea", "Sign"), linking.contact("Cas", "Other")
+    opportunity = linking.record("opportunity", "Existing", contact_id=zed)
+    assert c.post(f"/v1/opportunities/{opportunity}/contacts",
+                  json={"contact_id": yan, "role_id": roles["opportunity"]["SIGN"]}, headers=auth()).status_code == 201
+    lead = linking.record("lead", "Convert me", contact_id=anna)
+    for contact, code in ((bea, "SIGN"), (cas, "OTHER"), (yan, "OTHER")):
+        assert c.post(f"/v1/leads/{lead}/contacts", json={"contact_id": contact, "role_id": roles["lead"][code]},
+                      headers=auth()).status_code == 201
+    before = len(linking.events())
+
+    linking.react(_conversion(lead, opportunity))
+    linking.react(_conversion(lead, opportunity))
+
+    # No contact is dropped; the opportunity keeps its own MAIN and SIGN; Yan, already on it, is untouched.
+    opp_roles = roles["opportunity"]
+    assert _links_of(linking, "opportunity", opportunity) == {
+        zed: (opp_roles["MAIN"], "MAIN"), yan: (opp_roles["SIGN"], "SIGN"), anna: (None, None), bea: (None, None),
+        cas: (opp_roles["OTHER"], None)}
+    dropped = {e.data["contact_id"]: e.data.get("role_dropped_from")
+               for e in linking.timeline("opportunity", opportunity)
+               if e.type == "contact_linked" and e.data.get("cause") == "conversion"}
+    assert dropped == {anna: "MAIN", bea: "SIGN", cas: None}
+    linked = [e.linking_change for e in linking.events()[before:] if e.event_type == "linking.contact.linked"]
+    assert sorted(ch.data["contact_id"] for ch in linked) == sorted([anna, bea, cas])
+
+
+# -- the main contact follows the record's contact_id ----------------------------------------------
+
+def _record_event(kind: str, record_id: str, version: int, contact_id: str = "", **kw: Any) -> Envelope:
+    state = PipelineRecord(id=record_id, kind=kind, title="Deal", owner_id="u1", office_id="o1", stage_id="s1",
+                           version=version, contact_id=contact_id, **kw)
+    return new_envelope(f"{kind}.updated", kind, record_id, version, state, actor=Actor(user_id="u7", kind="user"))
+
+
+@pytest.mark.parametrize("kind", ["lead", "opportunity"])
+def test_the_main_contact_follows_the_records_contact_id(linking, kind):
+    c, roles = linking.client, linking.roles[kind]
+    base = f"/v1/{PLURALS[kind]}"
+    anna, bob, carl = linking.contact("Anna", "Smit"), linking.contact("Bob", "Jansen"), linking.contact("Carl", "Vos")
+    record = linking.record(kind, "Deal", contact_id=anna)
+    tab = items(c.get(f"{base}/{record}/contacts", headers=auth()))
+    assert [(x["contact_id"], x["role"]["code"]) for x in tab] == [(anna, "MAIN")]
+    assert c.post(f"{base}/{record}/contacts", json={"contact_id": bob, "role_id": roles["SIGN"]},
+                  headers=auth()).status_code == 201
+
+    def apply(envelope: Envelope) -> None:
+        with linking.db.transaction() as s:
+            apply_record_event(s, envelope)
+
+    # contact_id -> Bob, the signing authority: Bob becomes MAIN (its SIGN goes), Anna stays without a role.
+    to_bob = _record_event(kind, record, 2, bob)
+    apply(to_bob)
+    apply(to_bob)  # a redelivery changes nothing
+    assert _links_of(linking, kind, record) == {anna: (None, None), bob: (roles["MAIN"], "MAIN")}
+    # An older event arriving late changes nothing either.
+    apply(_record_event(kind, record, 1, anna))
+    assert _links_of(linking, kind, record) == {anna: (None, None), bob: (roles["MAIN"], "MAIN")}
+    # contact_id -> Carl (not linked yet): linked as MAIN; Bob stays without a role.
+    apply(_record_event(kind, record, 3, carl))
+    assert _links_of(linking, kind, record) == {anna: (None, None), bob: (None, None), carl: (roles["MAIN"], "MAIN")}
+    # contact_id cleared: no MAIN contact any more, everyone stays.
+    apply(_record_event(kind, record, 4))
+    assert _links_of(linking, kind, record) == {anna: (None, None), bob: (None, None), carl: (None, None)}
+    # A contact_id naming a contact linking does not have: nothing is linked, nothing fails.
+    apply(_record_event(kind, record, 5, str(uuid.uuid4())))
+    assert len(_links_of(linking, kind, record)) == 3
+    apply(_record_event(kind, record, 6, anna))
+    assert _links_of(linking, kind, record)[anna] == (roles["MAIN"], "MAIN")
+
+    # Each change has its event and timeline entry, at the record event's time, by its actor.
+    events = [(e.event_type, e.aggregate_id.split(":")[0], dict(e.linking_change.data).get("role_id"))
+              for e in linking.events() if e.linking_change.record_id == record]
+    assert events == [
+        ("linking.contact.linked", anna, roles["MAIN"]), ("linking.contact.linked", bob, roles["SIGN"]),
+        ("linking.contact.role_changed", anna, None), ("linking.contact.role_changed", bob, roles["MAIN"]),
+        ("linking.contact.role_changed", bob, None), ("linking.contact.linked", carl, roles["MAIN"]),
+        ("linking.contact.role_changed", carl, None), ("linking.contact.role_changed", anna, roles["MAIN"])]
+    assert all(e.causation_id for e in linking.events()[2:] if e.linking_change.record_id == record)
+    promoted = [e.data for e in linking.timeline(kind, record) if e.type == "contact_role_changed"]  # newest first
+    assert promoted[0] == {"contact_id": anna, "from_role_id": None, "to_role_id": roles["MAIN"], "by": "u7",
+                            "cause": "main_contact"}
+
+    # From the tab: the main contact is not removed, not changed, not replaced.
+    r = c.delete(f"{base}/{record}/contacts/{anna}", headers=auth())
+    assert r.status_code == 409 and r.json["role_code"] == "MAIN", r.json
+    assert c.patch(f"{base}/{record}/contacts/{anna}", json={"role_id": roles["OTHER"]},
+                   headers=auth()).status_code == 409
+    assert c.post(f"{base}/{record}/contacts", json={"contact_id": bob, "role_id": roles["MAIN"]},
+                  headers=auth()).status_code == 409
+    # ... but the record's own contact with MAIN is a confirmation (the wizard's link step): 200, nothing new.
+    before = len(linking.events())
+    r = c.post(f"{base}/{record}/contacts", json={"contact_id": anna, "role_id": roles["MAIN"]}, headers=auth())
+    assert r.status_code == 200 and r.json["role"]["code"] == "MAIN" and len(linking.events()) == before
+    # A former main contact (no role) may get an ordinary role, or be removed.
+    r = c.patch(f"{base}/{record}/contacts/{bob}", json={"role_id": roles["OTHER"]}, headers=auth())
+    assert r.status_code == 200 and r.json["role"]["code"] == "OTHER"
+    assert c.delete(f"{base}/{record}/contacts/{carl}", headers=auth()).status_code == 204
+    assert _links_of(linking, kind, record) == {anna: (roles["MAIN"], "MAIN"), bob: (roles["OTHER"], None)}
+
+
+def test_the_main_contact_waits_for_the_main_role(linking):
+    """A record heard of before the catalogue's MAIN role: its contact is linked without a role, and
+    becomes MAIN with the record's next event; meanwhile POST with MAIN confirms it at once."""
+    anna = linking.contact("Anna", "Smit")
+    with linking.db.transaction() as s:
+        s.execute(catalogue_view.delete().where(catalogue_view.c.code == "MAIN"))
+    record = linking.record("lead", "Early", contact_id=anna)
+    assert _links_of(linking, "lead", record) == {anna: (None, None)}
+    main = linking.put_role("lead", "MAIN")
+    with linking.db.transaction() as s:
+        apply_record_event(s, _record_event("lead", record, 2, anna))
+    assert _links_of(linking, "lead", record) == {anna: (main, "MAIN")}
+
+
+# -- one MAIN and one SIGN per record under concurrency (PostgreSQL) ------------------------------
+
+@pytest.mark.parametrize("first_look", ["real", "blind"])
+def test_twenty_contacts_race_to_sign_one_lead(pg_url, monkeypatch, first_look):
+    if first_look == "blind":
+        # Every request's friendly first look sees no SIGN contact, as if all had read before any
+        # committed: the UNIQUE constraint alone must give 1 x 201 and 19 x 409.
+        real, seen = links.exclusive_link, threading.local()
+
+        def blind_first_look(session: Any, kind: str, record_id: str, code: str) -> Any:
+            looks = getattr(seen, "looks", 0)
+            seen.looks = looks + 1
+            return None if looks == 0 else real(session, kind, record_id, code)
+
+        monkeypatch.setattr(links, "exclusive_link", blind_first_look)
+    linking = make_linking(pg_url)
+    try:
+        lead = linking.record("lead", "Signed once")
+        people = [linking.contact("Signer", str(i)) for i in range(20)]
+        sign = linking.roles["lead"]["SIGN"]
+        barrier = threading.Barrier(20)
+        statuses: list[int] = []
+        answers: list[dict[str, Any]] = []
+        lock = threading.Lock()
+
+        def post(contact: str) -> None:
+            with linking.app.test_client() as client:  # the request runs in this thread
+                barrier.wait()
+                r = client.post(f"/v1/leads/{lead}/contacts", json={"contact_id": contact, "role_id": sign},
+                                headers=auth())
+                with lock:
+                    statuses.append(r.status_code)
+                    answers.append(r.json)
+
+        threads = [threading.Thread(target=post, args=(person,)) for person in people]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(statuses) == [201] + [409] * 19, answers
+        assert all(a["role_code"] == "SIGN" for a in answers if a.get("status") == 409), answers
+        assert _links_of(linking, "lead", lead) == {next(a["contact_id"] for a in answers if "role" in a):
+                                                    (sign, "SIGN")}
+        assert len([e for e in linking.events() if e.event_type == "linking.contact.linked"]) == 1
+        assert len(linking.timeline("lead", lead)) == 1
+    finally:
+        close(linking)
 
 
 # -- the job order rule under concurrency (PostgreSQL) --------------------------------------------

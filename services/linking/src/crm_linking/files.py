@@ -1,35 +1,61 @@
 """Companies, contacts, job orders, placements and activities: one implementation, five resources.
 
 A ``FileSpec`` says what differs between the files - table, schemas, search columns, list
-filters, references to other files, links to leads/opportunities, date order rules, what
-else a delete touches, what a response adds - and ``_register`` declares the same five routes
-(``POST``, ``GET`` list, ``GET``/``PATCH``/``DELETE`` one) for each. ``files:view`` reads,
-``files:edit`` writes; putting an activity on (or taking it off) a lead or opportunity also
-needs ``leads:edit`` / ``opportunities:edit``, since it changes that record's timeline.
+filters, references to other files, links to leads/opportunities, date order rules, who may see
+one, which records show one, what else a delete touches, what a response adds - and
+``_register`` declares the same five routes (``POST``, ``GET`` list, ``GET``/``PATCH``/``DELETE``
+one) for each. ``files:view`` reads, ``files:edit`` writes; putting an activity on (or taking it
+off) a lead or opportunity also needs ``leads:edit`` / ``opportunities:edit``, since it changes
+that record's timeline.
 
-Every change goes through ``create_file`` / ``update_file`` / ``delete_file``, which write the
-row, its ``linking.<entity>.created|updated|deleted`` event (the whole file as data) and the
-timeline entries in the request's transaction. A PATCH that changes nothing writes nothing.
-Body references are 422s naming the field; 404 is only for the file the URL names.
+Office visibility reaches the files through their records (``access.py``):
+
+- activities: one on a lead or opportunity is visible (and editable) only to callers who may
+  see that record; one on no record belongs to the office of whoever created it
+  (``activities.office_id``). Any other activity is "not found" (404) and absent from lists; a
+  list filtered by ``lead_id``/``opportunity_id`` of a record the caller cannot see is 404, as
+  that record's tabs are. Putting an activity on a record the caller cannot see is the same 422
+  as an unknown record.
+- companies, contacts, job orders and placements are shared, but a write that would change what
+  a record the caller cannot see shows is refused with 409 (``shown_on``): a company a record has
+  as ``company_id``, a contact a record has as ``contact_id`` or on its contacts tab, a job order
+  linked to a record, a placement of such a job order. Deleting a company changes its contacts
+  and job orders (they lose it), so that is refused too when one of them is shown by such a record.
+- deleting a company or contact a lead or opportunity references (``company_id``,
+  ``contact_id``) or has on its contacts tab is refused with 409 for everyone (``in_use``):
+  nothing is ever left pointing at a deleted file.
+
+Every change goes through ``create_file`` / ``update_file`` / ``delete_file``, which check the
+change (403, then 422 naming every bad field, then 409), write the row, its
+``linking.<entity>.created|updated|deleted`` event (the whole file as data) and the timeline
+entries in the request's transaction. A PATCH that changes nothing writes nothing. Body
+references are 422s naming the field; 404 is only for the file the URL names.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from marshmallow import Schema
-from sqlalchemy import ColumnElement, Table, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, Table, delete, exists, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from crm_catalogue_view import CatalogueEntryView, CatalogueView
 from crm_kit.db import utcnow
 from crm_kit.web import Api, Identity, ListResult, Problem, Reply, RequestContext, SortKey, check_if_match
 from crm_linking import file_schemas as schemas
-from crm_linking.access import PLURALS, load_record, may_see, require_record_edit
+from crm_linking.access import (
+    PLURALS,
+    activity_visible,
+    hidden_records,
+    load_record,
+    may_see,
+    require_record_edit,
+)
 from crm_linking.journal import note, publish
 from crm_linking.links import remove_contact_link, remove_job_order_link
 from crm_linking.tables import (
@@ -50,6 +76,9 @@ EDIT_FILES = "files:edit"
 View = dict[str, Any]
 DeleteHook = Callable[[Session, Identity, View], None]
 Decorator = Callable[[RequestContext, list[View], bool], None]
+Visibility = Callable[[Identity], ColumnElement[bool]]
+ShownOn = Callable[[Mapping[str, Any]], "ColumnElement[bool] | None"]
+InUse = Callable[[Session, View], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +101,11 @@ class FileSpec:
     before_delete: DeleteHook | None = None  # what else goes (or changes) with the file
     decorate: Decorator | None = None  # adds derived fields to views (detail=True for one file)
     example: Mapping[str, Any] | None = None  # a create body for the OpenAPI document
+    visible_to: Visibility | None = None  # which files a caller may see (None: every file)
+    office_owned: bool = False  # office_id is the creator's office
+    shown_on: ShownOn | None = None  # the records (record_views rows) that show a file (or a new one)
+    in_use: InUse | None = None  # why records keep the file from being deleted, if they do
+    errors: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # route -> statuses it adds (OpenAPI)
 
     @property
     def label(self) -> str:
@@ -88,11 +122,15 @@ class FileSpec:
 
 # -- the changes ---------------------------------------------------------------------------------
 
-def load_file(session: Session, spec: FileSpec, file_id: str) -> View:
-    """The file as a dict of its columns, or 404."""
-    row = session.execute(select(spec.table).where(spec.table.c.id == file_id)).first()
+def load_file(session: Session, spec: FileSpec, file_id: str, identity: Identity | None = None) -> View:
+    """The file as a dict of its columns, or 404 (also when ``identity`` may not see it)."""
+    stmt = select(spec.table).where(spec.table.c.id == file_id)
+    if identity is not None and spec.visible_to is not None:
+        stmt = stmt.where(spec.visible_to(identity))
+    row = session.execute(stmt).first()
     if row is None:
-        raise Problem(404, f"No {spec.label} with id {file_id!r}.")
+        raise Problem(404, f"No {spec.label} with id {file_id!r}" + (" (or not visible to you)."
+                                                                     if spec.visible_to is not None else "."))
     return dict(row._mapping)
 
 
@@ -129,14 +167,31 @@ def _field_errors(session: Session, identity: Identity, spec: FileSpec, changes:
     return errors
 
 
+def refuse_hidden_records(session: Session, identity: Identity, spec: FileSpec,
+                          views: Iterable[Mapping[str, Any]]) -> None:
+    """409 when a record ``identity`` may not see shows one of ``views`` (the file before and
+    after the change): the change would change what that record shows."""
+    if spec.shown_on is None:
+        return
+    for view in views:
+        showing = spec.shown_on(view)
+        if showing is not None and hidden_records(session, identity, showing):
+            what = "its job order is" if spec is PLACEMENTS else "it is"
+            raise Problem(409, f"Refused: {what} on a lead or opportunity you cannot see (another office's), and "
+                               f"this change to the {spec.label} would change what that record shows. Someone "
+                               "who may see the record can make it.", reason="hidden_record")
+
+
 def _check(session: Session, identity: Identity, spec: FileSpec, current: View | None,
            changes: Mapping[str, Any]) -> None:
-    """Refuse the change before anything is written: 403 first, then every bad field at once."""
+    """Refuse the change before anything is written: 403 first, then every bad field at once,
+    then 409 when a record the caller cannot see shows the file."""
     merged = {**(current or {}), **changes}
     _guard_record_links(identity, spec, current, merged)
     errors = _field_errors(session, identity, spec, changes, merged)
     if errors:
         raise Problem(422, f"{errors[0]['field']}: {errors[0]['message']}", errors=errors)
+    refuse_hidden_records(session, identity, spec, [v for v in (current, merged) if v is not None])
 
 
 def _publish(session: Session, identity: Identity, spec: FileSpec, what: str, view: View, *,
@@ -165,6 +220,8 @@ def create_file(session: Session, identity: Identity, spec: FileSpec, body: Mapp
     """Create a file from a validated body (fields left out are null); returns its view."""
     values = {name: body.get(name) for name in spec.writable}
     _check(session, identity, spec, None, values)
+    if spec.office_owned:
+        values["office_id"] = identity.office_id
     now = utcnow()
     file_id = str(uuid.uuid4())
     session.execute(insert(spec.table).values(id=file_id, **values, version=1, created_at=now,
@@ -195,8 +252,20 @@ def update_file(session: Session, identity: Identity, spec: FileSpec, current: V
 
 
 def delete_file(session: Session, identity: Identity, spec: FileSpec, current: View) -> None:
-    """Delete the file (and what goes with it), with its ``deleted`` event carrying its last state."""
+    """Delete the file (and what goes with it), with its ``deleted`` event carrying its last state.
+
+    403 (record permissions), then 409 when a record uses the file (``in_use``: whoever asks) or a
+    record the caller cannot see shows it. The row is locked first (PostgreSQL), so a link
+    inserted concurrently either is seen here or fails on its foreign key.
+    """
     _guard_record_links(identity, spec, current, None)
+    if spec.in_use is not None:
+        session.execute(select(spec.table.c.id).where(spec.table.c.id == current["id"]).with_for_update()).first()
+        used = spec.in_use(session, current)
+        if used:
+            raise Problem(409, f"The {spec.label} cannot be deleted: {used}. Nothing may be left pointing at a "
+                               f"deleted {spec.label}; take it off those records first.", reason="in_use")
+    refuse_hidden_records(session, identity, spec, [current])
     if spec.before_delete is not None:
         spec.before_delete(session, identity, current)
     result: Any = session.execute(delete(spec.table).where(spec.table.c.id == current["id"],
@@ -210,17 +279,75 @@ def delete_file(session: Session, identity: Identity, spec: FileSpec, current: V
 # -- what a delete takes along -------------------------------------------------------------------
 
 def _detach_from_company(session: Session, identity: Identity, company: View) -> None:
-    """A company's contacts and job orders stay, without a company (each a new version)."""
+    """A company's contacts and job orders stay, without a company (each a new version); refused
+    (409) when a record the caller cannot see shows one of them."""
     for spec in (CONTACTS, JOB_ORDERS):
         for row in session.execute(select(spec.table).where(spec.table.c.company_id == company["id"])).all():
-            update_file(session, identity, spec, dict(row._mapping), {"company_id": None})
+            try:
+                update_file(session, identity, spec, dict(row._mapping), {"company_id": None})
+            except Problem as exc:
+                if exc.status != 409:
+                    raise
+                raise Problem(409, f"Refused: deleting the company changes its {spec.label} {row.id!r}, which is on "
+                                   "a lead or opportunity you cannot see (another office's). Someone who may see "
+                                   "the record can delete the company.", reason="hidden_record") from None
 
 
 def _remove_contact_links(session: Session, identity: Identity, contact: View) -> None:
     """A contact leaves every record it is on, each with its ``unlinked`` event and timeline entry
-    (the foreign key would cascade too, but silently)."""
+    (the foreign key would cascade too, but silently). ``in_use`` refuses deleting a linked
+    contact, so this finds nothing unless that rule is lifted."""
     for link in session.execute(select(record_contacts).where(record_contacts.c.contact_id == contact["id"])).all():
         remove_contact_link(session, link.record_kind, link.record_id, link, by=identity.user_id, identity=identity)
+
+
+# -- which records show a file, and which use it -------------------------------------------------
+
+def _company_shown_on(view: Mapping[str, Any]) -> ColumnElement[bool] | None:
+    return record_views.c.company_id == view["id"] if view.get("id") else None
+
+
+def _on_contacts_tab(contact_id: str) -> ColumnElement[bool]:
+    return exists(select(record_contacts.c.contact_id).where(
+        record_contacts.c.contact_id == contact_id, record_contacts.c.record_kind == record_views.c.kind,
+        record_contacts.c.record_id == record_views.c.id))
+
+
+def _contact_shown_on(view: Mapping[str, Any]) -> ColumnElement[bool] | None:
+    return or_(record_views.c.contact_id == view["id"], _on_contacts_tab(view["id"])) if view.get("id") else None
+
+
+def _linked_to_job_order(job_order_id: str) -> ColumnElement[bool]:
+    return exists(select(record_job_orders.c.job_order_id).where(
+        record_job_orders.c.job_order_id == job_order_id, record_job_orders.c.record_kind == record_views.c.kind,
+        record_job_orders.c.record_id == record_views.c.id))
+
+
+def _job_order_shown_on(view: Mapping[str, Any]) -> ColumnElement[bool] | None:
+    return _linked_to_job_order(view["id"]) if view.get("id") else None
+
+
+def _placement_shown_on(view: Mapping[str, Any]) -> ColumnElement[bool] | None:
+    """A placement shows on the placements tab of every record its job order is linked to."""
+    return _linked_to_job_order(view["job_order_id"]) if view.get("job_order_id") else None
+
+
+def _any(session: Session, stmt: Any) -> bool:
+    return session.execute(stmt.limit(1)).first() is not None
+
+
+def _company_in_use(session: Session, company: View) -> str | None:
+    if _any(session, select(record_views.c.id).where(record_views.c.company_id == company["id"])):
+        return "a lead or opportunity has it as its company (company_id)"
+    return None
+
+
+def _contact_in_use(session: Session, contact: View) -> str | None:
+    if _any(session, select(record_views.c.id).where(record_views.c.contact_id == contact["id"])):
+        return "a lead or opportunity has it as its contact (contact_id)"
+    if _any(session, select(record_contacts.c.contact_id).where(record_contacts.c.contact_id == contact["id"])):
+        return "it is on the contacts tab of a lead or opportunity"
+    return None
 
 
 def _remove_job_order_dependants(session: Session, identity: Identity, job_order: View) -> None:
@@ -296,6 +423,9 @@ COMPANIES = FileSpec(
     body=schemas.CompanyIn, patch=schemas.CompanyPatch, out=schemas.CompanyOut, query=schemas.FileQuery,
     search=tuple(companies.c[n] for n in ("name", "website", "email", "phone", "address", "city", "country")),
     before_delete=_detach_from_company,
+    shown_on=_company_shown_on,
+    in_use=_company_in_use,
+    errors={"patch": (409,), "delete": (409,)},
     example={"name": "Acme Staffing B.V.", "website": "https://acme.example", "phone": "+31 20 123 4567",
              "email": "info@acme.example", "address": "Damrak 1", "city": "Amsterdam", "country": "NL"},
 )
@@ -308,6 +438,9 @@ CONTACTS = FileSpec(
     filters=("company_id",),
     references={"company_id": (companies, "company")},
     before_delete=_remove_contact_links,
+    shown_on=_contact_shown_on,
+    in_use=_contact_in_use,
+    errors={"patch": (409,), "delete": (409,)},
     example={"first_name": "Ada", "last_name": "Lovelace", "email": "ada@acme.example", "phone": "+31 6 1234 5678"},
 )
 
@@ -319,6 +452,8 @@ JOB_ORDERS = FileSpec(
     references={"company_id": (companies, "company")},
     before_delete=_remove_job_order_dependants,
     decorate=_related_to,
+    shown_on=_job_order_shown_on,
+    errors={"patch": (409,), "delete": (409,)},
     example={"title": "3 welders for the Rotterdam yard", "description": "MIG/MAG, start in March",
              "status": "open"},
 )
@@ -330,6 +465,8 @@ PLACEMENTS = FileSpec(
     filters=("job_order_id",),
     references={"job_order_id": (job_orders, "job order")},
     ordered=(("start_date", "end_date"),),
+    shown_on=_placement_shown_on,
+    errors={"create": (409,), "patch": (409,), "delete": (409,)},
     example={"job_order_id": "4f6c1e2a-8a59-4a4b-9b0e-3c7e5d2f1a90", "candidate_name": "Carla Jansen",
              "start_date": "2026-03-01", "end_date": "2026-06-30"},
 )
@@ -343,6 +480,9 @@ ACTIVITIES = FileSpec(
     timeline_fields=("type", "subject"),
     ordered=(("starts_at", "ends_at"),),
     decorate=_linked_records,
+    visible_to=activity_visible,
+    office_owned=True,
+    errors={"list": (404,)},
     example={"type": "task", "subject": "Call back about the welders", "body": "Ask for the site address.",
              "due_at": "2026-12-01T09:00:00Z"},
 )
@@ -368,7 +508,12 @@ def _register(api: Api, spec: FileSpec) -> None:
 
     def list_all(ctx: RequestContext) -> ListResult:
         table = spec.table
+        for name, kind in spec.record_links.items():
+            if name in ctx.query:  # as the record's own tab: 404 for a record the caller cannot see
+                load_record(ctx.session, kind, ctx.query[name], ctx.user)
         where = [table.c[name] == ctx.query[name] for name in spec.filters if name in ctx.query]
+        if spec.visible_to is not None:
+            where.append(spec.visible_to(ctx.user))
         q = (ctx.query.get("q") or "").strip()
         if q:
             where.append(or_(*(column.icontains(q, autoescape=True) for column in spec.search)))
@@ -379,35 +524,36 @@ def _register(api: Api, spec: FileSpec) -> None:
         return ListResult(present(ctx, spec, views, detail=False), page.next_page_token)
 
     def get(ctx: RequestContext, **args: str) -> View:
-        return one(ctx, load_file(ctx.session, spec, args[id_var]))
+        return one(ctx, load_file(ctx.session, spec, args[id_var], ctx.user))
 
     def patch(ctx: RequestContext, **args: str) -> View:
-        current = load_file(ctx.session, spec, args[id_var])
+        current = load_file(ctx.session, spec, args[id_var], ctx.user)
         check_if_match(current["version"])
         return one(ctx, update_file(ctx.session, ctx.user, spec, current, ctx.body))
 
     def remove(ctx: RequestContext, **args: str) -> None:
-        current = load_file(ctx.session, spec, args[id_var])
+        current = load_file(ctx.session, spec, args[id_var], ctx.user)
         check_if_match(current["version"])
         delete_file(ctx.session, ctx.user, spec, current)
 
     plural, singular = spec.collection.replace("-", "_"), spec.entity
     label = spec.label
-    declared: list[tuple[str, str, Callable[..., Any], str, str, dict[str, Any]]] = [
-        ("POST", spec.path, create, plural, f"Create a {label}",
+    declared: list[tuple[str, str, str, Callable[..., Any], str, str, dict[str, Any]]] = [
+        ("create", "POST", spec.path, create, plural, f"Create a {label}",
          {"permission": EDIT_FILES, "body": spec.body, "response": spec.out, "example": spec.example}),
-        ("GET", spec.path, list_all, plural, f"List {spec.collection.replace('-', ' ')}, last modified first "
-                                              "(q: simple search)",
+        ("list", "GET", spec.path, list_all, plural, f"List {spec.collection.replace('-', ' ')}, last modified "
+                                                     "first (q: simple search)",
          {"permission": VIEW_FILES, "query": spec.query, "response": spec.out, "many": True}),
-        ("GET", item_rule, get, singular, f"Read a {label}", {"permission": VIEW_FILES, "response": spec.out}),
-        ("PATCH", item_rule, patch, singular, f"Change a {label}",
+        ("get", "GET", item_rule, get, singular, f"Read a {label}", {"permission": VIEW_FILES, "response": spec.out}),
+        ("patch", "PATCH", item_rule, patch, singular, f"Change a {label}",
          {"permission": EDIT_FILES, "body": spec.patch(partial=True), "response": spec.out}),
-        ("DELETE", item_rule, remove, singular, f"Delete a {label}", {"permission": EDIT_FILES, "status": 204}),
+        ("delete", "DELETE", item_rule, remove, singular, f"Delete a {label}",
+         {"permission": EDIT_FILES, "status": 204}),
     ]
-    for method, rule, handler, name, summary, options in declared:
+    for what, method, rule, handler, name, summary, options in declared:
         # The name makes the endpoint and the operation id (<method>_<name>) unique.
         handler.__name__ = handler.__qualname__ = name
-        api.route(method, rule, summary=summary, **options)(handler)
+        api.route(method, rule, summary=summary, errors=spec.errors.get(what, ()), **options)(handler)
 
 
 def build_files_api() -> Api:

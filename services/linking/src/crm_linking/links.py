@@ -9,36 +9,49 @@ Routes (declared once per kind, so every path is a concrete ``/v1/leads/...`` or
 - ``/v1/contacts/{id}/leads``, ``/v1/contacts/{id}/opportunities``, ``/v1/companies/{id}/leads``.
 
 Reads need ``files:view`` and ``<records>:view``; changes ``files:edit`` and ``<records>:edit``.
-The record must be visible to the caller (else 404). Every change writes its ``linking.*``
-event and a timeline entry in the request's transaction.
+The record must be visible to the caller (else 404, unlinking included). Every change writes
+its ``linking.*`` event and a timeline entry in the request's transaction. The activities tab
+shows only the activities the caller may see (``access.activity_visible``).
 
 The link rules are the database's (primary key of ``record_contacts``; UNIQUE (job_order_id,
-record_kind) of ``record_job_orders``): a link is inserted in a savepoint and a constraint
-violation becomes a 409, so concurrent requests cannot break them. Linking a job order to
-the record it is already linked to is a 409 too (not an idempotent 200): the client asked
-for a change that cannot happen, and a retry that must not fail uses ``Idempotency-Key``.
+record_kind) of ``record_job_orders``; UNIQUE (record_kind, record_id, exclusive_role) of
+``record_contacts``): a link is inserted in a savepoint and a constraint violation becomes a
+409, so concurrent requests cannot break them. Linking a job order to the record it is already
+linked to is a 409 too (not an idempotent 200): the client asked for a change that cannot
+happen, and a retry that must not fail uses ``Idempotency-Key``.
+
+The main contact (role ``MAIN``) is the record's own ``contact_id``: ``sync_main_contact``
+keeps the contacts tab in step with it from the records' events (``service.apply_record_event``)
+- that contact is linked with ``MAIN`` (or its link gets that role), the previous main contact
+stays linked without a role, and a cleared ``contact_id`` leaves the link without a role. From
+the tab, ``MAIN`` is never set, changed or removed (409: set ``contact_id`` on the record); a
+``POST`` naming the record's own contact with ``MAIN`` only confirms it (200, or 201 when it was
+not linked yet). The signing authority (``SIGN``) may be added with ``POST`` while the record has
+none (409 otherwise) and removed with ``DELETE``; a ``PATCH`` never moves a link to or from
+``MAIN`` or ``SIGN``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
-from sqlalchemy import ColumnElement, Insert, Select, and_, delete, insert, or_, select, true, update
+from sqlalchemy import Insert, Select, and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crm_catalogue_view import CatalogueEntryView, CatalogueReferenceError, CatalogueView
 from crm_kit.db import utcnow
-from crm_kit.web import Api, Identity, ListResult, Problem, RequestContext, SortKey
+from crm_kit.web import Api, Identity, ListResult, Problem, Reply, RequestContext, SortKey
 from crm_kit.web.auth import require_permission
 from crm_kit.web.fields import Timestamp
 from crm_kit.web.pagination import PageQuery
 from crm_linking import journal
-from crm_linking.access import ALL_OFFICES_ROLE, PLURALS, load_record
+from crm_linking.access import PLURALS, activity_visible, load_record, visible_records
 from crm_linking.file_schemas import ActivityOut, ContactOut, JobOrderOut, PlacementOut
 from crm_linking.tables import (
     activities,
@@ -52,8 +65,11 @@ from crm_linking.tables import (
     timeline,
 )
 
+log = logging.getLogger(__name__)
+
 RECORD_KINDS = ("lead", "opportunity")
-# Roles a record sets itself (its main contact, its signing authority): not changed from the list.
+# Roles a record has at most one contact with: its main contact (its contact_id) and its signing
+# authority. A PATCH from the list never moves a link to or from them.
 PROTECTED_ROLE_CODES = frozenset({"MAIN", "SIGN"})
 FILES_VIEW, FILES_EDIT = "files:view", "files:edit"
 _ID = validate.Length(min=1, max=36)
@@ -112,7 +128,9 @@ class LinkRoleOut(Schema):
 
 class ContactLinkOut(Schema):
     contact_id = fields.String()
-    role_id = fields.String()
+    role_id = fields.String(allow_none=True, metadata={
+        "description": "null when the contact has no role on the record (a former main contact, or carried over "
+                       "by a conversion without a matching role)."})
     role = fields.Nested(LinkRoleOut, allow_none=True,
                          metadata={"description": "null when the role is no longer in the catalogue."})
     contact = fields.Nested(ContactOut)
@@ -155,6 +173,11 @@ class ContactRecordOut(LinkedRecordOut):
 
 # -- link changes shared by the routes and the reactions -----------------------------------------
 
+class ConcurrentChangeError(RuntimeError):
+    """A constraint refused a change another transaction made impossible meanwhile; the event
+    consumer retries the event (and then sees that change)."""
+
+
 def link_id(file_id: str, record_id: str) -> str:
     """The id of a link in its events (and their Kafka key)."""
     return f"{file_id}:{record_id}"
@@ -173,28 +196,133 @@ def insert_once(session: Session, stmt: Insert) -> bool:
     return True
 
 
+def exclusive_code(role: CatalogueEntryView | None) -> str | None:
+    """``MAIN`` or ``SIGN`` for those roles (at most one contact each per record), else None."""
+    return role.code if role is not None and role.code in PROTECTED_ROLE_CODES else None
+
+
+def exclusive_link(session: Session, kind: str, record_id: str, code: str) -> Any:
+    """The record's contact link with the exclusive role ``code`` (MAIN or SIGN), if any."""
+    return session.execute(select(record_contacts).where(
+        record_contacts.c.record_kind == kind, record_contacts.c.record_id == record_id,
+        record_contacts.c.exclusive_role == code)).first()
+
+
+def contact_link(session: Session, kind: str, record_id: str, contact_id: str) -> Any:
+    """The record_contacts row of ``contact_id`` on the record, if linked."""
+    return session.execute(select(record_contacts).where(
+        record_contacts.c.record_kind == kind, record_contacts.c.record_id == record_id,
+        record_contacts.c.contact_id == contact_id)).first()
+
+
 def _name(contact: Any) -> str:
     return f"{contact.first_name} {contact.last_name}".strip()
 
 
-def add_contact_link(session: Session, kind: str, record_id: str, contact: Any, role_id: str, *, by: str,
-                     identity: Identity | None = None, causation_id: str | None = None,
-                     at: dt.datetime | None = None, event_id: str | None = None,
-                     note_extra: Mapping[str, Any] | None = None) -> bool:
-    """Link ``contact`` with ``role_id``, with its event and timeline entry; False (nothing
-    written) when it is linked already."""
+def add_contact_link(session: Session, kind: str, record_id: str, contact: Any, role_id: str | None, *, by: str,
+                     exclusive: str | None = None, identity: Identity | None = None,
+                     causation_id: str | None = None, at: dt.datetime | None = None, event_id: str | None = None,
+                     note_extra: Mapping[str, Any] | None = None,
+                     event_extra: Mapping[str, Any] | None = None) -> bool:
+    """Link ``contact`` with ``role_id`` (None: no role; ``exclusive``: its code when MAIN or
+    SIGN), with its event and timeline entry; False (nothing written) when the database refuses
+    it: linked already, the record has that exclusive role already, or the contact is gone."""
     at = at or utcnow()
     linked = insert_once(session, insert(record_contacts).values(
-        record_kind=kind, record_id=record_id, contact_id=contact.id, role_id=role_id, linked_at=at, linked_by=by))
+        record_kind=kind, record_id=record_id, contact_id=contact.id, role_id=role_id,
+        exclusive_role=exclusive if role_id is not None else None, linked_at=at, linked_by=by))
     if not linked:
         return False
     journal.publish(session, "linking.contact.linked", "record_contact", link_id(contact.id, record_id),
-                    {"contact_id": contact.id, "role_id": role_id}, record_kind=kind, record_id=record_id,
-                    identity=identity, causation_id=causation_id)
+                    {"contact_id": contact.id, "role_id": role_id, **(event_extra or {})}, record_kind=kind,
+                    record_id=record_id, identity=identity, causation_id=causation_id)
     journal.note(session, kind, record_id, "contact_linked",
                  {"contact_id": contact.id, "contact_name": _name(contact), "role_id": role_id, "by": by,
                   **(note_extra or {})}, at=at, event_id=event_id)
     return True
+
+
+def change_contact_role(session: Session, kind: str, record_id: str, link: Any, role_id: str | None, *, by: str,
+                        exclusive: str | None = None, identity: Identity | None = None,
+                        causation_id: str | None = None, at: dt.datetime | None = None,
+                        event_id: str | None = None, note_extra: Mapping[str, Any] | None = None) -> bool:
+    """Give a linked contact (``link``: its record_contacts row) another role (None: none), with
+    its event and timeline entry; False (nothing written) when the database refuses it (the
+    record has that exclusive role already)."""
+    try:
+        with session.begin_nested():
+            session.execute(update(record_contacts).where(
+                record_contacts.c.record_kind == kind, record_contacts.c.record_id == record_id,
+                record_contacts.c.contact_id == link.contact_id).values(
+                    role_id=role_id, exclusive_role=exclusive if role_id is not None else None))
+    except IntegrityError:
+        return False
+    journal.publish(session, "linking.contact.role_changed", "record_contact", link_id(link.contact_id, record_id),
+                    {"contact_id": link.contact_id, "role_id": role_id, "from_role_id": link.role_id},
+                    record_kind=kind, record_id=record_id, identity=identity, causation_id=causation_id)
+    journal.note(session, kind, record_id, "contact_role_changed",
+                 {"contact_id": link.contact_id, "from_role_id": link.role_id, "to_role_id": role_id, "by": by,
+                  **(note_extra or {})}, at=at, event_id=event_id)
+    return True
+
+
+def main_role(session: Session, kind: str, view: CatalogueView | None = None) -> CatalogueEntryView | None:
+    """The kind's ``MAIN`` role in the catalogue copy (a protected entry: it always exists once
+    the catalogue's events have arrived)."""
+    roles = [r for r in (view or CatalogueView()).entries(session, kind, "roles") if r.code == "MAIN"]
+    return next((r for r in roles if r.active), roles[0] if roles else None)
+
+
+def sync_main_contact(session: Session, kind: str, record_id: str, contact_id: str | None, *, by: str,
+                      identity: Identity | None = None, causation_id: str | None = None,
+                      at: dt.datetime | None = None, event_id: str | None = None,
+                      view: CatalogueView | None = None) -> bool:
+    """Make the record's contacts tab agree with its ``contact_id`` (its main contact); True
+    when something changed.
+
+    The current ``MAIN`` link of another contact loses its role (the contact stays linked);
+    ``contact_id`` is linked with the ``MAIN`` role, or its link gets that role (whatever role it
+    had). Nothing is written when the tab already agrees, so a redelivered event changes
+    nothing. A ``contact_id`` naming a contact this service does not have is left out (logged);
+    while the catalogue copy has no ``MAIN`` role yet, the contact is linked without a role and
+    gets it with the record's next event. ``ConcurrentChangeError`` when a concurrent change
+    took the ``MAIN`` role meanwhile (the consumer retries the event).
+    """
+    at = at or utcnow()
+    extra = {"cause": "main_contact"}
+    changed = False
+    current = exclusive_link(session, kind, record_id, "MAIN")
+    if current is not None and current.contact_id != contact_id:
+        change_contact_role(session, kind, record_id, current, None, by=by, identity=identity,
+                            causation_id=causation_id, at=at, event_id=event_id, note_extra=extra)
+        changed = True
+    if not contact_id or (current is not None and current.contact_id == contact_id):
+        return changed
+    contact = session.execute(select(contacts).where(contacts.c.id == contact_id)).first()
+    if contact is None:
+        log.warning("%s %s: its contact %s is not a contact this service has; not linked as its main contact",
+                    kind, record_id, contact_id)
+        return changed
+    role = main_role(session, kind, view)
+    if role is None:
+        log.warning("%s %s: no MAIN role in the catalogue copy yet; contact %s is linked without a role",
+                    kind, record_id, contact_id)
+    role_id, code = (role.id, "MAIN") if role is not None else (None, None)
+    link = contact_link(session, kind, record_id, contact_id)
+    if link is not None and role is None:
+        return changed  # linked already; it becomes MAIN once the role is known
+    if link is None:
+        done = add_contact_link(session, kind, record_id, contact, role_id, exclusive=code, by=by,
+                                identity=identity, causation_id=causation_id, at=at, event_id=event_id,
+                                note_extra=extra)
+    else:
+        done = change_contact_role(session, kind, record_id, link, role_id, exclusive=code, by=by,
+                                   identity=identity, causation_id=causation_id, at=at, event_id=event_id,
+                                   note_extra=extra)
+    if done:
+        return True
+    raise ConcurrentChangeError(f"{kind} {record_id}: the MAIN contact changed while contact {contact_id} "
+                                "was being made the main contact")
 
 
 def add_job_order_link(session: Session, kind: str, record_id: str, job_order: Any, *, by: str,
@@ -292,13 +420,6 @@ def _role_out(role: CatalogueEntryView | None, ctx: RequestContext) -> dict[str,
     return {"id": role.id, "code": role.code, "name": role.name(ctx.language(list(role.names)), default_language)}
 
 
-def _visible(identity: Identity) -> ColumnElement[bool]:
-    """The records (record_views rows) ``identity`` may see; the rule of ``access.may_see``."""
-    if ALL_OFFICES_ROLE in identity.roles:
-        return true()
-    return record_views.c.office_id == identity.office_id
-
-
 def _named(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     """Give a per-kind route function its own name: Flask endpoints and OpenAPI operation ids
     come from it, and the same function body serves both kinds."""
@@ -356,14 +477,29 @@ class _Links:
                  "linked_at": link.linked_at, "linked_by": link.linked_by} for link in links]
 
     def contact_link(self, session: Session, record_id: str, contact_id: str) -> Any:
-        return session.execute(select(record_contacts).where(
-            record_contacts.c.record_kind == self.kind, record_contacts.c.record_id == record_id,
-            record_contacts.c.contact_id == contact_id)).first()
+        return contact_link(session, self.kind, record_id, contact_id)
 
-    def job_order_conflict(self, job_order_id: str, linked_to: str, record_id: str) -> Problem:
+    def main_is_the_records(self, which: str = "") -> Problem:
+        return Problem(409, f"The {which + ' ' if which else ''}role is MAIN: the main contact is the {self.kind}'s "
+                            f"own contact_id, set on the {self.kind} (PATCH /v1/{self.plural}/{{id}}), not from its "
+                            "contact list.", role_code="MAIN")
+
+    def sign_taken(self, holder: str) -> Problem:
+        return Problem(409, f"This {self.kind} has a signing authority already (contact {holder!r}): a {self.kind} "
+                            "has at most one SIGN contact. Remove that one from its contacts first.",
+                       role_code="SIGN", contact_id=holder)
+
+    def job_order_conflict(self, session: Session, identity: Identity, job_order_id: str, linked_to: str,
+                           record_id: str) -> Problem:
         if linked_to == record_id:
             return Problem(409, f"Job order {job_order_id!r} is already linked to this {self.kind}.",
                            linked_record_kind=self.kind, linked_record_id=linked_to)
+        try:
+            load_record(session, self.kind, linked_to, identity)
+        except Problem:  # a record the caller may not see is not named
+            return Problem(409, f"Job order {job_order_id!r} is already linked to another {self.kind} (one you "
+                                f"cannot see): a job order links to at most one {self.kind}.",
+                           linked_record_kind=self.kind)
         return Problem(409, f"Job order {job_order_id!r} is already linked to {self.kind} {linked_to!r}: a job "
                             f"order links to at most one {self.kind}. Unlink it there first.",
                        linked_record_kind=self.kind, linked_record_id=linked_to)
@@ -384,10 +520,17 @@ class _Links:
         kind, plural, base = self.kind, self.plural, self.base
 
         @self._route("POST", f"{base}/contacts", f"link_{kind}_contact", permission=self.may_edit, body=ContactLinkIn,
-                     response=ContactLinkOut, errors=(409,), summary=f"Link a contact (existing or new) to a {kind}")
+                     response=ContactLinkOut, errors=(409,),
+                     also={200: f"MAIN and the {kind}'s own contact_id, linked as its main contact already: "
+                                "nothing changed."},
+                     summary=f"Link a contact (existing or new) to a {kind}; MAIN only confirms the {kind}'s own "
+                             "contact_id, SIGN only while it has none")
         def link_contact(ctx: RequestContext, record_id: str) -> Any:
             record = self.writable(ctx, record_id)
             role = self.role(ctx.session, ctx.body["role_id"])
+            code = exclusive_code(role)
+            if code == "MAIN" and (not record.contact_id or ctx.body.get("contact_id") != record.contact_id):
+                raise self.main_is_the_records()
             if "contact" in ctx.body:
                 new = ctx.body["contact"]
                 _require_company(ctx.session, new.get("company_id"), "contact.company_id")
@@ -396,14 +539,29 @@ class _Links:
                 contact = ctx.session.execute(select(contacts).where(contacts.c.id == ctx.body["contact_id"])).first()
                 if contact is None:
                     raise _unknown("contact_id", f"There is no contact with id {ctx.body['contact_id']!r}.")
+            if code == "MAIN":  # the record's own contact: make sure the tab agrees, and say so
+                try:
+                    changed = sync_main_contact(ctx.session, kind, record.id, record.contact_id,
+                                                by=ctx.user.user_id, identity=ctx.user, view=self.view)
+                except ConcurrentChangeError:
+                    raise Problem(409, f"The main contact of this {kind} changed meanwhile; fetch it again.") from None
+                return Reply(self.contact_items(ctx, [self.contact_link(ctx.session, record.id, contact.id)])[0],
+                             status=201 if changed else 200)
             already = Problem(409, f"Contact {contact.id!r} is already linked to this {kind}; change its role "
                                    f"with PATCH {plural}/{{id}}/contacts/{{contact_id}}.")
             if self.contact_link(ctx.session, record.id, contact.id) is not None:
                 raise already
-            if not add_contact_link(ctx.session, kind, record.id, contact, role.id, by=ctx.user.user_id,
-                                    identity=ctx.user):
+            # Friendly answers for the common cases; the constraints decide under concurrency.
+            holder = exclusive_link(ctx.session, kind, record.id, code) if code else None
+            if holder is not None:
+                raise self.sign_taken(holder.contact_id)
+            if not add_contact_link(ctx.session, kind, record.id, contact, role.id, exclusive=code,
+                                    by=ctx.user.user_id, identity=ctx.user):
                 if self.contact_link(ctx.session, record.id, contact.id) is not None:
                     raise already  # a concurrent request linked it first
+                holder = exclusive_link(ctx.session, kind, record.id, code) if code else None
+                if holder is not None:
+                    raise self.sign_taken(holder.contact_id)  # a concurrent request added one first
                 raise Problem(409, f"Contact {contact.id!r} could not be linked (it was deleted meanwhile?).")
             return self.contact_items(ctx, [self.contact_link(ctx.session, record.id, contact.id)])[0]
 
@@ -427,32 +585,31 @@ class _Links:
             if link is None:
                 raise Problem(404, f"Contact {contact_id!r} is not linked to this {kind}.")
             new = self.role(ctx.session, ctx.body["role_id"])
-            current = self.view.get(ctx.session, link.role_id)
-            for role, which in ((current, "current"), (new, "new")):
-                if role is not None and role.code in PROTECTED_ROLE_CODES:
-                    raise Problem(409, f"The {which} role is {role.code}: the main contact and the signing "
-                                       f"authority are set on the {kind}, not from its contact list.",
-                                  role_code=role.code)
+            current = self.view.get(ctx.session, link.role_id) if link.role_id else None
+            for code, which in ((link.exclusive_role or exclusive_code(current), "current"),
+                                (exclusive_code(new), "new")):
+                if code == "MAIN":
+                    raise self.main_is_the_records(which)
+                if code == "SIGN":
+                    raise Problem(409, f"The {which} role is SIGN: the signing authority is not set on the {kind} "
+                                       f"from a role change: add it with POST /v1/{plural}/{{id}}/contacts (while the "
+                                       f"{kind} has none) or remove it with DELETE.", role_code="SIGN")
             if new.id != link.role_id:
-                ctx.session.execute(update(record_contacts).where(
-                    record_contacts.c.record_kind == kind, record_contacts.c.record_id == record.id,
-                    record_contacts.c.contact_id == contact_id).values(role_id=new.id))
-                journal.publish(ctx.session, "linking.contact.role_changed", "record_contact",
-                                link_id(contact_id, record.id),
-                                {"contact_id": contact_id, "role_id": new.id, "from_role_id": link.role_id},
-                                record_kind=kind, record_id=record.id, identity=ctx.user)
-                journal.note(ctx.session, kind, record.id, "contact_role_changed",
-                             {"contact_id": contact_id, "from_role_id": link.role_id, "to_role_id": new.id,
-                              "by": ctx.user.user_id})
+                change_contact_role(ctx.session, kind, record.id, link, new.id, by=ctx.user.user_id,
+                                    identity=ctx.user)
             return self.contact_items(ctx, [self.contact_link(ctx.session, record.id, contact_id)])[0]
 
         @self._route("DELETE", f"{base}/contacts/<contact_id>", f"unlink_{kind}_contact", permission=self.may_edit,
-                     status=204, summary=f"Remove a contact from a {kind} (the contact itself stays)")
+                     status=204, errors=(409,),
+                     summary=f"Remove a contact from a {kind} (the contact itself stays; not its main contact)")
         def unlink_contact(ctx: RequestContext, record_id: str, contact_id: str) -> None:
             record = self.writable(ctx, record_id)
             link = self.contact_link(ctx.session, record.id, contact_id)
             if link is None:
                 raise Problem(404, f"Contact {contact_id!r} is not linked to this {kind}.")
+            if link.exclusive_role == "MAIN" or record.contact_id == contact_id:
+                raise Problem(409, f"Contact {contact_id!r} is the main contact of this {kind} (its contact_id): "
+                                   f"set another contact_id on the {kind}, or clear it, instead.", role_code="MAIN")
             remove_contact_link(ctx.session, kind, record.id, link, by=ctx.user.user_id, identity=ctx.user)
 
     def _job_orders(self) -> None:
@@ -480,12 +637,12 @@ class _Links:
             # A friendly answer for the common case; the constraint decides under concurrency.
             existing = job_order_link_of_kind(ctx.session, order.id, kind)
             if existing is not None:
-                raise self.job_order_conflict(order.id, existing.record_id, record.id)
+                raise self.job_order_conflict(ctx.session, ctx.user, order.id, existing.record_id, record.id)
             if not add_job_order_link(ctx.session, kind, record.id, order, by=ctx.user.user_id, identity=ctx.user):
                 existing = job_order_link_of_kind(ctx.session, order.id, kind)
                 if existing is None:
                     raise Problem(409, f"Job order {order.id!r} could not be linked (it was deleted meanwhile?).")
-                raise self.job_order_conflict(order.id, existing.record_id, record.id)
+                raise self.job_order_conflict(ctx.session, ctx.user, order.id, existing.record_id, record.id)
             return self.job_order_items(ctx, [link_of(ctx.session, record.id, order.id)])[0]
 
         @self._route("GET", f"{base}/job-orders", f"list_{kind}_job_orders", permission=self.may_view, query=PageQuery,
@@ -517,7 +674,7 @@ class _Links:
                      summary=f"Activities of a {kind}, newest first")
         def list_activities(ctx: RequestContext, record_id: str) -> ListResult:
             record = self.readable(ctx, record_id)
-            page = ctx.page(select(activities).where(owner_column == record.id),
+            page = ctx.page(select(activities).where(owner_column == record.id, activity_visible(ctx.user)),
                             [SortKey("created_at", activities.c.created_at, descending=True),
                              SortKey("id", activities.c.id, descending=True)],
                             fingerprint=f"{kind}-activities:{record.id}")
@@ -550,7 +707,7 @@ class _Links:
 
 
 def _records_page(ctx: RequestContext, stmt: Select[Any], fingerprint: str) -> ListResult:
-    page = ctx.page(stmt.where(_visible(ctx.user)),
+    page = ctx.page(stmt.where(visible_records(ctx.user)),
                     [SortKey("title", record_views.c.title), SortKey("id", record_views.c.id)],
                     fingerprint=fingerprint)
     return ListResult([_row_dict(r) for r in page.rows], page.next_page_token)

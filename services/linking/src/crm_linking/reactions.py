@@ -4,24 +4,33 @@ A consumer group of its own ("reactions"), separate from the record-view updater
 (``service.apply_record_event``): each keeps its own offsets and inbox rows.
 
 - ``<kind>.deleted``: the record loses its links (events for each removed link); its
-  activities stay, with ``lead_id``/``opportunity_id`` cleared (``linking.activity.updated``);
-  its timeline goes with it.
+  activities stay, with ``lead_id``/``opportunity_id`` cleared (``linking.activity.updated``),
+  and then belong to the office they were created in; its timeline goes with it.
 - ``<kind>.created``, ``stage_changed``, ``stage_group_changed``, ``added_to_group``,
   ``removed_from_group``, ``lead.converted``: timeline entries at the event's ``occurred_at``,
   carrying its ``event_id``.
-- ``lead.converted``: the lead's contacts and job orders are carried over to the new
-  opportunity (its company comes with the opportunity's own event).
+- ``lead.converted``: the lead's contacts and job orders are carried over to the opportunity
+  (a new one, or an existing one the lead converted into; its company and main contact come with
+  the opportunity's own events).
 
 Every effect is idempotent in itself, not only through the inbox: a timeline entry is
 written once per (record, type, event), the conversion entries once per conversion, and
 carried-over links only when missing - so the same conversion delivered twice, even under
 two event ids, links each contact and job order once.
 
-Carrying a contact's role over: a lead role maps to the active opportunity role with the same
-``code`` (MAIN -> MAIN, SIGN -> SIGN, ...). A lead role without such a counterpart is not
-guessed at (making the contact the opportunity's MAIN contact would be wrong): that contact
-is skipped with a warning in the log. A job order that already has an opportunity stays where
-it is (a job order links to at most one opportunity), also with a log line.
+Carrying a contact over: every contact of the lead comes over - none is dropped. Its role maps
+to the active opportunity role with the same ``code`` (MAIN -> MAIN, SIGN -> SIGN, ...). A lead
+role without such a counterpart is not guessed at, and a MAIN or SIGN the opportunity has
+already (a conversion into an existing opportunity) is not taken from it: that contact comes
+over without a role (``role_id`` null), with a warning in the log, and its ``contact_linked``
+timeline entry and ``linking.contact.linked`` event say which lead role was dropped
+(``role_dropped_from``: the lead role's code), so the conversion can report it. A job order
+that already has another opportunity stays where it is (a job order links to at most one
+opportunity), with a log line.
+
+The opportunity's main contact follows its own ``contact_id`` (``links.sync_main_contact``,
+from the records consumer): whichever of the two consumers comes first, the end state is the
+same.
 """
 
 from __future__ import annotations
@@ -43,13 +52,25 @@ from crm_kit.db import utcnow
 from crm_linking import journal
 from crm_linking.links import (
     RECORD_KINDS,
+    ConcurrentChangeError,
     add_contact_link,
     add_job_order_link,
+    contact_link,
+    exclusive_code,
+    exclusive_link,
     job_order_link_of_kind,
     remove_contact_link,
     remove_job_order_link,
 )
-from crm_linking.tables import activities, contacts, job_orders, record_contacts, record_job_orders, timeline
+from crm_linking.tables import (
+    activities,
+    catalogue_view,
+    contacts,
+    job_orders,
+    record_contacts,
+    record_job_orders,
+    timeline,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +78,15 @@ TOPICS = ["crm.leads.v1", "crm.opportunities.v1"]
 SYSTEM = "system"
 
 
-def _at(envelope: Envelope) -> dt.datetime:
+def occurred_at(envelope: Envelope) -> dt.datetime:
+    """When the event's change happened (now, for an event without the time)."""
     if envelope.HasField("occurred_at"):
         return envelope.occurred_at.ToDatetime(tzinfo=dt.UTC)
     return utcnow()
 
 
-def _by(envelope: Envelope) -> str:
+def actor_id(envelope: Envelope) -> str:
+    """Who made the event's change: its user, or ``system``."""
     return envelope.actor.user_id or SYSTEM
 
 
@@ -82,7 +105,7 @@ def _note_once(session: Session, kind: str, record_id: str, type_: str, data: Ma
         timeline.c.record_kind == kind, timeline.c.record_id == record_id, timeline.c.type == type_,
         timeline.c.event_id == envelope.event_id)).first()
     if done is None:
-        journal.note(session, kind, record_id, type_, {**data, "by": _by(envelope)}, at=_at(envelope),
+        journal.note(session, kind, record_id, type_, {**data, "by": actor_id(envelope)}, at=occurred_at(envelope),
                      event_id=envelope.event_id)
 
 
@@ -122,7 +145,7 @@ def _deleted(session: Session, envelope: Envelope) -> None:
     record_id = gone.id or envelope.aggregate_id
     if kind not in RECORD_KINDS:
         return
-    by, cause = _by(envelope), envelope.event_id
+    by, cause = actor_id(envelope), envelope.event_id
     for link in session.execute(select(record_contacts).where(
             record_contacts.c.record_kind == kind, record_contacts.c.record_id == record_id)).all():
         remove_contact_link(session, kind, record_id, link, by=by, causation_id=cause, note=False)
@@ -160,18 +183,26 @@ def _conversion_note(session: Session, kind: str, record_id: str, type_: str, da
         timeline.c.record_kind == kind, timeline.c.record_id == record_id, timeline.c.type == type_)).scalars()
     if any(all(entry.get(k) == v for k, v in data.items()) for entry in existing):
         return
-    journal.note(session, kind, record_id, type_, {**data, "by": _by(envelope)}, at=_at(envelope),
+    journal.note(session, kind, record_id, type_, {**data, "by": actor_id(envelope)}, at=occurred_at(envelope),
                  event_id=envelope.event_id)
+
+
+def _role_codes(session: Session, kind: str) -> dict[str, str]:
+    """Role id -> code of ``kind``'s roles, deleted ones included (the catalogue copy keeps them)."""
+    rows = session.execute(select(catalogue_view.c.id, catalogue_view.c.code).where(
+        catalogue_view.c.kind == kind, catalogue_view.c.entity == "roles")).all()
+    return {row.id: row.code for row in rows}
 
 
 def carry_over(session: Session, envelope: Envelope, lead_id: str, opportunity_id: str,
                view: CatalogueView | None = None) -> None:
-    """Link the lead's contacts (with the matching roles) and job orders to the opportunity;
-    only links that do not exist yet are inserted, each with its event and timeline entry."""
+    """Link every contact of the lead (with the matching role, or none) and its job orders to the
+    opportunity; only links that do not exist yet are inserted, each with its event and timeline
+    entry."""
     view = view or CatalogueView()
-    at, by, cause = _at(envelope), _by(envelope), envelope.event_id
+    at, by, cause = occurred_at(envelope), actor_id(envelope), envelope.event_id
     extra = {"cause": "conversion", "lead_id": lead_id}
-    lead_roles = {r.id: r for r in view.entries(session, "lead", "roles")}
+    lead_codes = _role_codes(session, "lead")
     opportunity_roles = {r.code: r for r in view.entries(session, "opportunity", "roles", active_only=True)}
     links = session.execute(
         select(record_contacts.c.role_id, contacts)
@@ -179,19 +210,30 @@ def carry_over(session: Session, envelope: Envelope, lead_id: str, opportunity_i
         .where(record_contacts.c.record_kind == "lead", record_contacts.c.record_id == lead_id)
         .order_by(record_contacts.c.linked_at, record_contacts.c.contact_id)).all()
     for link in links:
-        lead_role = lead_roles.get(link.role_id)
-        role = opportunity_roles.get(lead_role.code) if lead_role is not None else None
-        if role is None:
-            log.warning("conversion of lead %s: contact %s keeps no role on opportunity %s (lead role %s has no "
-                        "active opportunity role with the same code); not carried over",
-                        lead_id, link.id, opportunity_id, lead_role.code if lead_role else link.role_id)
+        if contact_link(session, "opportunity", opportunity_id, link.id) is not None:
             continue
-        exists = session.execute(select(record_contacts.c.contact_id).where(
-            record_contacts.c.record_kind == "opportunity", record_contacts.c.record_id == opportunity_id,
-            record_contacts.c.contact_id == link.id)).first()
-        if exists is None:
-            add_contact_link(session, "opportunity", opportunity_id, link, role.id, by=by, causation_id=cause,
-                             at=at, event_id=cause, note_extra=extra)
+        lead_code = (lead_codes.get(link.role_id) or link.role_id) if link.role_id else None
+        role = opportunity_roles.get(lead_code) if lead_code else None
+        code = exclusive_code(role)
+        why = "no active opportunity role has the same code"
+        if role is not None and code and exclusive_link(session, "opportunity", opportunity_id, code) is not None:
+            role, why = None, f"the opportunity has a {code} contact already"
+        if role is not None:
+            if add_contact_link(session, "opportunity", opportunity_id, link, role.id, exclusive=code, by=by,
+                                causation_id=cause, at=at, event_id=cause, note_extra=extra):
+                continue
+            if contact_link(session, "opportunity", opportunity_id, link.id) is not None:
+                continue  # linked meanwhile (its main contact, from the opportunity's own event)
+            why = f"the opportunity got a {code} contact meanwhile"
+        dropped = {"role_dropped_from": lead_code} if lead_code else {}
+        if lead_code:
+            log.warning("conversion of lead %s: contact %s comes over to opportunity %s without a role (lead role "
+                        "%s: %s)", lead_id, link.id, opportunity_id, lead_code, why)
+        if not add_contact_link(session, "opportunity", opportunity_id, link, None, by=by, causation_id=cause, at=at,
+                                event_id=cause, note_extra={**extra, **dropped}, event_extra=dropped):
+            if contact_link(session, "opportunity", opportunity_id, link.id) is None:
+                raise ConcurrentChangeError(f"conversion of lead {lead_id}: contact {link.id} could not be "
+                                            f"linked to opportunity {opportunity_id}")
     orders = session.execute(
         select(job_orders).join(record_job_orders, record_job_orders.c.job_order_id == job_orders.c.id)
         .where(record_job_orders.c.record_kind == "lead", record_job_orders.c.record_id == lead_id)

@@ -1,5 +1,9 @@
 """The linking service: files (companies, contacts, job orders, placements, activities),
-their links to leads and opportunities, and its read model of those records."""
+their links to leads and opportunities, and its read model of those records.
+
+Its worker runs three consumers: ``records`` (``apply_record_event``: the read model of leads
+and opportunities, and each record's main contact on its contacts tab), ``catalogue`` (its copy
+of the catalogue) and ``reactions`` (``reactions.py``: timelines, deletions, conversions)."""
 
 from __future__ import annotations
 
@@ -16,14 +20,19 @@ from crm_kafka.worker import ConsumerSpec, WorkerPlan
 from crm_kit.db import Database, utcnow
 from crm_kit.settings import Settings
 from crm_linking.files import build_files_api
-from crm_linking.links import build_links_api
-from crm_linking.reactions import REACTIONS
+from crm_linking.links import RECORD_KINDS, build_links_api, sync_main_contact
+from crm_linking.reactions import REACTIONS, actor_id, occurred_at
 from crm_linking.tables import metadata, record_views
 
 
 def apply_record_event(session: Session, envelope: Envelope) -> None:
     """Keep the newest state of a record from any of its events (every record event carries
-    the record after the change); a deleted record is forgotten."""
+    the record after the change); a deleted record is forgotten.
+
+    A newer state also keeps the record's contacts tab in step with its ``contact_id`` (its main
+    contact, ``links.sync_main_contact``): applied once per version, in version order, so a
+    redelivered or late older event changes nothing.
+    """
     if envelope.WhichOneof("payload") == "record_deleted":
         session.execute(delete(record_views).where(record_views.c.id == envelope.aggregate_id))
         return
@@ -40,6 +49,11 @@ def apply_record_event(session: Session, envelope: Envelope) -> None:
         session.execute(record_views.insert().values(id=record.id, **values))
     elif record.version > current:
         session.execute(update(record_views).where(record_views.c.id == record.id).values(**values))
+    else:
+        return
+    if record.kind in RECORD_KINDS:
+        sync_main_contact(session, record.kind, record.id, record.contact_id or None, by=actor_id(envelope),
+                          causation_id=envelope.event_id, at=occurred_at(envelope), event_id=envelope.event_id)
 
 
 def worker_plan(settings: Settings, database: Database) -> WorkerPlan:

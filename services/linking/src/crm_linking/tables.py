@@ -3,7 +3,10 @@
 The link rules live in the database, so two concurrent requests cannot break them:
 - a job order links to at most one lead and at most one opportunity:
   UNIQUE (job_order_id, record_kind) on ``record_job_orders``;
-- a contact is linked to a record once: the primary key of ``record_contacts``.
+- a contact is linked to a record once: the primary key of ``record_contacts``;
+- a record has at most one ``MAIN`` and one ``SIGN`` contact: ``record_contacts.exclusive_role``
+  holds the role's code for those two roles (NULL for every other role, and for none), under
+  UNIQUE (record_kind, record_id, exclusive_role) - NULLs are distinct on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -104,21 +107,30 @@ activities = Table(
     Column("ends_at", UTCDateTime),
     Column("lead_id", String(ID)),
     Column("opportunity_id", String(ID)),
+    # The office of whoever created it: who may see it while it is on no record this service
+    # knows (on a record, the record's office decides). NULL only for activities created before
+    # offices were recorded and on no record then: shared, as they always were.
+    Column("office_id", String(REF)),
     *_audit(),
     Index("ix_activities_lead_id", "lead_id"),
     Index("ix_activities_opportunity_id", "opportunity_id"),
+    Index("ix_activities_office_id", "office_id"),
 )
 
-# A contact on a lead or opportunity, with a role from that kind's roles table.
+# A contact on a lead or opportunity, with a role from that kind's roles table (or none: a
+# former main contact, or a contact carried over by a conversion without a matching role).
 record_contacts = Table(
     "record_contacts", metadata,
     Column("record_kind", String(20), primary_key=True),  # "lead" | "opportunity"
     Column("record_id", String(ID), primary_key=True),
     Column("contact_id", String(ID), ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
-    Column("role_id", String(ID), nullable=False),
+    Column("role_id", String(ID)),
+    # "MAIN" | "SIGN" when role_id is that role, else NULL: at most one of each per record.
+    Column("exclusive_role", String(10)),
     Column("linked_at", UTCDateTime, nullable=False),
     Column("linked_by", String(REF), nullable=False),
     Index("ix_record_contacts_contact_id", "contact_id"),
+    UniqueConstraint("record_kind", "record_id", "exclusive_role", name="uq_record_contacts_exclusive_role"),
 )
 
 # A job order on a lead or opportunity: at most one of each kind per job order.
