@@ -8,6 +8,10 @@ BIN := $(VENV)/bin
 LIBS := libs/crm-kit libs/crm-events libs/crm-kafka libs/crm-catalogue-view libs/crm-pipeline libs/crm-devstack
 SERVICES := services/catalogue services/leads services/opportunities services/linking services/triggers services/gateway
 STAMP := $(VENV)/.installed
+# The OpenAPI linters the API's clients use (Redocly CLI, Spectral + OWASP), from the npm registry,
+# pinned by their package-lock.json; tests/e2e/test_openapi_tools.py runs them.
+LINT_TOOLS := tools/openapi-lint
+LINT_STAMP := $(LINT_TOOLS)/node_modules/.installed
 
 # `make token USER=... OFFICE=... ROLES=...`: USER is also the shell's login name, so only
 # a USER given on the command line counts.
@@ -32,7 +36,13 @@ $(STAMP): constraints.txt requirements-dev.txt $(foreach p,$(LIBS) $(SERVICES),$
 		$(foreach p,$(LIBS) $(SERVICES),-e $(p))
 	@touch $@
 
-install: $(STAMP) ## Create .venv and install every service and library (pinned)
+$(LINT_STAMP): $(LINT_TOOLS)/package.json $(LINT_TOOLS)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "npm is missing: install Node.js 20+ with npm (Debian: apt-get install nodejs npm)"; exit 1; }
+	@echo "installing the OpenAPI linters into $(LINT_TOOLS)/node_modules (pinned by package-lock.json)"
+	@cd $(LINT_TOOLS) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+install: $(STAMP) $(LINT_STAMP) ## Create .venv and install every service and library (pinned), and the OpenAPI linters
 
 run: $(STAMP) ## Run the whole platform on 127.0.0.1:8080 (Kafka from Maven Central, SQLite); Ctrl-C stops it
 	@$(BIN)/python -m crm_devstack run
@@ -49,7 +59,7 @@ status: $(STAMP) ## Show which processes of the local platform are up
 token: $(STAMP) ## Print a dev token: make token USER=u1 OFFICE=office-1 ROLES=marketing,viewer
 	@$(BIN)/python -m crm_devstack token --user "$(TOKEN_USER)" --office "$(OFFICE)" --roles "$(ROLES)" --name "$(NAME)"
 
-test: $(STAMP) ## The whole suite: unit, integration and end-to-end, on real Kafka and PostgreSQL it starts itself
+test: $(STAMP) $(LINT_STAMP) ## The whole suite: unit, integration and end-to-end, on real Kafka and PostgreSQL it starts itself
 	@$(BIN)/python -m pytest
 
 test-fast: $(STAMP) ## Only the tests that need no Kafka or PostgreSQL
