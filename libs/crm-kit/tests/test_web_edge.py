@@ -85,7 +85,8 @@ def test_rs256_tokens_accepted_only_with_a_public_key(tmp_path):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    token = jwt.encode({"sub": "u", "roles": ["admin"], "exp": int(time.time()) + 60}, key, algorithm="RS256")
+    token = jwt.encode({"sub": "u", "office": "o1", "roles": ["admin"], "exp": int(time.time()) + 60}, key,
+                       algorithm="RS256")
     headers = {"Authorization": f"Bearer {token}"}
     app, db = make_app(f"sqlite:///{tmp_path / 'a.sqlite3'}")
     assert app.test_client().get("/v1/notes", headers=headers).status_code == 401

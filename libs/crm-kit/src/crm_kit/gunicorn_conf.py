@@ -3,12 +3,21 @@
 Multiprocess metrics done right: the metrics directory is wiped when the master starts
 (stale files from a previous run would be summed in) and a dead worker's live gauges are
 dropped.
+
+What gunicorn refuses itself, before any application code runs (a request line or header
+over its limits: 414, 431; a request that is not HTTP: 400), it answers in the API's
+problem+json too, not in HTML (``problem_error``, installed over gunicorn's ``write_error``).
+And each worker thread knows the request it serves (``pre_request``), so the kit can ask for
+``Connection: close`` when it cannot drain a refused body (``crm_kit.web.connection``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
+
+import gunicorn.util
 
 bind = os.environ.get("CRM_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("CRM_WEB_CONCURRENCY", "2"))
@@ -26,6 +35,11 @@ if os.environ.get("CRM_SERVICE_NAME") == "gateway":
     limit_request_line = 0
 limit_request_fields = 100
 limit_request_field_size = 8190
+if os.environ.get("CRM_SERVICE_NAME") == "gateway":
+    # The gateway answers header fields over 8190 bytes (and too many bytes of headers in all)
+    # with a 431 naming the header itself (crm_gateway.app, MAX_HEADER_FIELD); gunicorn's
+    # limit is above it, so only what is far beyond reaches gunicorn's own (problem+json) 431.
+    limit_request_field_size = 4 * 8190
 accesslog = None  # the kit logs and measures requests itself
 errorlog = "-"
 loglevel = os.environ.get("CRM_LOG_LEVEL", "info").lower()
@@ -50,6 +64,45 @@ proc_name = f"crm-{os.environ.get('CRM_SERVICE_NAME', 'service')}"
 # gunicorn 27's control socket defaults to one path per user: several services on one
 # machine (make run, tests) would fight over it, and nothing here uses it.
 control_socket_disable = True
+
+
+_PROBLEM_DETAILS = {
+    400: "The request is not valid HTTP/1.1.",
+    414: f"The request line is longer than {limit_request_line or 8190} bytes.",
+    431: f"The request's header fields are too large: at most {limit_request_fields} fields of at most "
+         f"{limit_request_field_size} bytes each.",
+}
+
+
+def problem_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's own error answer (``gunicorn.util.write_error``) as RFC 9457 problem+json.
+
+    The detail is ours, not gunicorn's message, which may echo what the client sent.
+    """
+    from crm_kit.web.app import SECURITY_HEADERS
+    from crm_kit.web.problem import Problem
+
+    problem = Problem(status_int, _PROBLEM_DETAILS.get(status_int, reason or "The request was refused."))
+    body = json.dumps(problem.to_dict()).encode()
+    head = [f"HTTP/1.1 {status_int} {problem.title}", "Connection: close",
+            "Content-Type: application/problem+json", f"Content-Length: {len(body)}",
+            *(f"{name}: {value}" for name, value in SECURITY_HEADERS.items())]
+    gunicorn.util.write_nonblock(sock, ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+
+
+gunicorn.util.write_error = problem_error  # read by gunicorn's workers at call time
+
+
+def pre_request(worker: Any, req: Any) -> None:
+    from crm_kit.web.connection import serving
+
+    serving(req)
+
+
+def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
+    from crm_kit.web.connection import served
+
+    served()
 
 
 def on_starting(server: Any) -> None:

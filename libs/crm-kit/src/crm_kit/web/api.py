@@ -28,7 +28,8 @@ from sqlalchemy.orm import Session
 from crm_kit import consistency
 from crm_kit.web import idempotency as idem
 from crm_kit.web.auth import Identity, require_permission
-from crm_kit.web.http import etag_for, if_none_match_hits, load_query, preferred_language
+from crm_kit.web.http import etag_for, if_none_match_hits, load_query, note_language, preferred_language
+from crm_kit.web.input import check_texts, decode_json, normalise_body
 from crm_kit.web.problem import Problem
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,9 @@ class RequestContext:
         return self.identity
 
     def language(self, available: list[str]) -> str:
-        return preferred_language(available, self.kit.settings["CRM_DEFAULT_LANGUAGE"])
+        """The language to resolve ``names`` in; the answer then carries ``Content-Language`` and
+        ``Vary: Accept-Language`` (the kit's edge adds them)."""
+        return note_language(preferred_language(available, self.kit.settings["CRM_DEFAULT_LANGUAGE"]))
 
     def page(self, stmt: Any, sort: Any, *, fingerprint: str = "") -> Any:
         """Run a keyset-paginated query with the request's page_size and page_token."""
@@ -250,15 +253,13 @@ def _load_body(route: Route) -> dict[str, Any]:
                           errors=[{"field": "body", "message": "Missing; send a JSON object."}])
         data: Any = {}
     else:
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise Problem(400, "The request body is not valid JSON.") from None
+        data = decode_json(raw)  # 400: not JSON, or nested too deeply
     if not isinstance(data, dict):
         raise Problem(422, "The request body must be a JSON object.", errors=[{"field": "body",
                                                                                "message": "Expected an object."}])
     assert route.body is not None
-    return route.body.load(data)
+    # The contract's text and number rules, for every service alike (crm_kit.web.input).
+    return route.body.load(normalise_body(data, route.body))
 
 
 def _serialise(route: Route, result: Any) -> Response:
@@ -296,10 +297,12 @@ def _make_view(route: Route) -> Callable[..., Response]:
         ctx = RequestContext(route)
         kit = ctx.kit
         consistency.start_request()
+        check_texts(view_args, status=404)  # an id with a NUL in it names nothing
         if not route.public:
             ctx.identity = kit.verifier.identity_from_header(request.headers.get("Authorization"))
             g.crm_identity = ctx.identity
             require_permission(ctx.identity, route.permission)
+        _check_acceptable(route)
         if route.query is not None:
             ctx.query = load_query(route.query)
         elif request.args:
@@ -324,6 +327,20 @@ def _make_view(route: Route) -> Callable[..., Response]:
     view.__name__ = route.endpoint
     view.crm_route = route  # type: ignore[attr-defined]
     return view
+
+
+def _check_acceptable(route: Route) -> None:
+    """406 when the request's ``Accept`` rules out the JSON this route answers with.
+
+    Only JSON routes are checked here: a route producing something else (a download in the
+    type it was uploaded with, a print in HTML or PDF) negotiates itself. An empty ``Accept``
+    counts as none (any type).
+    """
+    if route.produces != "application/json" or not (request.headers.get("Accept") or "").strip():
+        return
+    if request.accept_mimetypes["application/json"] <= 0:
+        raise Problem(406, f"This endpoint answers application/json only; the request's Accept "
+                           f"({request.headers['Accept'][:200]}) rules it out.")
 
 
 def _await_read_models() -> None:

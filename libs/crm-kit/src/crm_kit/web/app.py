@@ -16,6 +16,7 @@ from crm_kit.db import Database
 from crm_kit.settings import Settings
 from crm_kit.web.api import Api, Route
 from crm_kit.web.auth import TokenVerifier
+from crm_kit.web.connection import finish_connection
 from crm_kit.web.idempotency import IdempotencyStore
 from crm_kit.web.pagination import Paginator
 from crm_kit.web.problem import Problem, register_problem_handlers
@@ -162,6 +163,13 @@ def _install_edge_rules(app: Flask, service: str) -> None:
             resp.headers.setdefault(name, value)
         if g.get("crm_stale"):  # answered from copies older than the gateway asked for (errors too)
             resp.headers[consistency.STALE] = "true"
+        languages = g.get("crm_languages")
+        if languages:  # names resolved from Accept-Language (RequestContext.language)
+            resp.headers["Content-Language"] = ", ".join(languages)
+            resp.vary.add("Accept-Language")
+        # A body refused unread (413, 401, ...) is drained, or the connection closed, so the
+        # client's next request on this connection works (crm_kit.web.connection).
+        finish_connection(request.environ)
         started = g.get("crm_started")
         # A catch-all route (the gateway's) names its real template in g.crm_route_label.
         route = g.get("crm_route_label") or (request.url_rule.rule if request.url_rule else "unmatched")

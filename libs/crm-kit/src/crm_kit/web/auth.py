@@ -13,6 +13,7 @@ from typing import Any
 
 import jwt
 
+from crm_kit.web.input import text_error
 from crm_kit.web.problem import Problem
 
 _ACTIONS = ("view", "create", "edit", "delete")
@@ -59,6 +60,23 @@ class Identity:
 
 def _unauthenticated(detail: str) -> Problem:
     return Problem(401, detail, headers={"WWW-Authenticate": 'Bearer realm="crm"'})
+
+
+def _contract_claims(claims: Mapping[str, Any]) -> tuple[str, str, list[str]]:
+    """``sub``, ``office`` and ``roles`` as the contract requires them, or a 401.
+
+    ``sub`` and ``office`` are non-empty strings (not blank), ``roles`` a list of strings (it
+    may be empty: a token without roles may still read the catalogue). ``exp`` is required
+    by the decoder itself.
+    """
+    for claim in ("sub", "office"):
+        value = claims.get(claim)
+        if not isinstance(value, str) or not value.strip() or text_error(value, multiline=False):
+            raise _unauthenticated(f"The token's {claim} claim must be a non-empty string (one line of text).")
+    roles = claims.get("roles")
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise _unauthenticated("The token's roles claim must be a list of strings.")
+    return claims["sub"], claims["office"], roles
 
 
 class TokenVerifier:
@@ -113,7 +131,7 @@ class TokenVerifier:
             key = self._public_key
         else:
             raise _unauthenticated(f"Tokens signed with {alg!r} are not accepted.")
-        options: Any = {"require": ["exp", "sub"]}
+        options: Any = {"require": ["exp", "sub"]}  # and office, roles: _contract_claims
         try:
             claims = jwt.decode(
                 token,
@@ -128,18 +146,12 @@ class TokenVerifier:
             raise _unauthenticated("The bearer token has expired.") from None
         except jwt.PyJWTError:
             raise _unauthenticated("The bearer token is not valid.") from None
-        roles = claims.get("roles") or []
-        if isinstance(roles, str):
-            roles = [roles]
-        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-            raise _unauthenticated("The token's roles claim must be a list of strings.")
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub:
-            raise _unauthenticated("The token has no subject.")
+        sub, office, roles = _contract_claims(claims)
+        name = claims.get("name")
         return Identity(
             user_id=sub,
-            name=str(claims.get("name") or sub),
-            office_id=str(claims.get("office") or ""),
+            name=name.strip() if isinstance(name, str) and name.strip() else sub,
+            office_id=office,
             roles=tuple(roles),
             permissions=self.permissions_for(roles),
             token=token,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
+from flask import g, request
 from marshmallow import Schema, fields
 
+from crm_kit.web.input import check_texts
 from crm_kit.web.problem import Problem
 
 
@@ -15,11 +16,17 @@ def etag_for(version: int) -> str:
     return f'"{int(version)}"'
 
 
-def _etag_values(header: str) -> list[str]:
+def _etag_values(header: str, *, weak: bool) -> list[str]:
+    """The entity tags of an If-Match / If-None-Match header.
+
+    ``weak``: compare weakly (``W/"3"`` stands for ``"3"``, RFC 9110 8.8.3.2; If-None-Match).
+    Otherwise a weak tag is left as it is, so it never equals a (strong) ETag: If-Match uses
+    the strong comparison.
+    """
     values = []
     for part in header.split(","):
         part = part.strip()
-        if part.startswith("W/"):
+        if weak and part.startswith("W/"):
             part = part[2:]
         values.append(part)
     return values
@@ -29,12 +36,13 @@ def check_if_match(current_version: int) -> None:
     """412 when the request has ``If-Match`` and it names another version.
 
     Call before changing a resource (PATCH, DELETE); without the header the write goes on
-    (clients that want safety send it).
+    (clients that want safety send it). Strong comparison: a weak tag (``W/"3"``) never
+    matches, whatever its version.
     """
     header = request.headers.get("If-Match")
     if not header:
         return
-    values = _etag_values(header)
+    values = _etag_values(header, weak=False)
     if "*" in values or etag_for(current_version) in values:
         return
     raise Problem(
@@ -50,7 +58,7 @@ def if_none_match_hits(version: int) -> bool:
     header = request.headers.get("If-None-Match")
     if not header:
         return False
-    values = _etag_values(header)
+    values = _etag_values(header, weak=True)
     return "*" in values or etag_for(version) in values
 
 
@@ -58,6 +66,15 @@ def preferred_language(available: list[str], default: str) -> str:
     """The best of ``available`` for the request's Accept-Language, else ``default``."""
     best = request.accept_languages.best_match(available) if available else None
     return best or default
+
+
+def note_language(language: str) -> str:
+    """Say that the answer holds text in ``language``: it gets ``Content-Language`` (every
+    language noted, in order) and ``Vary: Accept-Language`` (the kit's edge adds them)."""
+    noted: list[str] = g.setdefault("crm_languages", [])
+    if language and language not in noted:
+        noted.append(language)
+    return language
 
 
 def load_query(schema: Schema) -> dict[str, Any]:
@@ -78,4 +95,5 @@ def load_query(schema: Schema) -> dict[str, Any]:
                 raise Problem(422, f"Query parameter {name!r} was given more than once.",
                               errors=[{"field": name, "message": "Give this parameter once."}])
             raw[name] = values[0]
+    check_texts([(name, v) for name, value in raw.items() for v in (value if isinstance(value, list) else [value])])
     return schema.load(raw)
