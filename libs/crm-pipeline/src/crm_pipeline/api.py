@@ -9,7 +9,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from sqlalchemy import Table, select
 
 from crm_catalogue_view import CatalogueView
-from crm_kit.web import Api, ListResult, Problem, Reply, RequestContext, check_if_match
+from crm_kit.web import Api, ListResult, Problem, Reply, RequestContext, check_if_match, limits
 from crm_pipeline.attachments import delete_blobs_with_record
 from crm_pipeline.conversion import convert
 from crm_pipeline.kind import OPPORTUNITY, RecordKind
@@ -217,10 +217,10 @@ class ConversionWarningOut(Schema):
                                                   "active opportunity role has its lead role's code, or the "
                                                   "opportunity has a contact with that protected role already); "
                                                   "contact_not_carried_over: it is not on the opportunity."})
-    contact_id = fields.String()
-    lead_role_id = fields.String(allow_none=True)
-    lead_role_code = fields.String(allow_none=True)
-    message = fields.String()
+    contact_id = fields.String(validate=limits.ID)
+    lead_role_id = fields.String(allow_none=True, validate=limits.ID)
+    lead_role_code = fields.String(allow_none=True, validate=validate.Length(max=limits.CATALOGUE_CODE_LENGTH))
+    message = fields.String(validate=limits.MESSAGE)
 
 
 def _add_conversion(api: Api, records: Records, present: Presenter, load: Any, out: Schema,

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import quote
 
 from flask import Flask, Response, current_app, has_app_context, request
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 from sqlalchemy import Table, delete, event, insert, select
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -38,7 +38,7 @@ from crm_kit.settings import (
     MULTIPART_OVERHEAD,  # boundaries, part headers and `type` around the file
     ConfigError,
 )
-from crm_kit.web import Api, ListResult, Problem, Reply, RequestContext, SortKey
+from crm_kit.web import Api, ListResult, Problem, Reply, RequestContext, SortKey, limits
 from crm_kit.web.app import route_of_request
 from crm_kit.web.fields import Timestamp
 from crm_kit.web.pagination import PageQuery
@@ -67,15 +67,16 @@ _KEEP_FORMAT = {"\u200c", "\u200d"}
 
 
 class AttachmentOut(Schema):
-    id = fields.String(required=True)
-    record_id = fields.String(required=True)
-    filename = fields.String(required=True)
-    content_type = fields.String(required=True)
-    type = fields.String(required=True)
-    size = fields.Integer(required=True)
-    sha256 = fields.String(required=True)
+    # The columns' lengths (the validators only document them: this is a response).
+    id = fields.String(required=True, validate=limits.ID)
+    record_id = fields.String(required=True, validate=limits.ID)
+    filename = fields.String(required=True, validate=validate.Length(max=255))
+    content_type = fields.String(required=True, validate=validate.Length(max=200))
+    type = fields.String(required=True, validate=validate.Length(max=100))
+    size = fields.Integer(required=True, validate=limits.SIZE)
+    sha256 = fields.String(required=True, validate=validate.Length(min=64, max=64))
     created_at = Timestamp(required=True)
-    created_by = fields.String(required=True)
+    created_by = fields.String(required=True, validate=limits.REF)
 
 
 _PUBLIC = tuple(AttachmentOut().fields)

@@ -48,7 +48,7 @@ from sqlalchemy.orm import Session
 
 from crm_catalogue_view import CatalogueView
 from crm_catalogue_view.model import CatalogueEntryView
-from crm_kit.web import Api, ListResult, Problem, RequestContext
+from crm_kit.web import Api, ListResult, Problem, RequestContext, limits
 from crm_pipeline.api import Presenter
 from crm_pipeline.kind import RecordKind
 from crm_pipeline.queries import load_visible
@@ -98,10 +98,11 @@ class TemplatesQuery(Schema):
 
 
 class TemplateOut(Schema):
-    id = fields.String()
-    kind = fields.String()
-    name = fields.String()
-    subject = fields.String(allow_none=True)
+    # The catalogue's limits (the validators only document them: this is a response).
+    id = fields.String(validate=limits.ID)
+    kind = fields.String(validate=validate.OneOf(TEMPLATE_KINDS))
+    name = fields.String(validate=validate.Length(max=limits.CATALOGUE_NAME_LENGTH))
+    subject = fields.String(allow_none=True, validate=validate.Length(max=500))
 
 
 class PrintIn(Schema):

@@ -19,14 +19,14 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 from sqlalchemy import ColumnElement, Table, func, select
 from sqlalchemy.orm import Session
 
 from crm_catalogue_view import CatalogueView
 from crm_catalogue_view.model import CatalogueEntryView
 from crm_kit.db import utcnow
-from crm_kit.web import Api, Problem, RequestContext
+from crm_kit.web import Api, Problem, RequestContext, limits
 from crm_kit.web.fields import Timestamp
 from crm_pipeline.kind import RecordKind
 from crm_pipeline.queries import visible
@@ -204,23 +204,29 @@ def _report_schemas(kind: RecordKind) -> dict[str, type[Schema]]:
     """The reports' schemas (named per kind: the OpenAPI document has both kinds' reports)."""
     name = kind.kind.capitalize()
     money: dict[str, fields.Field] = {} if kind.is_lead else {
-        "amount_sum": fields.String(), "weighted_amount_sum": fields.String()}
-    entity: dict[str, fields.Field] = {"id": fields.String(allow_none=True), "code": fields.String(allow_none=True),
-              "name": fields.String(allow_none=True), "active": fields.Boolean(allow_none=True),
-              "count": fields.Integer(), **money}
-    stage = Schema.from_dict({**entity, "stage_group_id": fields.String(allow_none=True),
+        # Decimal strings: a sum has no fixed bound, but its digits do (a NUMERIC's 131072 before the point).
+        "amount_sum": fields.String(validate=validate.Length(max=131_075)),
+        "weighted_amount_sum": fields.String(validate=validate.Length(max=131_075))}
+    entity: dict[str, fields.Field] = {
+        "id": fields.String(allow_none=True, validate=limits.ID),
+        "code": fields.String(allow_none=True, validate=validate.Length(max=limits.CATALOGUE_CODE_LENGTH)),
+        "name": fields.String(allow_none=True, validate=validate.Length(max=limits.CATALOGUE_NAME_LENGTH)),
+        "active": fields.Boolean(allow_none=True), "count": fields.Integer(validate=limits.COUNT), **money}
+    stage = Schema.from_dict({**entity, "stage_group_id": fields.String(allow_none=True, validate=limits.ID),
                               "median_seconds_in_stage": fields.Float(allow_none=True)}, name=f"{name}StageReportStage")
     group = Schema.from_dict(dict(entity), name=f"{name}StageReportGroup")
-    total = Schema.from_dict({"count": fields.Integer(), **money}, name=f"{name}StageReportTotal")
+    total = Schema.from_dict({"count": fields.Integer(validate=limits.COUNT), **money}, name=f"{name}StageReportTotal")
     out: dict[str, type[Schema]] = {"stages": Schema.from_dict(
         {"stages": fields.List(fields.Nested(stage)), "stage_groups": fields.List(fields.Nested(group)),
          "total": fields.Nested(total)}, name=f"{name}StageReport")}
     if kind.is_lead:
-        rates: dict[str, fields.Field] = {"created": fields.Integer(), "converted": fields.Integer(),
+        rates: dict[str, fields.Field] = {"created": fields.Integer(validate=limits.COUNT),
+                                          "converted": fields.Integer(validate=limits.COUNT),
                  "conversion_rate": fields.Float(allow_none=True),
                  "median_seconds_to_convert": fields.Float(allow_none=True)}
-        by_source = Schema.from_dict({"source_id": fields.String(allow_none=True), **rates}, name="FunnelBySource")
-        by_owner = Schema.from_dict({"owner_id": fields.String(), **rates}, name="FunnelByOwner")
+        by_source = Schema.from_dict({"source_id": fields.String(allow_none=True, validate=limits.ID), **rates},
+                                     name="FunnelBySource")
+        by_owner = Schema.from_dict({"owner_id": fields.String(validate=limits.REF), **rates}, name="FunnelByOwner")
         out["funnel"] = Schema.from_dict({"from": Timestamp(allow_none=True), "to": Timestamp(allow_none=True),
                                           **rates, "by_source": fields.List(fields.Nested(by_source)),
                                           "by_owner": fields.List(fields.Nested(by_owner))}, name="LeadFunnel")

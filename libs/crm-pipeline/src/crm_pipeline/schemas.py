@@ -7,6 +7,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
+from crm_kit.web import limits
 from crm_kit.web.fields import Timestamp
 from crm_kit.web.pagination import PageQuery
 from crm_pipeline.kind import RecordKind
@@ -70,21 +71,23 @@ class _RefusesReadOnly(Schema):
         return data
 
 
+# Responses: the validators only document how long the values can be (what came in was checked).
 class StageOut(Schema):
-    id = fields.String()
-    name = fields.String()
-    code = fields.String()
-    color = fields.String(allow_none=True)
+    id = fields.String(validate=limits.ID)
+    name = fields.String(validate=validate.Length(max=limits.CATALOGUE_NAME_LENGTH))
+    code = fields.String(validate=validate.Length(max=limits.CATALOGUE_CODE_LENGTH))
+    color = fields.String(allow_none=True, validate=validate.Length(max=limits.STAGE_COLOR_LENGTH))
     is_end = fields.Boolean()
-    remarks = fields.String(allow_none=True)
+    remarks = fields.String(allow_none=True, validate=validate.Length(max=10000))
 
 
 class HistoryOut(Schema):
-    from_stage_id = fields.String(allow_none=True)
-    to_stage_id = fields.String()
+    from_stage_id = fields.String(allow_none=True, validate=limits.ID)
+    to_stage_id = fields.String(validate=limits.ID)
     at = Timestamp()
-    by = fields.String()
-    cause = fields.String()
+    by = fields.String(validate=limits.REF)
+    cause = fields.String(validate=validate.Length(max=100), metadata={
+        "description": "user, trigger:<id>, conversion or bulk."})
 
 
 class GroupIn(Schema):
@@ -107,26 +110,26 @@ class BulkIn(Schema):
 
 
 class BulkResultOut(Schema):
-    id = fields.String()
-    status = fields.String()
-    error = fields.String(allow_none=True)
+    id = fields.String(validate=_ID)
+    status = fields.String(validate=validate.OneOf(("ok", "error")))
+    error = fields.String(allow_none=True, validate=limits.MESSAGE)
 
 
 class BulkOut(Schema):
-    results = fields.List(fields.Nested(BulkResultOut))
+    results = fields.List(fields.Nested(BulkResultOut), validate=validate.Length(max=MAX_BULK))
 
 
 class OverviewGroupOut(Schema):
-    id = fields.String()
-    name = fields.String()
-    count = fields.Integer()
+    id = fields.String(validate=limits.ID)
+    name = fields.String(validate=validate.Length(max=limits.CATALOGUE_NAME_LENGTH))
+    count = fields.Integer(validate=limits.COUNT)
 
 
 class OverviewOut(Schema):
     stage_groups = fields.List(fields.Nested(OverviewGroupOut))
-    mine = fields.Integer()
-    office = fields.Integer()
-    all = fields.Integer()
+    mine = fields.Integer(validate=limits.COUNT)
+    office = fields.Integer(validate=limits.COUNT)
+    all = fields.Integer(validate=limits.COUNT)
 
 
 @dataclass(frozen=True)
@@ -142,21 +145,24 @@ def record_schemas(kind: RecordKind) -> RecordSchemas:
     """The schemas of ``kind`` (opportunities have their extra fields)."""
     name = kind.kind.capitalize()
     out_fields: dict[str, fields.Field] = {
-        "id": fields.String(), **{k: v for k, v in record_fields(kind, partial=True).items()},
+        "id": fields.String(validate=limits.ID), **{k: v for k, v in record_fields(kind, partial=True).items()},
         # Money goes out as an exact decimal string ("2500.00"); it comes in as a number or such a string.
-        **({} if kind.is_lead else {"amount": fields.String(allow_none=True, metadata={
-            "pattern": r"^[0-9]+\.[0-9]{2}$", "example": "2500.00"})}),
-        "group_ids": fields.List(fields.String()),
-        "stage": fields.Nested(StageOut), "stage_group_id": fields.String(allow_none=True),
-        "stage_changed_at": Timestamp(), "version": fields.Integer(),
-        "created_at": Timestamp(), "created_by": fields.String(),
-        "modified_at": Timestamp(), "modified_by": fields.String(),
+        # At most 10^15 with 2 decimals: 19 characters.
+        **({} if kind.is_lead else {"amount": fields.String(allow_none=True, validate=validate.Length(max=19),
+                                                            metadata={"pattern": r"^[0-9]+\.[0-9]{2}$",
+                                                                      "example": "2500.00"})}),
+        "group_ids": fields.List(fields.String(validate=limits.ID)),
+        "stage": fields.Nested(StageOut), "stage_group_id": fields.String(allow_none=True, validate=limits.ID),
+        "stage_changed_at": Timestamp(), "version": fields.Integer(validate=limits.VERSION),
+        "created_at": Timestamp(), "created_by": fields.String(validate=limits.REF),
+        "modified_at": Timestamp(), "modified_by": fields.String(validate=limits.REF),
     }
     if kind.is_lead:
-        out_fields.update(converted_opportunity_id=fields.String(allow_none=True, dump_only=True),
+        out_fields.update(converted_opportunity_id=fields.String(allow_none=True, dump_only=True,
+                                                                 validate=limits.ID),
                           converted_at=Timestamp(allow_none=True, dump_only=True))
     else:
-        out_fields["lead_id"] = fields.String(allow_none=True, dump_only=True, metadata={
+        out_fields["lead_id"] = fields.String(allow_none=True, dump_only=True, validate=limits.ID, metadata={
             "description": "The lead this opportunity was converted from (read-only: set by the conversion)."})
     list_fields: dict[str, fields.Field] = {
         "view": fields.String(load_default="all", validate=validate.OneOf(VIEWS)),

@@ -12,10 +12,15 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate
 
 from crm_catalogue.tables import TEMPLATE_KINDS, VISIBLE_AT
+from crm_kit.web import limits
 from crm_kit.web.fields import StrictBoolean, Timestamp
 from crm_kit.web.pagination import PageQuery
 
 LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*\Z")
+LANGUAGE_TAG_LENGTH = 35  # BCP 47's longest practical tag; only the configured languages are taken anyway
+NAME_LENGTH = limits.CATALOGUE_NAME_LENGTH
+CODE_LENGTH = limits.CATALOGUE_CODE_LENGTH
+MAX_IDS = 1000  # template or stage ids in one request
 
 
 def _not_blank(value: str) -> None:
@@ -29,8 +34,9 @@ def _strict_bool(**kw: Any) -> fields.Boolean:
 
 def _names(**kw: Any) -> fields.Dict:
     return fields.Dict(
-        keys=fields.String(validate=validate.Regexp(LANGUAGE_TAG, error="Not a language tag (en, nl, pt-BR, ...).")),
-        values=fields.String(validate=[validate.Length(max=200), _not_blank]),
+        keys=fields.String(validate=[validate.Regexp(LANGUAGE_TAG, error="Not a language tag (en, nl, pt-BR, ...)."),
+                                     validate.Length(max=LANGUAGE_TAG_LENGTH)]),
+        values=fields.String(validate=[validate.Length(max=NAME_LENGTH), _not_blank]),
         validate=validate.Length(min=1, error="Give a name in at least one language."),
         metadata={"description": "Display names by language tag, e.g. {\"en\": \"New\", \"nl\": \"Nieuw\"}; "
                                  "a PATCH replaces the whole object."},
@@ -39,8 +45,9 @@ def _names(**kw: Any) -> fields.Dict:
 
 
 def _code(**kw: Any) -> fields.String:
-    return fields.String(validate=validate.Regexp(r"[A-Za-z0-9_.-]{1,50}\Z",
-                                                  error="1-50 letters, digits, '_', '.' or '-'."), **kw)
+    return fields.String(validate=[validate.Regexp(r"[A-Za-z0-9_.-]{1,50}\Z",
+                                                   error="1-50 letters, digits, '_', '.' or '-'."),
+                                   validate.Length(max=CODE_LENGTH)], **kw)
 
 
 def _index(**kw: Any) -> fields.Integer:
@@ -49,7 +56,7 @@ def _index(**kw: Any) -> fields.Integer:
 
 
 def _ids(**kw: Any) -> fields.List:
-    return fields.List(fields.String(validate=validate.Length(min=1, max=36)), **kw)
+    return fields.List(fields.String(validate=limits.ID), validate=validate.Length(max=MAX_IDS), **kw)
 
 
 class StageIn(Schema):
@@ -64,10 +71,11 @@ class StageIn(Schema):
     is_default_end = _strict_bool(load_default=False,
                                   metadata={"description": "The end stage a converted lead moves to."})
     color = fields.String(load_default=None, allow_none=True,
-                          validate=validate.Regexp(r"#[0-9A-Fa-f]{6}\Z", error="A colour is #RRGGBB."))
+                          validate=[validate.Regexp(r"#[0-9A-Fa-f]{6}\Z", error="A colour is #RRGGBB."),
+                                    validate.Length(max=7)])
     remarks = fields.String(load_default="", validate=validate.Length(max=10000))
-    procedure_id = fields.String(load_default=None, allow_none=True)
-    stage_group_id = fields.String(load_default=None, allow_none=True)
+    procedure_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=limits.ID_LENGTH))
+    stage_group_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=limits.ID_LENGTH))
     email_template_ids = _ids(load_default=list)
     document_template_ids = _ids(load_default=list)
 
@@ -76,23 +84,34 @@ class StagePatch(StageIn):
     """The fields of a stage to change."""
 
 
+# Responses carry the requests' limits (the validators only document them here).
+def _names_out() -> fields.Dict:
+    return fields.Dict(keys=fields.String(validate=validate.Length(max=LANGUAGE_TAG_LENGTH)),
+                       values=fields.String(validate=validate.Length(max=NAME_LENGTH)))
+
+
+def _name_out() -> fields.String:
+    return fields.String(validate=validate.Length(max=NAME_LENGTH),
+                         metadata={"description": "From names, in the best language of Accept-Language."})
+
+
 class StageOut(Schema):
-    id = fields.String()
-    names = fields.Dict(keys=fields.String(), values=fields.String())
-    name = fields.String(metadata={"description": "From names, in the best language of Accept-Language."})
-    code = fields.String()
-    index = fields.Integer()
+    id = fields.String(validate=limits.ID)
+    names = _names_out()
+    name = _name_out()
+    code = fields.String(validate=validate.Length(max=CODE_LENGTH))
+    index = fields.Integer(validate=validate.Range(min=0, max=limits.INT32_MAX))
     active = fields.Boolean()
     is_default = fields.Boolean()
     is_end = fields.Boolean()
     is_default_end = fields.Boolean()
-    color = fields.String(allow_none=True)
-    remarks = fields.String()
-    procedure_id = fields.String(allow_none=True)
-    stage_group_id = fields.String(allow_none=True)
-    email_template_ids = fields.List(fields.String())
-    document_template_ids = fields.List(fields.String())
-    version = fields.Integer()
+    color = fields.String(allow_none=True, validate=validate.Length(max=7))
+    remarks = fields.String(validate=validate.Length(max=10000))
+    procedure_id = fields.String(allow_none=True, validate=limits.ID)
+    stage_group_id = fields.String(allow_none=True, validate=limits.ID)
+    email_template_ids = fields.List(fields.String(validate=limits.ID))
+    document_template_ids = fields.List(fields.String(validate=limits.ID))
+    version = fields.Integer(validate=limits.VERSION)
     created_at = Timestamp()
     modified_at = Timestamp()
 
@@ -111,15 +130,15 @@ class EntryPatch(EntryIn):
 
 
 class EntryOut(Schema):
-    id = fields.String()
-    names = fields.Dict(keys=fields.String(), values=fields.String())
-    name = fields.String(metadata={"description": "From names, in the best language of Accept-Language."})
-    code = fields.String()
-    index = fields.Integer()
+    id = fields.String(validate=limits.ID)
+    names = _names_out()
+    name = _name_out()
+    code = fields.String(validate=validate.Length(max=CODE_LENGTH))
+    index = fields.Integer(validate=validate.Range(min=0, max=limits.INT32_MAX))
     active = fields.Boolean()
     protected = fields.Boolean(metadata={"description": "Shipped with the platform (roles MAIN and SIGN): "
                                                         "cannot be deleted, deactivated or recoded."})
-    version = fields.Integer()
+    version = fields.Integer(validate=limits.VERSION)
     created_at = Timestamp()
     modified_at = Timestamp()
 
@@ -143,14 +162,14 @@ class TemplatePatch(TemplateIn):
 
 
 class TemplateOut(Schema):
-    id = fields.String()
-    kind = fields.String()
-    name = fields.String()
-    subject = fields.String(allow_none=True)
-    body = fields.String()
-    visible_at = fields.String(allow_none=True)
-    stage_ids = fields.List(fields.String())
-    version = fields.Integer()
+    id = fields.String(validate=limits.ID)
+    kind = fields.String(validate=validate.OneOf(TEMPLATE_KINDS))
+    name = fields.String(validate=validate.Length(max=NAME_LENGTH))
+    subject = fields.String(allow_none=True, validate=validate.Length(max=500))
+    body = fields.String(validate=validate.Length(max=500_000))
+    visible_at = fields.String(allow_none=True, validate=validate.OneOf(list(VISIBLE_AT)))
+    stage_ids = fields.List(fields.String(validate=limits.ID))
+    version = fields.Integer(validate=limits.VERSION)
     created_at = Timestamp()
     modified_at = Timestamp()
 
@@ -162,4 +181,4 @@ class ActiveQuery(PageQuery):
 class TemplateQuery(PageQuery):
     kind = fields.String(validate=validate.OneOf(TEMPLATE_KINDS))
     visible_at = fields.String(validate=validate.OneOf(list(VISIBLE_AT)))
-    stage_id = fields.String(validate=validate.Length(min=1, max=36))
+    stage_id = fields.String(validate=limits.ID)

@@ -13,6 +13,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from crm_kit.web import limits
 from crm_kit.web.fields import Timestamp
 from crm_kit.web.pagination import PageQuery
 
@@ -139,58 +140,60 @@ class ActivityPatch(ActivityIn):
 class FileOut(Schema):
     """What every file carries: its id, version (the ETag) and who changed it when."""
 
-    id = fields.String()
-    version = fields.Integer()
+    id = fields.String(validate=limits.ID)
+    version = fields.Integer(validate=limits.VERSION)
     created_at = Timestamp()
-    created_by = fields.String()
+    created_by = fields.String(validate=limits.REF)
     modified_at = Timestamp()
-    modified_by = fields.String()
+    modified_by = fields.String(validate=limits.REF)
 
 
+# Responses carry the requests' limits (the validators only document them here).
 class CompanyOut(FileOut):
-    name = fields.String()
-    website = fields.String(allow_none=True)
-    phone = fields.String(allow_none=True)
-    email = fields.String(allow_none=True)
-    address = fields.String(allow_none=True)
-    city = fields.String(allow_none=True)
-    country = fields.String(allow_none=True)
+    name = fields.String(validate=validate.Length(max=300))
+    website = fields.String(allow_none=True, validate=validate.Length(max=500))
+    phone = fields.String(allow_none=True, validate=validate.Length(max=50))
+    email = fields.String(allow_none=True, validate=validate.Length(max=320))
+    address = fields.String(allow_none=True, validate=validate.Length(max=500))
+    city = fields.String(allow_none=True, validate=validate.Length(max=200))
+    country = fields.String(allow_none=True, validate=validate.Length(max=100))
 
 
 class ContactOut(FileOut):
-    first_name = fields.String()
-    last_name = fields.String()
-    email = fields.String(allow_none=True)
-    phone = fields.String(allow_none=True)
-    company_id = fields.String(allow_none=True)
+    first_name = fields.String(validate=validate.Length(max=200))
+    last_name = fields.String(validate=validate.Length(max=200))
+    email = fields.String(allow_none=True, validate=validate.Length(max=320))
+    phone = fields.String(allow_none=True, validate=validate.Length(max=50))
+    company_id = fields.String(allow_none=True, validate=limits.ID)
 
 
 class RelatedTo(Schema):
-    lead_id = fields.String(allow_none=True)
-    opportunity_id = fields.String(allow_none=True)
+    lead_id = fields.String(allow_none=True, validate=limits.ID)
+    opportunity_id = fields.String(allow_none=True, validate=limits.ID)
 
 
 class JobOrderOut(FileOut):
-    title = fields.String()
-    company_id = fields.String(allow_none=True)
-    description = fields.String(allow_none=True)
-    status = fields.String(allow_none=True)
+    title = fields.String(validate=validate.Length(max=500))
+    company_id = fields.String(allow_none=True, validate=limits.ID)
+    description = fields.String(allow_none=True, validate=validate.Length(max=20_000))
+    status = fields.String(allow_none=True, validate=validate.Length(max=50))
     related_to = fields.Nested(RelatedTo, metadata={"description": "The lead and the opportunity this job order "
                                                                    "is linked to (null when none)."})
 
 
 class PlacementOut(FileOut):
-    job_order_id = fields.String()
-    candidate_name = fields.String()
+    job_order_id = fields.String(validate=limits.ID)
+    candidate_name = fields.String(validate=validate.Length(max=300))
     start_date = fields.Date(allow_none=True)
     end_date = fields.Date(allow_none=True)
 
 
 class LinkedStage(Schema):
-    id = fields.String()
-    name = fields.String(metadata={"description": "In the best language of Accept-Language."})
-    code = fields.String()
-    color = fields.String(allow_none=True)
+    id = fields.String(validate=limits.ID)
+    name = fields.String(validate=validate.Length(max=limits.CATALOGUE_NAME_LENGTH),
+                         metadata={"description": "In the best language of Accept-Language."})
+    code = fields.String(validate=validate.Length(max=limits.CATALOGUE_CODE_LENGTH))
+    color = fields.String(allow_none=True, validate=validate.Length(max=7))
     is_end = fields.Boolean()
 
 
@@ -198,22 +201,22 @@ class LinkedRecord(Schema):
     """A lead or opportunity an activity is on; only ``id`` when this service does not know it
     (yet) or the caller may not see it."""
 
-    id = fields.String()
-    title = fields.String()
+    id = fields.String(validate=limits.ID)
+    title = fields.String(validate=validate.Length(max=500))
     stage = fields.Nested(LinkedStage, allow_none=True, metadata={"description": "Its current stage."})
     allowed_stages = fields.List(fields.Nested(LinkedStage),
                                  metadata={"description": "The active stages it may move to, by index."})
 
 
 class ActivityOut(FileOut):
-    type = fields.String()
-    subject = fields.String()
-    body = fields.String(allow_none=True)
+    type = fields.String(validate=validate.OneOf(ACTIVITY_TYPES))
+    subject = fields.String(validate=validate.Length(max=500))
+    body = fields.String(allow_none=True, validate=validate.Length(max=100_000))
     due_at = Timestamp(allow_none=True)
     starts_at = Timestamp(allow_none=True)
     ends_at = Timestamp(allow_none=True)
-    lead_id = fields.String(allow_none=True)
-    opportunity_id = fields.String(allow_none=True)
+    lead_id = fields.String(allow_none=True, validate=limits.ID)
+    opportunity_id = fields.String(allow_none=True, validate=limits.ID)
     lead = fields.Nested(LinkedRecord, metadata={"description": "When linked to a lead (not in lists)."})
     opportunity = fields.Nested(LinkedRecord, metadata={"description": "When linked to an opportunity "
                                                                        "(not in lists)."})
