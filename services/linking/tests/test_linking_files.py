@@ -447,3 +447,195 @@ def test_permissions_and_not_found(env: Env) -> None:
     assert len(env.events()) == 1
     paths = c.get("/openapi.json").json["paths"]
     assert {"/v1/companies", "/v1/job-orders/{job_order_id}", "/v1/activities/{activity_id}"} <= set(paths)
+
+
+# -- office visibility through the records (API.md, "Files") -------------------------------------
+
+def test_activities_follow_their_records_office(env: Env) -> None:
+    c = env.client
+    o1, o2 = auth(roles=("marketing",), user="ann", office="o1"), auth(roles=("marketing",), user="olga", office="o2")
+    own_lead, far_lead = env.record("lead", office="o1"), env.record("lead", office="o2", title="Far")
+    far_opportunity = env.record("opportunity", office="o2")
+    on_own = post(env, "/v1/activities", {"type": "note", "subject": "On o1", "lead_id": own_lead}, headers=o1)
+    on_far = post(env, "/v1/activities", {"type": "note", "subject": "On o2", "lead_id": far_lead})  # admin, o1
+    both = post(env, "/v1/activities", {"type": "note", "subject": "On both", "lead_id": own_lead,
+                                        "opportunity_id": far_opportunity})
+    mine = post(env, "/v1/activities", {"type": "task", "subject": "Unlinked o1"}, headers=o1)
+    theirs = post(env, "/v1/activities", {"type": "task", "subject": "Unlinked o2"}, headers=o2)
+    legacy = str(uuid.uuid4())  # made before offices were recorded: shared, as it was
+    now = dt.datetime.now(dt.UTC)
+    with env.db.transaction() as s:
+        s.execute(insert(activities).values(id=legacy, type="note", subject="Legacy", version=1, created_at=now,
+                                            created_by="old", modified_at=now, modified_by="old"))
+    with env.db.transaction() as s:
+        offices = dict(s.execute(select(activities.c.id, activities.c.office_id)).all())
+    assert (offices[mine["id"]], offices[theirs["id"]], offices[on_far["id"]]) == ("o1", "o2", "o1")
+    assert "office_id" not in mine  # not a field of the API
+
+    # o1 sees its record's activities and its own unlinked ones; o2 its own.
+    visible = {a: c.get(f"/v1/activities/{a}", headers=o1).status_code
+               for a in (on_own["id"], on_far["id"], both["id"], mine["id"], theirs["id"], legacy)}
+    assert visible == {on_own["id"]: 200, on_far["id"]: 404, both["id"]: 404, mine["id"]: 200, theirs["id"]: 404,
+                       legacy: 200}
+    assert set(ids(c.get("/v1/activities", headers=o1))) == {on_own["id"], mine["id"], legacy}
+    assert set(ids(c.get("/v1/activities", headers=o2))) == {on_far["id"], theirs["id"], legacy}
+    assert len(ids(c.get("/v1/activities", headers=auth()))) == 6  # admin: every office
+    assert set(ids(c.get(f"/v1/activities?lead_id={own_lead}", headers=o1))) == {on_own["id"]}
+    for record_filter in (f"lead_id={far_lead}", f"opportunity_id={far_opportunity}", f"lead_id={uuid.uuid4()}"):
+        r = c.get(f"/v1/activities?{record_filter}", headers=o1)
+        assert r.status_code == 404 and r.headers["Content-Type"] == "application/problem+json", record_filter
+        assert "Far" not in r.get_data(as_text=True)
+    assert ids(c.get(f"/v1/activities?lead_id={far_lead}", headers=auth())) == [on_far["id"]]
+    # The activity tab of a visible record leaves out what also sits on a hidden one.
+    tab = c.get(f"/v1/leads/{own_lead}/activities", headers=o1).json["items"]
+    assert [a["id"] for a in tab] == [on_own["id"]]
+
+    # Writes to what o1 may not see are "not found", and change nothing.
+    before = (len(env.events()), env.timeline(far_lead))
+    for activity in (on_far, both, theirs):
+        url = f"/v1/activities/{activity['id']}"
+        assert c.patch(url, json={"subject": "Mine now"}, headers=o1).status_code == 404
+        assert c.patch(url, json={"lead_id": None}, headers={**o1, "If-Match": '"1"'}).status_code == 404
+        assert c.delete(url, headers=o1).status_code == 404
+        assert c.get(url, headers=auth()).json == activity  # read back by an admin: unchanged
+    # Putting an activity on a record o1 may not see: 422 as for an unknown record; moving one away
+    # from its record needs both.
+    r = c.patch(f"/v1/activities/{mine['id']}", json={"lead_id": far_lead}, headers=o1)
+    assert r.status_code == 422 and fields_of(r) == {"lead_id"}
+    r = c.patch(f"/v1/activities/{on_own['id']}", json={"lead_id": far_lead}, headers=o1)
+    assert r.status_code == 422 and fields_of(r) == {"lead_id"}
+    r = c.post("/v1/activities", json={"type": "note", "subject": "x", "lead_id": far_lead}, headers=o1)
+    assert r.status_code == 422 and fields_of(r) == {"lead_id"}
+    assert (len(env.events()), env.timeline(far_lead)) == before
+    assert c.get(f"/v1/activities/{mine['id']}", headers=o1).json["version"] == 1
+
+    # Off its record, an activity belongs to the office it was created in (admin made it in o1).
+    r = c.patch(f"/v1/activities/{on_far['id']}", json={"lead_id": None}, headers=auth(office="o1"))
+    assert r.status_code == 200
+    assert c.get(f"/v1/activities/{on_far['id']}", headers=o1).status_code == 200
+    assert c.get(f"/v1/activities/{on_far['id']}", headers=o2).status_code == 404
+    # A record the read model does not know (any more): the activity's own office decides.
+    with env.db.transaction() as s:
+        s.execute(record_views.delete().where(record_views.c.id == own_lead))
+    assert c.get(f"/v1/activities/{on_own['id']}", headers=o1).status_code == 200
+    assert c.get(f"/v1/activities/{on_own['id']}", headers=o2).status_code == 404
+
+
+def _shared_world(env: Env) -> dict[str, Any]:
+    """Files office o2's lead shows (as its company and contact, on its tabs), and free ones."""
+    c = env.client
+    made = {name: post(env, "/v1/companies", {"name": name}) for name in ("acme", "free_company", "parent")}
+    for name in ("main", "linked", "free_contact"):
+        made[name] = post(env, "/v1/contacts", {"first_name": name, "last_name": "X"})
+    made["employee"] = post(env, "/v1/contacts", {"first_name": "Emp", "last_name": "X",
+                                                  "company_id": made["parent"]["id"]})
+    for name in ("job", "free_job"):
+        made[name] = post(env, "/v1/job-orders", {"title": name})
+    made["placement"] = post(env, "/v1/placements", {"job_order_id": made["job"]["id"], "candidate_name": "Carla"})
+    made["free_placement"] = post(env, "/v1/placements", {"job_order_id": made["free_job"]["id"],
+                                                          "candidate_name": "Dirk"})
+    far = env.record("lead", office="o2", company_id=made["acme"]["id"], contact_id=made["main"]["id"])
+    env.link(record_contacts, "lead", far, contact_id=made["linked"]["id"], role_id="role-other")
+    env.link(record_contacts, "lead", far, contact_id=made["employee"]["id"], role_id="role-other2")
+    env.link(record_job_orders, "lead", far, job_order_id=made["job"]["id"])
+    made["far"] = {"id": far}
+    assert c.get(f"/v1/job-orders/{made['job']['id']}", headers=auth()).json["related_to"]["lead_id"] == far
+    return made
+
+
+_FILE_PATHS = {"acme": "companies", "free_company": "companies", "parent": "companies", "main": "contacts",
+               "linked": "contacts", "free_contact": "contacts", "employee": "contacts", "job": "job-orders",
+               "free_job": "job-orders", "placement": "placements", "free_placement": "placements"}
+
+
+def _read_back(env: Env, made: dict[str, Any]) -> dict[str, Any]:
+    """Every file of ``_shared_world`` as its owner (office o2) reads it."""
+    owner = auth(roles=("marketing",), user="olga", office="o2")
+    return {name: env.client.get(f"/v1/{collection}/{made[name]['id']}", headers=owner).json
+            for name, collection in _FILE_PATHS.items()}
+
+
+def test_shared_files_refuse_changes_a_hidden_record_would_show(env: Env) -> None:
+    c = env.client
+    made = _shared_world(env)
+    o1 = auth(roles=("marketing",), user="ann", office="o1")
+    before, events, timeline_before = _read_back(env, made), len(env.events()), env.timeline(made["far"]["id"])
+
+    refused = [
+        ("PATCH", "acme", {"name": "Taken over"}),  # the hidden lead's company
+        ("PATCH", "main", {"last_name": "Taken over"}),  # its contact_id
+        ("PATCH", "linked", {"email": "x@example.com"}),  # on its contacts tab
+        ("PATCH", "job", {"title": "Taken over"}),  # on its job orders tab
+        ("DELETE", "job", None),
+        ("PATCH", "placement", {"candidate_name": "Taken over"}),  # on its placements tab
+        ("DELETE", "placement", None),
+        ("PATCH", "free_placement", {"job_order_id": made["job"]["id"]}),  # onto its placements tab
+        ("DELETE", "parent", None),  # would take the company off the hidden lead's contact
+    ]
+    for method, name, body in refused:
+        path = f"/v1/{_FILE_PATHS[name]}/{made[name]['id']}"
+        r = c.open(path, method=method, json=body, headers={**o1, "If-Match": f'"{made[name]["version"]}"'})
+        assert r.status_code == 409, (method, name, r.json)
+        assert r.headers["Content-Type"] == "application/problem+json" and r.json["reason"] == "hidden_record"
+        assert made["far"]["id"] not in r.json["detail"]
+    r = c.post("/v1/placements", json={"job_order_id": made["job"]["id"], "candidate_name": "Eve"}, headers=o1)
+    assert r.status_code == 409 and r.json["reason"] == "hidden_record", r.json
+    # Deleting a company or contact a record references is refused for everyone, o1 included.
+    for name in ("acme", "main", "linked"):
+        r = c.delete(f"/v1/{_FILE_PATHS[name]}/{made[name]['id']}", headers=o1)
+        assert r.status_code == 409 and r.json["reason"] == "in_use", (name, r.json)
+
+    # Nothing changed: read back by the owner, no event, no timeline entry.
+    assert _read_back(env, made) == before
+    assert len(env.events()) == events and env.timeline(made["far"]["id"]) == timeline_before
+
+    # What no hidden record shows stays open to o1: free files, new files in a shared company.
+    for name, body in (("free_company", {"city": "Delft"}), ("free_contact", {"phone": "+31 6"}),
+                       ("free_job", {"status": "open"}), ("free_placement", {"candidate_name": "Dirk B."})):
+        r = c.patch(f"/v1/{_FILE_PATHS[name]}/{made[name]['id']}", json=body, headers=o1)
+        assert r.status_code == 200 and r.json["version"] == 2, (name, r.json)
+    post(env, "/v1/contacts", {"first_name": "New", "last_name": "Hire", "company_id": made["acme"]["id"]},
+         headers=o1)
+    post(env, "/v1/placements", {"job_order_id": made["free_job"]["id"], "candidate_name": "Fay"}, headers=o1)
+    # Those who may see the record may change them (o2, and admins of any office).
+    o2 = auth(roles=("marketing",), user="olga", office="o2")
+    assert c.patch(f"/v1/contacts/{made['main']['id']}", json={"phone": "+31 7"}, headers=o2).status_code == 200
+    assert c.patch(f"/v1/job-orders/{made['job']['id']}", json={"status": "closed"},
+                   headers=auth()).status_code == 200
+    assert c.delete(f"/v1/placements/{made['placement']['id']}", headers=o2).status_code == 204
+
+
+def test_files_in_use_cannot_be_deleted_by_anyone(env: Env) -> None:
+    c = env.client
+    acme = post(env, "/v1/companies", {"name": "Acme"})
+    ada = post(env, "/v1/contacts", {"first_name": "Ada", "last_name": "L", "company_id": acme["id"]})
+    lead = env.record("lead", company_id=acme["id"])
+    opportunity = env.record("opportunity", contact_id=ada["id"])
+    for headers in (auth(), auth(roles=("marketing",))):
+        r = c.delete(f"/v1/companies/{acme['id']}", headers=headers)
+        assert r.status_code == 409 and "company_id" in r.json["detail"], r.json
+        r = c.delete(f"/v1/contacts/{ada['id']}", headers=headers)
+        assert r.status_code == 409 and "contact_id" in r.json["detail"], r.json
+    assert c.get(f"/v1/companies/{acme['id']}", headers=auth()).json == acme
+    assert c.get(f"/v1/contacts/{ada['id']}", headers=auth()).json == ada
+    # Once no record uses them, they may go; the contact loses its company (SET NULL, a new version).
+    with env.db.transaction() as s:
+        s.execute(record_views.update().where(record_views.c.id.in_([lead, opportunity]))
+                  .values(company_id=None, contact_id=None))
+    assert c.delete(f"/v1/companies/{acme['id']}", headers=auth()).status_code == 204
+    assert c.get(f"/v1/contacts/{ada['id']}", headers=auth()).json["company_id"] is None
+    assert c.delete(f"/v1/contacts/{ada['id']}", headers=auth()).status_code == 204
+
+
+def test_the_new_refusals_are_documented(env: Env) -> None:
+    paths = env.client.get("/openapi.json").json["paths"]
+    for path, method, status in (("/v1/companies/{company_id}", "patch", "409"),
+                                 ("/v1/companies/{company_id}", "delete", "409"),
+                                 ("/v1/contacts/{contact_id}", "delete", "409"),
+                                 ("/v1/job-orders/{job_order_id}", "patch", "409"),
+                                 ("/v1/placements", "post", "409"),
+                                 ("/v1/placements/{placement_id}", "delete", "409"),
+                                 ("/v1/activities", "get", "404"),
+                                 ("/v1/activities/{activity_id}", "patch", "404")):
+        assert status in paths[path][method]["responses"], (path, method, status)
+    assert "409" not in paths["/v1/activities/{activity_id}"]["delete"]["responses"]
