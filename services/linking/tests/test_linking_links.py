@@ -449,6 +449,36 @@ def test_visibility_and_permissions(linking):
     assert linking.count(record_contacts) == 2
 
 
+def test_another_office_cannot_unlink_or_learn_of_its_records(linking):
+    """Unlinking from a record the caller cannot see is "not found", and changes nothing; a job
+    order taken by such a record is a 409 that does not name it."""
+    c, roles = linking.client, linking.roles["lead"]
+    anna, bob = linking.contact("Anna", "Smit"), linking.contact("Bob", "Jansen")
+    far = linking.record("lead", "Other office's", office="o2", contact_id=anna)
+    welder = linking.job_order("Welder")
+    o2 = auth(("marketing",), user="olga", office="o2")
+    assert c.post(f"/v1/leads/{far}/contacts", json={"contact_id": bob, "role_id": roles["SIGN"]},
+                  headers=o2).status_code == 201
+    assert c.post(f"/v1/leads/{far}/job-orders", json={"job_order_id": welder}, headers=o2).status_code == 201
+    before = (linking.events(), _links_of(linking, "lead", far), linking.timeline("lead", far))
+
+    o1 = auth(("marketing",), user="ann", office="o1")
+    for method, path, body in (("DELETE", f"/v1/leads/{far}/contacts/{bob}", None),
+                               ("DELETE", f"/v1/leads/{far}/contacts/{anna}", None),
+                               ("PATCH", f"/v1/leads/{far}/contacts/{bob}", {"role_id": roles["OTHER"]}),
+                               ("DELETE", f"/v1/leads/{far}/job-orders/{welder}", None),
+                               ("POST", f"/v1/leads/{far}/contacts", {"contact_id": bob, "role_id": roles["OTHER"]})):
+        r = c.open(path, method=method, json=body, headers=o1)
+        assert r.status_code == 404, (method, path, r.json)
+        assert "Other office" not in r.get_data(as_text=True)
+    mine = linking.record("lead", "Mine", office="o1")
+    r = c.post(f"/v1/leads/{mine}/job-orders", json={"job_order_id": welder}, headers=o1)
+    assert r.status_code == 409 and far not in r.get_data(as_text=True) and "linked_record_id" not in r.json, r.json
+    assert (linking.events(), _links_of(linking, "lead", far), linking.timeline("lead", far)) == before
+    r = c.post(f"/v1/leads/{mine}/job-orders", json={"job_order_id": welder}, headers=auth())  # admin sees it
+    assert r.status_code == 409 and r.json["linked_record_id"] == far
+
+
 # -- records reached from contacts and companies ---------------------------------------------------
 
 def test_records_of_a_contact_and_of_a_company(linking):
