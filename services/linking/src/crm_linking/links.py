@@ -151,7 +151,10 @@ class TimelineOut(Schema):
                                                   "removed_from_group, converted, converted_from_lead, "
                                                   "contact_linked, contact_unlinked, contact_role_changed, "
                                                   "job_order_linked, job_order_unlinked, activity_*"})
-    data = fields.Dict()
+    data = fields.Dict(metadata={
+        "description": "What happened, by type. A contact_linked or contact_role_changed the record's main contact "
+                       "made has cause 'main_contact'; one a conversion made has cause 'conversion' and lead_id, and "
+                       "role_dropped_from (the lead role's code) when the contact came over without a role."})
 
 
 class LinkedRecordOut(Schema):
