@@ -61,7 +61,8 @@ _DOCS_OPERATIONS: dict[str, Any] = {
     "/docs": {"get": {
         "operationId": "getDocs", "summary": "Swagger UI for this document.",
         "tags": ["operations"], "security": [],
-        "responses": {"200": {"description": "Success.", "content": {"text/html": {"schema": {"type": "string"}}}}},
+        "responses": {"200": {"description": "Success.", "content": {"text/html": {"schema": {
+            "type": "string", "maxLength": 10_000}}}}},
     }},
 }
 
@@ -269,7 +270,8 @@ def merge_documents(
         "info": {"title": TITLE, "version": VERSION, "description": DESCRIPTION},
         "servers": copy.deepcopy(SERVERS),
         "paths": dict(sorted(paths.items())),
-        "components": {section: dict(sorted(items.items())) for section, items in sorted(components.items())},
+        "components": {section: dict(sorted(items.items()))
+                       for section, items in sorted(_used_components(paths, components).items())},
     }
     if tags:
         document["tags"] = sorted(tags.values(), key=lambda tag: str(tag["name"]))
@@ -279,6 +281,34 @@ def merge_documents(
     if unrouted:
         document["x-unrouted-operations"] = unrouted
     return document
+
+
+def _refs(node: Any, found: set[str]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str) and value.startswith("#/components/"):
+                found.add(value)
+            else:
+                _refs(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _refs(value, found)
+
+
+def _used_components(paths: Mapping[str, Any], components: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Only the components the documented operations use (a service's operational endpoints are
+    left out, so are their schemas); security schemes stay."""
+    wanted: set[str] = set()
+    _refs(paths, wanted)
+    todo = list(wanted)
+    while todo:
+        _, _, section, name = todo.pop().split("/", 3)
+        before = set(wanted)
+        _refs((components.get(section) or {}).get(name), wanted)
+        todo.extend(wanted - before)
+    return {section: {name: value for name, value in items.items()
+                      if section == "securitySchemes" or f"#/components/{section}/{name}" in wanted}
+            for section, items in components.items()}
 
 
 def valid_document(doc: Any) -> bool:

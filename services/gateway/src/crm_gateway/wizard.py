@@ -81,7 +81,8 @@ DELETE_ATTEMPTS = 3
 MAX_GENERATIONS = 20
 MAIN_ROLE = "MAIN"
 # Ids become path segments of the services' URLs: only the characters of ids, never "/" or "..".
-_ID = validate.Regexp(r"^[A-Za-z0-9_-]{1,36}$", error="Not an id (1 to 36 letters, digits, - or _).")
+_ID = [validate.Regexp(r"^[A-Za-z0-9_-]{1,36}$", error="Not an id (1 to 36 letters, digits, - or _)."),
+       validate.Length(max=36)]
 _SET_BY_STEPS = ("company_id", "contact_id")
 _RETRY_DELETE = frozenset({409, 429, 500, 502, 503, 504})
 
@@ -555,7 +556,8 @@ def describe(document: dict[str, Any]) -> dict[str, Any]:
         created["content"]["application/json"]["examples"] = {kind: {"value": {
             kind: record_example, "company": _EXAMPLE_COMPANY, "contact": _EXAMPLE_CONTACT}}}
         created["headers"] = {
-            "Location": {"schema": {"type": "string"}, "description": f"/v1/{records}/{{id}} of the new {kind}."},
+            "Location": {"schema": {"type": "string", "maxLength": 100},
+                         "description": f"/v1/{records}/{{id}} of the new {kind}."},
             REPLAYED_HEADER: {"schema": {"type": "string", "enum": ["true"]},
                               "description": "Present on a retry that created nothing (same Idempotency-Key)."},
         }

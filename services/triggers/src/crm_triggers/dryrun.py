@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from crm_kit.db import utcnow
-from crm_kit.web import Api, Problem, RequestContext
+from crm_kit.web import Api, Problem, RequestContext, limits
+from crm_kit.web.fields import Timestamp
 from crm_triggers.engine import TIME_TYPE, conditions_failing, plan_actions
 from crm_triggers.tables import record_states, schedule, trigger_rules
 
@@ -18,17 +19,18 @@ PERMISSION = "triggers:admin"
 
 
 class DryRunIn(Schema):
-    record_id = fields.String(required=True, metadata={"description": "A lead or opportunity of the trigger's kind."})
+    record_id = fields.String(required=True, validate=limits.ID,
+                              metadata={"description": "A lead or opportunity of the trigger's kind."})
 
 
 class DryRunOut(Schema):
-    trigger_id = fields.String()
-    record_id = fields.String()
+    trigger_id = fields.String(validate=limits.ID)
+    record_id = fields.String(validate=limits.ID)
     would_fire = fields.Boolean(metadata={"description": "Whether it would fire for the record now."})
-    reasons = fields.List(fields.String(), metadata={"description": "Why it would (not) fire."})
-    actions = fields.List(fields.Dict(), metadata={"description": "The commands it would send: "
-                                                                  "{type, stage_id|group_id}."})
-    due_at = fields.DateTime(allow_none=True, metadata={"description": "Time-based triggers: when it is due."})
+    reasons = fields.List(fields.String(validate=limits.MESSAGE), metadata={"description": "Why it would (not) fire."})
+    actions = fields.List(fields.Dict(), validate=validate.Length(max=10),
+                          metadata={"description": "The commands it would send: {type, stage_id|group_id}."})
+    due_at = Timestamp(allow_none=True, metadata={"description": "Time-based triggers: when it is due."})
 
 
 _IN_STATE = {  # event type -> (definition key, record field, what "in that state" means)

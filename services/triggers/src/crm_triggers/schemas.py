@@ -12,8 +12,10 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from crm_kit.web import limits
 from crm_kit.web.fields import StrictBoolean, Timestamp
 from crm_kit.web.pagination import PageQuery
+from crm_triggers.engine import MAX_DEPTH
 
 KINDS = ("lead", "opportunity")
 MAX_SECONDS = 365 * 24 * 3600
@@ -104,20 +106,22 @@ class TriggerPatch(TriggerIn):
                              values=fields.String(validate=validate.Length(min=1, max=200)))
 
 
+# Responses: the validators only document how long the values can be (what came in was checked).
 class TriggerOut(Schema):
-    id = fields.String()
-    name = fields.String()
-    kind = fields.String()
+    id = fields.String(validate=limits.ID)
+    name = fields.String(validate=validate.Length(max=200))
+    kind = fields.String(validate=validate.OneOf(KINDS))
     active = fields.Boolean()
     event = fields.Dict()
     conditions = fields.Dict()
-    actions = fields.List(fields.Dict())
-    version = fields.Integer()
+    actions = fields.List(fields.Dict(), validate=validate.Length(max=10))
+    version = fields.Integer(validate=limits.VERSION)
     created_at = Timestamp()
-    created_by = fields.String()
+    created_by = fields.String(validate=limits.REF)
     modified_at = Timestamp()
-    modified_by = fields.String()
-    warnings = fields.List(fields.String(), metadata={"description": "Only on create and change: loops found."})
+    modified_by = fields.String(validate=limits.REF)
+    warnings = fields.List(fields.String(validate=limits.MESSAGE),
+                           metadata={"description": "Only on create and change: loops found."})
 
 
 class TriggerQuery(PageQuery):
@@ -130,13 +134,13 @@ class ExecutionQuery(PageQuery):
 
 
 class ExecutionOut(Schema):
-    id = fields.String()
-    trigger_id = fields.String()
-    record_id = fields.String()
-    event_id = fields.String()
-    actions = fields.List(fields.Dict())
+    id = fields.String(validate=limits.ID)
+    trigger_id = fields.String(validate=limits.ID)
+    record_id = fields.String(validate=limits.ID)
+    event_id = fields.String(validate=validate.Length(max=200))
+    actions = fields.List(fields.Dict(), validate=validate.Length(max=10))
     result = fields.String(metadata={"enum": list(RESULTS)})
-    reason = fields.String(allow_none=True)
-    trigger_depth = fields.Integer()
+    reason = fields.String(allow_none=True, validate=limits.MESSAGE)
+    trigger_depth = fields.Integer(validate=validate.Range(min=0, max=MAX_DEPTH))
     event_at = Timestamp(allow_none=True)
     at = Timestamp()
