@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session
 
 from crm_catalogue_view import CatalogueEntryView, CatalogueReferenceError, CatalogueView
 from crm_kit.db import utcnow
-from crm_kit.web import Api, Identity, ListResult, Problem, Reply, RequestContext, SortKey
+from crm_kit.web import Api, Identity, ListResult, Problem, Reply, RequestContext, SortKey, limits
 from crm_kit.web.auth import require_permission
 from crm_kit.web.fields import Timestamp
 from crm_kit.web.pagination import PageQuery
@@ -120,34 +120,36 @@ class JobOrderLinkIn(Schema):
                                   field_name="job_order_id")
 
 
+# Responses: the validators only document how long the values can be (what came in was checked).
 class LinkRoleOut(Schema):
-    id = fields.String()
-    code = fields.String()
-    name = fields.String()
+    id = fields.String(validate=limits.ID)
+    code = fields.String(validate=validate.Length(max=limits.CATALOGUE_CODE_LENGTH))
+    name = fields.String(validate=validate.Length(max=limits.CATALOGUE_NAME_LENGTH))
 
 
 class ContactLinkOut(Schema):
-    contact_id = fields.String()
-    role_id = fields.String(allow_none=True, metadata={
+    contact_id = fields.String(validate=limits.ID)
+    role_id = fields.String(allow_none=True, validate=limits.ID, metadata={
         "description": "null when the contact has no role on the record (a former main contact, or carried over "
                        "by a conversion without a matching role)."})
     role = fields.Nested(LinkRoleOut, allow_none=True,
                          metadata={"description": "null when the role is no longer in the catalogue."})
     contact = fields.Nested(ContactOut)
     linked_at = Timestamp()
-    linked_by = fields.String()
+    linked_by = fields.String(validate=limits.REF)
 
 
 class JobOrderLinkOut(Schema):
-    job_order_id = fields.String()
+    job_order_id = fields.String(validate=limits.ID)
     job_order = fields.Nested(JobOrderOut)
     linked_at = Timestamp()
-    linked_by = fields.String()
+    linked_by = fields.String(validate=limits.REF)
 
 
 class TimelineOut(Schema):
     at = Timestamp()
-    type = fields.String(metadata={"description": "created, stage_changed, stage_group_changed, added_to_group, "
+    type = fields.String(validate=validate.Length(max=50),
+                         metadata={"description": "created, stage_changed, stage_group_changed, added_to_group, "
                                                   "removed_from_group, converted, converted_from_lead, "
                                                   "contact_linked, contact_unlinked, contact_role_changed, "
                                                   "job_order_linked, job_order_unlinked, activity_*"})
@@ -158,19 +160,19 @@ class TimelineOut(Schema):
 
 
 class LinkedRecordOut(Schema):
-    id = fields.String()
-    kind = fields.String()
-    title = fields.String()
-    stage_id = fields.String(allow_none=True)
-    stage_group_id = fields.String(allow_none=True)
-    owner_id = fields.String()
-    office_id = fields.String()
-    company_id = fields.String(allow_none=True)
-    contact_id = fields.String(allow_none=True)
+    id = fields.String(validate=limits.ID)
+    kind = fields.String(validate=validate.OneOf(("lead", "opportunity")))
+    title = fields.String(validate=validate.Length(max=500))
+    stage_id = fields.String(allow_none=True, validate=limits.ID)
+    stage_group_id = fields.String(allow_none=True, validate=limits.ID)
+    owner_id = fields.String(validate=limits.REF)
+    office_id = fields.String(validate=limits.REF)
+    company_id = fields.String(allow_none=True, validate=limits.ID)
+    contact_id = fields.String(allow_none=True, validate=limits.ID)
 
 
 class ContactRecordOut(LinkedRecordOut):
-    role_id = fields.String(allow_none=True, metadata={
+    role_id = fields.String(allow_none=True, validate=limits.ID, metadata={
         "description": "The contact's role on the record; null when the contact is only the record's contact_id."})
 
 
