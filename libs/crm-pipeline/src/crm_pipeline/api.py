@@ -87,7 +87,7 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
 
     example: dict[str, Any] = {"title": "Acme - 3 welders for Rotterdam", "description": "Met at the trade fair."}
     if not kind.is_lead:
-        example.update(amount="12500.00", currency="EUR", probability=60, expected_close_date="2027-01-31")
+        example.update(amount=12500.5, currency="EUR", probability=60, expected_close_date="2027-01-31")
 
     @api.post(base, permission=kind.permission("create"), body=schemas.create, response=out, errors=(409,),
               example=example, summary=f"Create a {kind.kind}")

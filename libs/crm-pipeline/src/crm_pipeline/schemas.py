@@ -45,8 +45,8 @@ def record_fields(kind: RecordKind, *, partial: bool) -> dict[str, fields.Field]
     if not kind.is_lead:
         out.update(
             amount=fields.Decimal(places=2, validate=validate.Range(min=0, max=10**15), allow_nan=False, **opt),
-            currency=fields.String(validate=validate.Regexp(r"^[A-Z]{3}$", error="A 3-letter ISO 4217 code."),
-                                   **opt),
+            currency=fields.String(validate=[validate.Regexp(r"^[A-Z]{3}$", error="A 3-letter ISO 4217 code."),
+                                             validate.Length(equal=3, error="A 3-letter ISO 4217 code.")], **opt),
             probability=fields.Integer(strict=True, validate=validate.Range(min=0, max=100), **opt),
             expected_close_date=fields.Date(**opt),
         )
