@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from catalogue_helpers import VIEWER, bearer, summary
+from catalogue_helpers import VIEWER, Catalogue, bearer, summary
 from google.protobuf.json_format import MessageToDict
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
@@ -40,11 +40,17 @@ def test_seeded_stages_are_listed_in_order_with_names_in_the_callers_language(ca
         "PROSPECTING", "PROPOSAL", "NEGOTIATION", "WON", "LOST"]
 
 
-def test_name_falls_back_to_the_default_language_then_to_any(cat):
-    pt = cat.created(LEAD, {"names": {"pt-BR": "Novo", "de": "Neu"}, "code": "PT"})
-    assert cat.get(f"{LEAD}/{pt['id']}", headers={"Accept-Language": "pt"}).json["name"] == "Novo"
-    assert cat.get(f"{LEAD}/{pt['id']}", headers={"Accept-Language": "fr"}).json["name"] == "Neu"  # no en: any
-    assert pt["names"] == {"pt-BR": "Novo", "de": "Neu"}
+def test_name_falls_back_to_the_default_language_then_to_any(any_db_url):
+    cat = Catalogue(any_db_url, CRM_LANGUAGES="en,nl,pt-BR,de")
+    try:
+        pt = cat.created(LEAD, {"names": {"pt-br": "Novo", "de": "Neu"}, "code": "PT"})  # tags as configured
+        assert pt["names"] == {"pt-BR": "Novo", "de": "Neu"}
+        r = cat.get(f"{LEAD}/{pt['id']}", headers={"Accept-Language": "pt"})
+        assert r.json["name"] == "Novo"
+        assert r.headers["Content-Language"] == "pt-BR" and "Accept-Language" in r.headers["Vary"]
+        assert cat.get(f"{LEAD}/{pt['id']}", headers={"Accept-Language": "fr"}).json["name"] == "Neu"  # no en: any
+    finally:
+        cat.close()
 
 
 def test_create_read_and_its_event_carry_the_whole_stage(cat):

@@ -80,6 +80,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CRM_ATTACHMENTS_S3_ENDPOINT", "URL of an S3-compatible store (e.g. MinIO); empty: AWS. Credentials "
             "from boto3's usual sources.", ""),
     Setting("CRM_DEFAULT_LANGUAGE", "Language used for `name` when `Accept-Language` matches none.", "en"),
+    Setting("CRM_LANGUAGES", "Languages (comma-separated tags) that `names` may be given in; a name in any "
+            "other language is refused (422).", "en,nl", parse=_csv),
     Setting("CRM_LOG_LEVEL", "Python log level.", "INFO"),
     Setting("CRM_LOG_FORMAT", "`json` (one JSON object a line, with correlation_id) or `text`.", "json"),
     Setting("CRM_WEB_CONCURRENCY", "gunicorn worker processes of the api.", "2", parse=int),

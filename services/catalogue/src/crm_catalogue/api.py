@@ -58,8 +58,11 @@ def _localised(ctx: RequestContext, view: View) -> View:
     if names is None:
         return view
     available = sorted(names)
-    name = names.get(ctx.language(available)) or (names[available[0]] if available else "")
-    return {**view, "name": name}
+    language = ctx.language(available)
+    if language not in names and available:
+        language = available[0]
+        ctx.note_language(language)  # the answer's Content-Language is the name's
+    return {**view, "name": names.get(language, "")}
 
 
 def _register(api: Api, res: Resource) -> None:

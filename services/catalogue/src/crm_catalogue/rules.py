@@ -77,10 +77,15 @@ def _next_index(session: Session, table: Table, *where: Any) -> int:
     return 0 if last is None else last + 1
 
 
-def _code_taken(session: Session, table: Table, code: str, entity_id: str | None, *where: Any) -> bool:
-    """Whether another entity (not ``entity_id``) in ``where`` has ``code``."""
-    return session.execute(select(table.c.id).where(table.c.code == code, table.c.id != entity_id, *where)
-                           ).first() is not None
+def _code_taken(session: Session, table: Table, code: str, entity_id: str | None, *where: Any) -> str | None:
+    """The code of another entity (not ``entity_id``) in ``where`` that is ``code`` whatever the case.
+
+    Codes are ASCII (the schema's pattern), so SQL's and Python's lower() agree; the unique
+    indexes on lower(code) (catalogue_0002) hold the rule against concurrent writes too.
+    """
+    return session.execute(select(table.c.code).where(func.lower(table.c.code) == code.lower(),
+                                                      table.c.id != entity_id, *where)
+                           ).scalar()
 
 
 def _write(session: Session, journal: Journal, aggregate: Aggregate, current: View | None, columns: dict[str, Any],
@@ -114,8 +119,10 @@ def save_entry(session: Session, journal: Journal, kind: str, table_name: str, b
             raise Problem(409, f"{current['code']} is a protected entry: it cannot be deactivated.")
     scope = (table_entries.c.kind == kind, table_entries.c.table_name == table_name)
     entry_id = None if current is None else current["id"]
-    if "code" in changes and _code_taken(session, table_entries, changes["code"], entry_id, *scope):
-        raise Problem(409, f"The {kind} {table_name} table has an entry with code {changes['code']!r} already.")
+    taken = _code_taken(session, table_entries, changes["code"], entry_id, *scope) if "code" in changes else None
+    if taken is not None:
+        same = "" if taken == changes["code"] else f" ({taken!r}: codes are the same whatever their case)"
+        raise Problem(409, f"The {kind} {table_name} table has an entry with code {changes['code']!r} already{same}.")
     if current is None and changes.get("index") is None:
         changes["index"] = _next_index(session, table_entries, *scope)
     return _write(session, journal, TABLE_ENTRY, current, changes,
@@ -196,9 +203,14 @@ def _check_stage_fields(session: Session, kind: str, state: View, changes: Mappi
 
 def _check_stage_rules(session: Session, kind: str, state: View, current: View | None,
                        changes: Mapping[str, Any]) -> None:
-    if "code" in changes and _code_taken(session, stages, changes["code"], None if current is None else current["id"],
-                                         stages.c.kind == kind):
-        raise Problem(409, f"A {kind} stage with code {changes['code']!r} exists already.")
+    taken = _code_taken(session, stages, changes["code"], None if current is None else current["id"],
+                        stages.c.kind == kind) if "code" in changes else None
+    if taken is not None:
+        same = "" if taken == changes["code"] else f" ({taken!r}: codes are the same whatever their case)"
+        raise Problem(409, f"A {kind} stage with code {changes['code']!r} exists already{same}.")
+    if current is not None and current["is_default"] and changes.get("is_default") is False:
+        raise Problem(409, f"This is the default stage of {PLURALS[kind]}, and there must be one: make another "
+                           "stage the default instead (PATCH it with is_default true), which clears this one.")
     if state["active"]:
         return
     for flag, what in (("is_default", "default stage"), ("is_default_end", "default end stage")):

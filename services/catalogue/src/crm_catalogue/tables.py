@@ -1,6 +1,7 @@
 """The catalogue's own tables (its database; nobody else reads it).
 
-``catalogue_0001`` creates exactly these; the migration test checks the two agree.
+``catalogue_0001`` creates exactly these (``catalogue_0002`` adds the indexes on lower(code));
+the migration test checks the two agree.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
     text,
 )
 
@@ -101,6 +103,11 @@ templates = Table(
     *_timestamps(),
     Index("ix_templates_name", "name", "id"),
 )
+
+# Codes are unique in their kind (and table) whatever their case: FAIR and fair are one code.
+Index("uq_table_entries_kind_table_lower_code", table_entries.c.kind, table_entries.c.table_name,
+      func.lower(table_entries.c.code), unique=True)
+Index("uq_stages_kind_lower_code", stages.c.kind, func.lower(stages.c.code), unique=True)
 
 # The one template <-> stage relation: a stage's template ids and a template's stage ids.
 stage_templates = Table(

@@ -29,7 +29,7 @@ from crm_kit import consistency
 from crm_kit.web import idempotency as idem
 from crm_kit.web.auth import Identity, require_permission
 from crm_kit.web.http import etag_for, if_none_match_hits, load_query, note_language, preferred_language
-from crm_kit.web.input import check_texts, decode_json, normalise_body
+from crm_kit.web.input import check_texts, decode_json, document_text_rules, normalise_body
 from crm_kit.web.problem import Problem
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class Api:
                     handler=fn,
                     permission=permission,
                     public=public,
-                    body=_instance(body),
+                    body=document_text_rules(inst) if (inst := _instance(body)) is not None else None,
                     body_required=body_required,
                     example=example,
                     query=_instance(query),
@@ -208,9 +208,17 @@ class RequestContext:
         return self.identity
 
     def language(self, available: list[str]) -> str:
-        """The language to resolve ``names`` in; the answer then carries ``Content-Language`` and
-        ``Vary: Accept-Language`` (the kit's edge adds them)."""
-        return note_language(preferred_language(available, self.kit.settings["CRM_DEFAULT_LANGUAGE"]))
+        """The language to resolve ``names`` in: the best of ``available`` for Accept-Language,
+        else the default language. The answer carries ``Vary: Accept-Language``, and
+        ``Content-Language`` when the language is one of ``available`` (a caller that falls back
+        to another one says so with ``note_language``)."""
+        language = preferred_language(available, self.kit.settings["CRM_DEFAULT_LANGUAGE"])
+        note_language(language if language in available else None)
+        return language
+
+    def note_language(self, language: str | None) -> None:
+        """The answer holds text in ``language`` too (``crm_kit.web.http.note_language``)."""
+        note_language(language)
 
     def page(self, stmt: Any, sort: Any, *, fingerprint: str = "") -> Any:
         """Run a keyset-paginated query with the request's page_size and page_token."""

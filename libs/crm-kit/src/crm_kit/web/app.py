@@ -164,9 +164,10 @@ def _install_edge_rules(app: Flask, service: str) -> None:
         if g.get("crm_stale"):  # answered from copies older than the gateway asked for (errors too)
             resp.headers[consistency.STALE] = "true"
         languages = g.get("crm_languages")
-        if languages:  # names resolved from Accept-Language (RequestContext.language)
-            resp.headers["Content-Language"] = ", ".join(languages)
+        if languages is not None:  # names resolved from Accept-Language (RequestContext.language)
             resp.vary.add("Accept-Language")
+            if languages:
+                resp.headers["Content-Language"] = ", ".join(languages)
         # A body refused unread (413, 401, ...) is drained, or the connection closed, so the
         # client's next request on this connection works (crm_kit.web.connection).
         finish_connection(request.environ)

@@ -68,9 +68,22 @@ def preferred_language(available: list[str], default: str) -> str:
     return best or default
 
 
-def note_language(language: str) -> str:
-    """Say that the answer holds text in ``language``: it gets ``Content-Language`` (every
-    language noted, in order) and ``Vary: Accept-Language`` (the kit's edge adds them)."""
+def configured_languages() -> list[str]:
+    """The languages ``names`` may be given in (``CRM_LANGUAGES``), as configured."""
+    from flask import current_app, has_app_context
+
+    from crm_kit.settings import SETTINGS
+
+    if has_app_context() and "crm" in current_app.extensions:
+        return list(current_app.extensions["crm"].settings.get("CRM_LANGUAGES") or [])
+    default = next(s for s in SETTINGS if s.env == "CRM_LANGUAGES")
+    return list(default.parse(default.default or ""))
+
+
+def note_language(language: str | None) -> str | None:
+    """Say that the answer was localised from ``Accept-Language`` - it gets ``Vary:
+    Accept-Language`` - and holds text in ``language`` (when given): it gets ``Content-Language``
+    with every language noted, in order. The kit's edge adds both headers."""
     noted: list[str] = g.setdefault("crm_languages", [])
     if language and language not in noted:
         noted.append(language)

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from itertools import accumulate
 from typing import Any
 
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from crm_kit.web.problem import Problem, validation_problem
 
@@ -251,3 +251,52 @@ def check_texts(values: Mapping[str, Any] | Iterable[tuple[str, Any]], *, status
     if status == 404:
         raise Problem(404, "There is no such resource: the URL holds a control character.")
     raise validation_problem(errors.items, "The request has invalid query parameters.")
+
+
+# -- the rules in the OpenAPI document ---------------------------------------------------------
+
+_OWN_RULES = (validate.Regexp, validate.OneOf, validate.Equal)
+
+
+def document_text_rules(schema: Schema) -> Schema:
+    """Give every string field of a body schema the text rules as its ``pattern``.
+
+    The edge enforces them on every string (``normalise_body``); this makes the OpenAPI
+    document say so, field by field: ``pattern`` in ECMA-262 syntax (multi-line unless the
+    field is a single-line ``Text``; not blank when required). A field with its own pattern,
+    choices or format (``Email``, ``Url``) keeps them: they are stricter. Nested schemas are
+    documented too (their fields' metadata on the instance this field loads with).
+    Changes ``schema``'s field instances only (marshmallow copies declared fields per schema
+    instance; a nested schema's instance is cached on its field), never the classes.
+    """
+    _document(schema, set())
+    return schema
+
+
+def _document(schema: Schema, seen: set[int]) -> None:
+    if id(schema) in seen:
+        return
+    seen.add(id(schema))
+    for field in schema.fields.values():
+        if not field.dump_only:
+            _document_field(field, seen)
+
+
+def _document_field(field: fields.Field, seen: set[int]) -> None:
+    if isinstance(field, fields.Nested):
+        nested = _nested_schema(field)
+        if nested is not None:
+            _document(nested, seen)  # the instance the field loads with, which apispec documents
+    elif isinstance(field, fields.List):
+        _document_field(field.inner, seen)
+    elif isinstance(field, fields.Tuple):
+        for inner in field.tuple_fields:
+            _document_field(inner, seen)
+    elif isinstance(field, fields.Dict):
+        if field.value_field is not None:
+            _document_field(field.value_field, seen)
+    elif isinstance(field, fields.String) and not isinstance(field, fields.Email | fields.Url):
+        if "pattern" in field.metadata or any(isinstance(v, _OWN_RULES) for v in field.validators):
+            return
+        field.metadata = {**field.metadata, "pattern": text_pattern(multiline=_multiline(field),
+                                                                    not_blank=field.required)}
