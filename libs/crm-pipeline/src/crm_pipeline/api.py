@@ -213,7 +213,8 @@ class _ConversionBody(Schema):
 
 
 class ConversionWarningOut(Schema):
-    code = fields.String(metadata={"description": "contact_role_dropped: the contact came over with no role (no "
+    code = fields.String(validate=validate.OneOf(("contact_role_dropped", "contact_not_carried_over")), metadata={
+        "description": "contact_role_dropped: the contact came over with no role (no "
                                                   "active opportunity role has its lead role's code, or the "
                                                   "opportunity has a contact with that protected role already); "
                                                   "contact_not_carried_over: it is not on the opportunity."})
