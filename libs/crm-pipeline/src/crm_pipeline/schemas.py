@@ -8,7 +8,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from crm_kit.web import limits
-from crm_kit.web.fields import Timestamp
+from crm_kit.web.fields import Currency, Money, Text, Timestamp
 from crm_kit.web.pagination import PageQuery
 from crm_pipeline.kind import RecordKind
 
@@ -26,7 +26,7 @@ def record_fields(kind: RecordKind, *, partial: bool) -> dict[str, fields.Field]
     description: dict[str, Any] = {} if partial else {"load_default": ""}
     listed: dict[str, Any] = {} if partial else {"load_default": list}
     out: dict[str, fields.Field] = {
-        "title": fields.String(required=not partial, validate=validate.Length(min=1, max=500)),
+        "title": Text(required=not partial, validate=validate.Length(min=1, max=500)),
         "description": fields.String(validate=validate.Length(max=20000), **description),
         "company_id": fields.String(validate=_ID, **opt),
         "contact_id": fields.String(validate=_ID, **opt),
@@ -44,9 +44,8 @@ def record_fields(kind: RecordKind, *, partial: bool) -> dict[str, fields.Field]
                                        load_default=list)
     if not kind.is_lead:
         out.update(
-            amount=fields.Decimal(places=2, validate=validate.Range(min=0, max=10**15), allow_nan=False, **opt),
-            currency=fields.String(validate=[validate.Regexp(r"^[A-Z]{3}$", error="A 3-letter ISO 4217 code."),
-                                             validate.Length(equal=3, error="A 3-letter ISO 4217 code.")], **opt),
+            amount=Money(places=2, validate=validate.Range(min=0, max=10**15), **opt),  # more decimals: 422
+            currency=Currency(**opt),  # an ISO 4217 code (crm_kit.web.currencies)
             probability=fields.Integer(strict=True, validate=validate.Range(min=0, max=100), **opt),
             expected_close_date=fields.Date(**opt),
         )

@@ -14,7 +14,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate
 
 from crm_kit.web import limits
-from crm_kit.web.fields import Timestamp
+from crm_kit.web.fields import Text, Timestamp
 from crm_kit.web.pagination import PageQuery
 
 ACTIVITY_TYPES = ("email", "task", "calendar", "note")
@@ -35,17 +35,17 @@ def _not_blank(value: str) -> None:
         raise ValidationError("Must not be empty.")
 
 
+# The kit's Text: trimmed, one line, no control characters or unpaired surrogates (422).
 def _required_text(max_length: int) -> fields.String:
-    return fields.String(required=True, pre_load=[_trimmed], validate=[_not_blank, validate.Length(max=max_length)])
+    return Text(required=True, validate=[_not_blank, validate.Length(max=max_length)])
 
 
 def _text(max_length: int, *rules: Any, **kw: Any) -> fields.String:
-    return fields.String(allow_none=True, pre_load=[_blank_is_null],
-                         validate=[validate.Length(max=max_length), *rules], **kw)
+    return Text(allow_none=True, pre_load=[_blank_is_null], validate=[validate.Length(max=max_length), *rules], **kw)
 
 
 def _long_text(max_length: int) -> fields.String:
-    return fields.String(allow_none=True, validate=validate.Length(max=max_length))  # kept as written
+    return Text(multiline=True, allow_none=True, validate=validate.Length(max=max_length))  # tabs, line breaks
 
 
 def _email() -> fields.String:

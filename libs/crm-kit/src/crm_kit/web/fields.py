@@ -124,7 +124,10 @@ class Money(fields.Decimal):
             trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0") or "0")
             if -exponent - min(trailing_zeros, -exponent) > self.exact_places:
                 raise ValidationError(f"At most {self.exact_places} decimals; amounts are never rounded.")
-        return number
+        try:  # exactly the same value, written with its places (2.5 -> 2.50), as before
+            return number.quantize(decimal.Decimal(1).scaleb(-self.exact_places), context=_EXACT)
+        except decimal.InvalidOperation:  # more digits than a Decimal context holds: the range check refuses it
+            return number
 
     def _validated(self, value: Any) -> decimal.Decimal:
         if isinstance(value, str) and not _DECIMAL_TEXT.fullmatch(value):
@@ -132,6 +135,7 @@ class Money(fields.Decimal):
         return super()._validated(value)
 
 
+_EXACT = decimal.Context(prec=40, traps=[decimal.Inexact, decimal.InvalidOperation])
 _DECIMAL_TEXT = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,20})?")
 
 
