@@ -257,8 +257,9 @@ def shared_read(w: World, path: str, subject: str) -> Cell:
     return Cell(path, subject, frozenset({200}), "200 (shared file), no office-1 record data", {}, no_trace(w))
 
 
-def shared_write(path: str, subject: str, phase: int = WRITE, **kw: Any) -> Cell:
-    return Cell(path, subject, frozenset({409}), "409 (would change an office-1 record)", kw, None, phase)
+def shared_write(w: World, path: str, subject: str, phase: int = WRITE, **kw: Any) -> Cell:
+    """409, and the refusal does not show the office-1 record it protects."""
+    return Cell(path, subject, frozenset({409}), "409 (would change an office-1 record)", kw, no_trace(w), phase)
 
 
 def office_rule(path: str, subject: str, **kw: Any) -> Cell:
@@ -272,7 +273,7 @@ def like_unknown(path: str, subject: str, kw: dict[str, Any], control: dict[str,
 
 
 def lists_none_of_office1(w: World, path: str, subject: str, params: dict[str, Any],
-                          must_show: set[str] = frozenset(), also_404: bool = False) -> Cell:
+                          must_show: frozenset[str] | set[str] = frozenset(), also_404: bool = False) -> Cell:
     """A list: 200 with no office-1 item (and the items ``must_show``, proving it lists at all)."""
     hidden_ids = w.office1_record_ids | w.office1_activity_ids
 
@@ -335,9 +336,9 @@ def _file_item(collection: str, method: str) -> Builder:
             if method == "GET":
                 cells.append(shared_read(w, path, what))
             elif method == "PATCH":
-                cells.append(shared_write(path, what, json=_PATCH_BODY[collection]))
+                cells.append(shared_write(w, path, what, json=_PATCH_BODY[collection]))
             else:
-                cells.append(shared_write(path, what, phase=DELETE_PHASE[collection]))
+                cells.append(shared_write(w, path, what, phase=DELETE_PHASE[collection]))
         return cells
     return _files(build)
 
@@ -406,7 +407,8 @@ def _new_file_on_shared(collection: str) -> Builder:
 
 
 def _new_placement(w: World, _plural: str | None) -> list[Cell]:
-    return [shared_write("/v1/placements", f"new placement on the job order linked to the office-1 {KIND_OF[k.plural]}",
+    return [shared_write(w, "/v1/placements",
+                         f"new placement on the job order linked to the office-1 {KIND_OF[k.plural]}",
                          json={"job_order_id": k.job_order, "candidate_name": f"{w.tag} intruding candidate"})
             for k in w.kinds.values()]
 
