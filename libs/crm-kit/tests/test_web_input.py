@@ -371,3 +371,25 @@ def test_gunicorns_own_refusals_are_problem_json(served):
         sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
         answer = sock.recv(65536).decode("latin-1")
     assert answer.startswith("HTTP/1.1 400") and "application/problem+json" in answer
+
+
+def _raw_exchange(served: str, head: bytes) -> tuple[str, float]:
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", int(served.rsplit(":", 1)[1])), timeout=30) as sock:
+        sock.sendall(head)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return answer.decode("latin-1"), time.monotonic() - started
+
+
+def test_a_client_waiting_for_the_answer_before_its_body_gets_it(served):
+    token = auth()["Authorization"]
+    head = (f"POST /v1/notes HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {2 * 1024 * 1024}\r\n\r\n").encode()
+    answer, took = _raw_exchange(served, head)
+    assert answer.startswith("HTTP/1.1 413") and "Connection: close" in answer, answer
+    assert took < 5  # the drain gives up after a second without a byte

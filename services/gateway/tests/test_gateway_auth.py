@@ -138,3 +138,28 @@ def test_secret_is_the_settings_one(make_gateway, echo):
     c = make_gateway(echo.url, CRM_JWT_SECRET="a-completely-different-secret-of-enough-length").test_client()
     assert c.get("/v1/leads", headers=auth()).status_code == 401
     assert SECRET not in c.get("/v1/leads", headers=auth()).get_data(as_text=True)
+
+
+def _signed(**claims: object) -> dict[str, str]:
+    base: dict[str, object] = {"sub": "u-1", "name": "U", "office": "office-1", "roles": ["admin"],
+                               "exp": int(time.time()) + 600}
+    base.update(claims)
+    payload = {k: v for k, v in base.items() if v is not ...}
+    return {"Authorization": "Bearer " + jwt.encode(payload, SECRET, algorithm="HS256")}
+
+
+@pytest.mark.parametrize("claims", [
+    {"sub": ...}, {"sub": ""}, {"sub": 7}, {"office": ...}, {"office": ""}, {"office": None}, {"office": ["x"]},
+    {"roles": ...}, {"roles": "admin"}, {"roles": [1]}, {"exp": ...}, {"exp": int(time.time()) - 31},
+], ids=repr)
+def test_tokens_without_the_contracts_claims_are_401_at_the_gateway(client, echo, claims):
+    for method, path in (("GET", "/v1/leads"), ("GET", "/v1/me"), ("POST", "/v1/leads/wizard")):
+        r = client.open(path, method=method, headers=_signed(**claims), json={} if method == "POST" else None)
+        assert (r.status_code, r.content_type) == (401, PROBLEM), (path, r.json)
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert echo.hits == []
+
+
+def test_clock_skew_of_up_to_30_seconds_is_tolerated(client, echo):
+    assert client.get("/v1/me", headers=_signed(exp=int(time.time()) - 20)).status_code == 200
+    assert client.get("/v1/me", headers=_signed(exp=int(time.time()) - 40)).status_code == 401

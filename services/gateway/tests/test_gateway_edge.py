@@ -516,3 +516,73 @@ def test_an_upload_over_20_mib_is_413_before_its_body_is_read(make_gateway, serv
     conn.close()
     assert not receiver.first_bytes.is_set() and receiver.received == 0
 
+
+
+# -- input and protocol rules (issue 15) --------------------------------------------------------
+
+
+def test_an_oversized_header_is_431_problem_naming_it_and_never_forwarded(client, echo):
+    r = client.get("/v1/leads", headers={**auth(), "X-Huge": "h" * 9000})
+    assert (r.status_code, r.content_type) == (431, PROBLEM)
+    assert r.json["status"] == 431 and "X-Huge" in r.json["detail"] and r.json["header"] == "X-Huge"
+    many = {f"X-Part-{i}": "p" * 1000 for i in range(40)}  # each fine, 40 KB in all
+    r = client.get("/v1/leads", headers={**auth(), **many})
+    assert (r.status_code, r.content_type) == (431, PROBLEM) and "32768" in r.json["detail"]
+    assert echo.hits == []
+    assert client.get("/v1/leads", headers={**auth(), "X-Fine": "f" * 4000}).status_code == 200
+
+
+def test_accept_and_accept_language_reach_the_service(client, echo):
+    r = client.get("/v1/leads", headers={**auth(), "Accept": "application/xml", "Accept-Language": "nl"})
+    assert r.status_code == 200  # the echo service does not negotiate; a real one answers 406 (the kit)
+    assert echo.hits[0]["headers"]["Accept"] == "application/xml"
+    assert echo.hits[0]["headers"]["Accept-Language"] == "nl"
+
+
+def test_the_gateways_own_routes_answer_406_for_an_accept_they_cannot_serve(client, echo):
+    r = client.get("/v1/me", headers={**auth(), "Accept": "text/html"})
+    assert (r.status_code, r.content_type) == (406, PROBLEM)
+    r = client.post("/v1/leads/wizard", json={}, headers={**auth(), "Accept": "application/xml"})
+    assert (r.status_code, r.content_type) == (406, PROBLEM)
+    assert client.get("/v1/me", headers={**auth(), "Accept": "application/json, */*;q=0.1"}).status_code == 200
+    assert echo.hits == []
+
+
+@pytest.mark.parametrize(("raw", "status", "field"), [
+    ('{"company": ' + "[" * 5000 + "]" * 5000 + "}", 400, None),
+    ('{"company": {"mode": "none"}, "record": {"mode": "empty", "data": ' + '{"a": ' * 40 + "1" + "}" * 40 + "}}",
+     400, None),
+    ('{"company": {"mode": "none"}, "record": {"mode": "empty", "data": {"title": "a\\ud800"}}}', 422,
+     "record.data.title"),
+    ('{"company": {"mode": "none"}, "record": {"mode": "empty", "data": {"title": "a\\u0000"}}}', 422,
+     "record.data.title"),
+    ('{"company": {"mode": "none"}, "record": {"mode": "empty", "data": {"amount": 1e400}}}', 422,
+     "record.data.amount"),
+    ('{"company": {"mode": "new", "data": {"name": NaN}}, "record": {"mode": "empty", "data": {}}}', 400, None),
+    ('{"company": {"mode": " none "}, "record": {"mode": "empty", "data": {"title": "x"}}, "x": ' + str(10**400)
+     + "}", 422, "x"),
+])
+def test_hostile_wizard_bodies_are_refused_before_any_step(client, echo, raw, status, field):
+    r = client.post("/v1/leads/wizard", data=raw, headers={**auth(), "Content-Type": "application/json"})
+    assert (r.status_code, r.content_type) == (status, PROBLEM), r.get_data(as_text=True)[:500]
+    if field:
+        assert field in [e["field"] for e in r.json["errors"]], r.json
+    assert echo.hits == []  # nothing was sent to any service
+
+
+def test_a_413_at_the_gateway_is_problem_json_and_never_forwarded(client, echo):
+    r = client.post("/v1/leads", data=b'{"title": "' + b"x" * (2 * MiB) + b'"}',
+                    headers={**auth(), "Content-Type": "application/json"})
+    assert (r.status_code, r.content_type) == (413, PROBLEM)
+    assert echo.hits == []
+
+
+def test_a_413_through_a_real_server_keeps_the_session_usable(make_gateway, echo, serve):
+    # werkzeug's server here (gunicorn in the e2e test): the refused body is drained either way.
+    server = serve(make_gateway(echo.url))
+    with requests.Session() as session:
+        r = session.post(f"{server.url}/v1/leads", data=b'{"title": "' + b"x" * (2 * MiB) + b'"}',
+                         headers={**auth(), "Content-Type": "application/json"}, timeout=WAIT)
+        assert (r.status_code, r.headers["Content-Type"]) == (413, PROBLEM)
+        assert session.get(f"{server.url}/v1/leads", headers=auth(), timeout=WAIT).status_code == 200
+    assert [h["method"] for h in echo.hits] == ["GET"]

@@ -92,6 +92,9 @@ def convert_and_wait(state: GatewayState) -> Response:
         body["warnings"] = []
         out = Response(json.dumps(body), status=202, mimetype="application/json",
                        headers={"Location": location, "Retry-After": "1"})
+    if "Content-Language" in resp.headers:  # the records' stage names, localised as the lead's answer says
+        out.headers["Content-Language"] = resp.headers["Content-Language"]
+        out.vary.add("Accept-Language")
     consistency.issue(out, token)
     return out
 

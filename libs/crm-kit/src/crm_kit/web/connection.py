@@ -10,7 +10,9 @@ So after every response the kit reads and discards what is left of the body
 (``drain_request_body``), up to ``DRAIN_MAX_BYTES`` and ``DRAIN_SECONDS``: the connection
 then stays open and the client's next request works. A body beyond that is not drained;
 the answer then says ``Connection: close`` (``close_connection``: gunicorn's own request is
-told to close, through the ``pre_request`` hook of ``crm_kit.gunicorn_conf``).
+told to close, through the ``pre_request`` hook of ``crm_kit.gunicorn_conf``). (gunicorn
+answers ``Expect: 100-continue`` itself before the application runs, so such a client sends
+its body too, and it is drained the same way.)
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 DRAIN_MAX_BYTES = 32 * 1024 * 1024
-DRAIN_SECONDS = 10.0
+DRAIN_SECONDS = 10.0  # in all
+DRAIN_IDLE_SECONDS = 1.0  # without a byte: the client waits for the answer first, or has gone
 _CHUNK = 64 * 1024
 
 _served = threading.local()
@@ -87,7 +90,7 @@ def drain_request_body(environ: dict[str, Any]) -> bool:
             if remaining <= 0:
                 return False
             if sock is not None:
-                sock.settimeout(remaining)
+                sock.settimeout(min(remaining, DRAIN_IDLE_SECONDS))
             chunk = stream.read(_CHUNK)
             if not chunk:
                 return True
