@@ -71,6 +71,7 @@ from crm_gateway.consistency import TOKEN_HEADER, Consistency
 from crm_gateway.proxy import TIMEOUT, SizedRequestBody, Upstream, UpstreamError
 from crm_kit import correlation
 from crm_kit.web import Api, Identity, Problem, Reply, RequestContext
+from crm_kit.web.http import note_language
 from crm_kit.web.idempotency import HEADER as IDEMPOTENCY_HEADER
 from crm_kit.web.idempotency import MAX_KEY_LENGTH, REPLAYED_HEADER, validate_key
 
@@ -262,6 +263,8 @@ class Services:
                 data = None
             if 200 <= resp.status_code < 300 and method != "GET":
                 self.token = self.consistency.written(self.token, service, resp.headers)
+            if step == "record" and 200 <= resp.status_code < 300:  # its stage's name is localised
+                note_language(resp.headers.get("Content-Language"))  # the wizard's answer says so
             return Answer(resp.status_code, data, resp.headers)
         finally:
             resp.close()
