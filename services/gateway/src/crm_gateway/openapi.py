@@ -161,6 +161,8 @@ _RETRY_AFTER = {"Retry-After": {"description": "Whole seconds to wait before ask
 _CORS_HEADER = {"Access-Control-Allow-Origin": {
     "description": "The request's Origin (or `*`) when the gateway's CRM_CORS_ORIGINS allows it; absent otherwise.",
     "schema": {"type": "string", "maxLength": 2000}}}
+# What the gateway answers on every path, /v1 or not, before routing.
+EVERYWHERE = ("414", "431")
 # Which of the gateway's own answers carry headers of their own.
 EDGE_HEADERS: dict[str, dict[str, Any]] = {"429": _RATE_LIMIT_HEADERS, "503": _RETRY_AFTER}
 
@@ -168,6 +170,7 @@ EDGE_HEADERS: dict[str, dict[str, Any]] = {"429": _RATE_LIMIT_HEADERS, "503": _R
 EDGE_RESPONSES = {
     "400": "Malformed request, or a `Consistency-Token` header this gateway did not issue.",
     "414": "The URL is too long (over 8000 bytes).",
+    "431": "A request header is over 8190 bytes, or all of them over 32 KiB.",
     "429": "Rate limited: wait `Retry-After` seconds (`RateLimit-*` describe the limit that was hit).",
     "502": "The service behind the gateway answered badly or broke the connection.",
     "503": "The service behind the gateway is unavailable, or not yet as fresh as the client's consistency "
@@ -180,11 +183,14 @@ def _with_edge_responses(path: str, operation: Any, method: str = "get") -> Any:
     """``operation`` with the gateway's own error responses added, the consistency token on a
     write's successes, the rate limit's headers on 429, Retry-After on 503 and the CORS header
     on every answer (a copy: sources stay cached as they are)."""
-    if not path.startswith("/v1/") or not isinstance(operation, Mapping):
+    if not isinstance(operation, Mapping):
         return operation
     out = dict(operation)
     responses = dict(out.get("responses") or {})
+    api = path.startswith("/v1/")
     for status, text in EDGE_RESPONSES.items():
+        if not api and status not in EVERYWHERE:
+            continue
         responses.setdefault(status, {"description": text, "content": {"application/problem+json": {
             "schema": {"$ref": "#/components/schemas/Problem"}, "example": Problem(int(status), text).to_dict()}}})
     for status, response in list(responses.items()):

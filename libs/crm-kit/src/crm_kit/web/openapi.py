@@ -66,6 +66,7 @@ _ERROR_TEXT = {
     403: "The caller lacks the permission.",
     404: "Not found or not visible to the caller.",
     409: "A business rule refused the request.",
+    406: "The request's Accept rules out the type this operation answers with.",
     412: "If-Match names another version.",
     413: "Body too large.",
     415: "Body is not of the accepted media type.",
@@ -282,6 +283,8 @@ def _operation(route: Route, op_id: str) -> dict[str, Any]:
         errors.add(404)
     if route.method in ("PATCH", "DELETE", "PUT") and path_params:
         errors.add(412)
+    if route.produces == "application/json":
+        errors.add(406)  # the kit's Accept check (crm_kit.web.api)
     for status in sorted(errors):
         op["responses"][str(status)] = {"description": _ERROR_TEXT.get(status, "Error."),
                                         "content": _problem_ref(_problem_example(status))}
