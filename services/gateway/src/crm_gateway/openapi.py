@@ -161,6 +161,18 @@ _RETRY_AFTER = {"Retry-After": {"description": "Whole seconds to wait before ask
 _CORS_HEADER = {"Access-Control-Allow-Origin": {
     "description": "The request's Origin (or `*`) when the gateway's CRM_CORS_ORIGINS allows it; absent otherwise.",
     "schema": {"type": "string", "maxLength": 2000}}}
+TAG_DESCRIPTIONS = {
+    "catalogue": "Stages, the eight tables of each kind and templates (write: catalogue:admin).",
+    "companies": "A company's leads.",
+    "contacts": "A contact's leads and opportunities.",
+    "files": "Companies, contacts, job orders, placements and activities (files:*).",
+    "gateway": "Served by the gateway itself: the caller, and the wizards that compose several services.",
+    "leads": "Leads: CRUD, stages, groups, tabs, attachments, printing, reports, conversion (leads:*).",
+    "operations": "Liveness, readiness, metrics and this document.",
+    "opportunities": "Opportunities: as leads, plus amount, currency, probability (opportunities:*).",
+    "triggers": "Rules that act on records when something happens (triggers:admin).",
+}
+
 # What the gateway answers on every path, /v1 or not, before routing.
 EVERYWHERE = ("414", "431")
 # Which of the gateway's own answers carry headers of their own.
@@ -270,7 +282,8 @@ def merge_documents(
         for key, op in item.items():
             if key in HTTP_METHODS and isinstance(op, Mapping):
                 for tag in op.get("tags") or []:
-                    tags.setdefault(tag, {"name": tag})
+                    tags.setdefault(tag, {"name": tag, **({"description": TAG_DESCRIPTIONS[tag]}
+                                                           if tag in TAG_DESCRIPTIONS else {})})
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": TITLE, "version": VERSION, "description": DESCRIPTION},

@@ -146,4 +146,8 @@ class PageQuery(Schema):
 
     page_size = fields.Integer(load_default=DEFAULT_PAGE_SIZE,
                                validate=validate.Range(min=1, max=MAX_PAGE_SIZE))
-    page_token = fields.String(validate=validate.Length(max=MAX_PAGE_TOKEN))  # empty: the first page
+    # Empty: the first page. Any other value must be a token this list issued (422 otherwise): the
+    # server's tokens are unpadded base64url, so the document says that alphabet.
+    page_token = fields.String(validate=validate.Length(max=MAX_PAGE_TOKEN), metadata={
+        "pattern": "^[A-Za-z0-9_-]*$",
+        "description": "next_page_token of the previous page of the same query (opaque); empty for the first."})
