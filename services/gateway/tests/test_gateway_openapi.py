@@ -257,3 +257,25 @@ def test_gateway_document_when_everything_is_down(make_gateway, closed_port):
     assert r.status_code == 200
     assert len(r.json["x-missing-services"]) == 5
     assert "/v1/me" in r.json["paths"]
+
+
+def test_the_merged_document_is_what_the_clients_tools_need():
+    """Unique operationIds across services, declared tags and servers, the gateway's 429 with
+    its headers, 414/431 everywhere, and no component that no operation uses."""
+    leads = leads_document()
+    stages = catalogue_document()
+    # Two services naming an operation alike: each gets its service's prefix.
+    leads["paths"]["/v1/leads"]["get"]["operationId"] = "listThings"
+    stages["paths"]["/v1/lead-stages"]["get"]["operationId"] = "listThings"
+    stages["components"]["schemas"]["Orphan"] = {"type": "object"}
+    doc = merge_documents(own_document(), {"leads": leads, "catalogue": stages})
+    ops = [op for item in doc["paths"].values() for op in item.values()]
+    ids = [op["operationId"] for op in ops]
+    assert len(ids) == len(set(ids)) and {"leadsListThings", "catalogueListThings"} <= set(ids)
+    assert {tag["name"] for tag in doc["tags"]} >= {tag for op in ops for tag in op["tags"]}
+    assert doc["servers"][0]["url"] == "/"
+    limited = doc["paths"]["/v1/leads"]["get"]["responses"]["429"]
+    assert {"Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} <= set(limited["headers"])
+    assert {"414", "431"} <= set(doc["paths"]["/healthz"]["get"]["responses"])
+    assert "429" not in doc["paths"]["/healthz"]["get"]["responses"]  # the limiter counts /v1 only
+    assert "Orphan" not in doc["components"]["schemas"]
