@@ -18,7 +18,7 @@ from pathlib import Path
 import jwt
 import pytest
 import requests
-from marshmallow import Schema, ValidationError, fields
+from marshmallow import Schema, ValidationError, fields, validate
 from sample_app import SECRET
 from test_web_edge import PROBLEM, auth, count_notes
 
@@ -405,3 +405,14 @@ def test_a_client_waiting_for_the_answer_before_its_body_gets_it(served):
     answer, took = _raw_exchange(served, head)
     assert answer.startswith("HTTP/1.1 413") and "Connection: close" in answer, answer
     assert took < 5  # the drain gives up after a second without a byte
+
+
+def test_a_maximum_length_holds_for_the_text_as_sent(client):
+    c, db = client
+    r = c.post("/v1/notes", json={"title": "x" * 200 + " "}, headers=auth())  # NoteIn.title: at most 200
+    assert r.status_code == 422 and r.json["errors"] == [{"field": "title", "message": "Longer than maximum "
+                                                                                       "length 200."}]
+    assert c.post("/v1/notes", json={"title": " " + "x" * 198 + " "}, headers=auth()).status_code == 201
+    assert count_notes(db) == 1
+    with pytest.raises(ValidationError):
+        Schema.from_dict({"t": Text(validate=validate.Length(max=3))})().load({"t": "abc "})

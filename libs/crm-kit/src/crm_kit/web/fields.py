@@ -10,7 +10,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate
 
 from crm_kit.web.currencies import CURRENCIES
-from crm_kit.web.input import text_error, text_pattern, trim
+from crm_kit.web.input import text_error, text_pattern, too_long, trim
 
 
 class Timestamp(fields.DateTime):
@@ -87,6 +87,9 @@ class Text(fields.String):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         text = super()._deserialize(value, attr, data, **kwargs)
+        problem = too_long(text, self)
+        if problem:
+            raise ValidationError(problem)
         if self.trim:
             text = trim(text)
         problem = text_error(text, multiline=self.multiline)

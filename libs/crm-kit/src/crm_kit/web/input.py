@@ -183,8 +183,27 @@ def _walk(value: Any, field: fields.Field | None, path: str, errors: _Errors) ->
     return value
 
 
+def max_length(field: fields.Field | None) -> int | None:
+    """The smallest ``Length(max=...)`` among the field's validators, if any."""
+    limits = [v.max for v in getattr(field, "validators", ()) if isinstance(v, validate.Length) and v.max is not None]
+    return min(limits) if limits else None
+
+
+def too_long(value: str, field: fields.Field | None) -> str | None:
+    """A maximum length holds for the text as sent, before trimming (as the document's
+    ``maxLength`` says): ``"abc "`` is too long for 3 characters."""
+    limit = max_length(field)
+    if limit is not None and len(value) > limit:
+        return f"Longer than maximum length {limit}."
+    return None
+
+
 def _text(value: str, field: fields.Field | None, path: str, errors: _Errors) -> str:
     if isinstance(field, fields.String):
+        problem = too_long(value, field)
+        if problem:
+            errors.add(path, problem)
+            return value
         value = trim(value) if getattr(field, "trim", True) else value
     problem = text_error(value, multiline=_multiline(field) if isinstance(field, fields.String) else True)
     if problem:
