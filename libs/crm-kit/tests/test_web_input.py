@@ -143,6 +143,13 @@ def test_a_plain_string_field_may_hold_line_breaks_but_text_fields_say(client):
     assert "single line" in str(exc.value.messages)
 
 
+def test_one_answer_names_every_bad_field(client):
+    c, _ = client
+    r = _post(c, '{"title": "a\\u0000", "colour": "red"}')
+    assert r.status_code == 422
+    assert {e["field"] for e in r.json["errors"]} == {"title", "colour"}  # the rules' and the schema's
+
+
 def test_normalise_body_follows_the_schema():
     inner = Schema.from_dict({"name": Text(required=True)})
     schema = Schema.from_dict({
@@ -410,8 +417,8 @@ def test_a_client_waiting_for_the_answer_before_its_body_gets_it(served):
 def test_a_maximum_length_holds_for_the_text_as_sent(client):
     c, db = client
     r = c.post("/v1/notes", json={"title": "x" * 200 + " "}, headers=auth())  # NoteIn.title: at most 200
-    assert r.status_code == 422 and r.json["errors"] == [{"field": "title", "message": "Longer than maximum "
-                                                                                       "length 200."}]
+    assert r.status_code == 422 and r.json["errors"] == [{"field": "title", "message": "Length must be between 1 "
+                                                                                       "and 200."}]
     assert c.post("/v1/notes", json={"title": " " + "x" * 198 + " "}, headers=auth()).status_code == 201
     assert count_notes(db) == 1
     with pytest.raises(ValidationError):

@@ -29,7 +29,7 @@ from crm_kit import consistency
 from crm_kit.web import idempotency as idem
 from crm_kit.web.auth import Identity, require_permission
 from crm_kit.web.http import etag_for, if_none_match_hits, load_query, note_language, preferred_language
-from crm_kit.web.input import check_texts, decode_json, document_text_rules, normalise_body
+from crm_kit.web.input import check_texts, decode_json, document_text_rules, load_body
 from crm_kit.web.problem import Problem
 
 log = logging.getLogger(__name__)
@@ -267,7 +267,7 @@ def _load_body(route: Route) -> dict[str, Any]:
                                                                                "message": "Expected an object."}])
     assert route.body is not None
     # The contract's text and number rules, for every service alike (crm_kit.web.input).
-    return route.body.load(normalise_body(data, route.body))
+    return load_body(data, route.body)
 
 
 def _serialise(route: Route, result: Any) -> Response:

@@ -29,9 +29,9 @@ from collections.abc import Iterable, Mapping
 from itertools import accumulate
 from typing import Any
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
-from crm_kit.web.problem import Problem, validation_problem
+from crm_kit.web.problem import Problem, flatten_marshmallow, validation_problem
 
 MAX_DEPTH = 32
 MAX_SAFE_INTEGER = 2**53 - 1  # the largest integer every JSON implementation reads exactly
@@ -200,10 +200,8 @@ def too_long(value: str, field: fields.Field | None) -> str | None:
 
 def _text(value: str, field: fields.Field | None, path: str, errors: _Errors) -> str:
     if isinstance(field, fields.String):
-        problem = too_long(value, field)
-        if problem:
-            errors.add(path, problem)
-            return value
+        if too_long(value, field):
+            return value  # untrimmed: the schema's Length says it is too long, with the other fields' errors
         value = trim(value) if getattr(field, "trim", True) else value
     problem = text_error(value, multiline=_multiline(field) if isinstance(field, fields.String) else True)
     if problem:
@@ -245,13 +243,36 @@ def _object(value: dict[str, Any], schema: Schema | None, path: str, errors: _Er
     return out
 
 
-def normalise_body(data: Any, schema: Schema | None) -> Any:
-    """``data`` (parsed JSON) checked and trimmed as the module says, for ``schema``; 422 otherwise."""
+def check_body(data: Any, schema: Schema | None) -> tuple[Any, list[dict[str, str]]]:
+    """``data`` (parsed JSON) trimmed as the module says for ``schema``, and what breaks its rules
+    (``[{"field", "message"}]``; empty when nothing does)."""
     errors = _Errors()
     out = _object(data, schema, "", errors) if isinstance(data, dict) else _walk(data, None, "", errors)
-    if errors.items:
-        raise validation_problem(errors.items)
+    return out, errors.items
+
+
+def normalise_body(data: Any, schema: Schema | None) -> Any:
+    """``data`` checked and trimmed (``check_body``); a 422 naming each offending field otherwise."""
+    out, errors = check_body(data, schema)
+    if errors:
+        raise validation_problem(errors)
     return out
+
+
+def load_body(data: Any, schema: Schema) -> Any:
+    """``schema.load`` of ``data`` after ``check_body``: one 422 lists what breaks the text and
+    number rules and what the schema refuses, each field once."""
+    out, errors = check_body(data, schema)
+    try:
+        loaded = schema.load(out)
+    except ValidationError as exc:
+        if not errors:
+            raise
+        named = {e["field"] for e in errors}
+        errors += [e for e in flatten_marshmallow(exc.messages) if e["field"] not in named]
+    if errors:
+        raise validation_problem(errors[:MAX_ERRORS])
+    return loaded
 
 
 def check_texts(values: Mapping[str, Any] | Iterable[tuple[str, Any]], *, status: int = 422) -> None:
