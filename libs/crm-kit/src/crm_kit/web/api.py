@@ -305,11 +305,11 @@ def _make_view(route: Route) -> Callable[..., Response]:
         ctx = RequestContext(route)
         kit = ctx.kit
         consistency.start_request()
-        check_texts(view_args, status=404)  # an id with a NUL in it names nothing
         if not route.public:
             ctx.identity = kit.verifier.identity_from_header(request.headers.get("Authorization"))
             g.crm_identity = ctx.identity
             require_permission(ctx.identity, route.permission)
+        check_texts(view_args, status=404)  # an id with a NUL in it names nothing
         _check_acceptable(route)
         if route.query is not None:
             ctx.query = load_query(route.query)
