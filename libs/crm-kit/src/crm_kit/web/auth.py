@@ -14,6 +14,7 @@ from typing import Any
 import jwt
 
 from crm_kit.web.input import text_error
+from crm_kit.web.limits import REF_LENGTH
 from crm_kit.web.problem import Problem
 
 _ACTIONS = ("view", "create", "edit", "delete")
@@ -65,14 +66,17 @@ def _unauthenticated(detail: str) -> Problem:
 def _contract_claims(claims: Mapping[str, Any]) -> tuple[str, str, list[str]]:
     """``sub``, ``office`` and ``roles`` as the contract requires them, or a 401.
 
-    ``sub`` and ``office`` are non-empty strings (not blank), ``roles`` a list of strings (it
+    ``sub`` and ``office`` are non-empty strings (not blank, at most ``REF_LENGTH``: the records
+    store them as who created and changed what), ``roles`` a list of strings (it
     may be empty: a token without roles may still read the catalogue). ``exp`` is required
     by the decoder itself.
     """
     for claim in ("sub", "office"):
         value = claims.get(claim)
-        if not isinstance(value, str) or not value.strip() or text_error(value, multiline=False):
-            raise _unauthenticated(f"The token's {claim} claim must be a non-empty string (one line of text).")
+        if (not isinstance(value, str) or not value.strip() or len(value) > REF_LENGTH
+                or text_error(value, multiline=False)):
+            raise _unauthenticated(f"The token's {claim} claim must be a non-empty string (one line of text, "
+                                   f"at most {REF_LENGTH} characters).")
     roles = claims.get("roles")
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise _unauthenticated("The token's roles claim must be a list of strings.")
