@@ -53,6 +53,7 @@ from crm_gateway.proxy import (
     Upstream,
     UpstreamError,
     client_response,
+    json_of_ok,
     request_body,
     request_headers,
     upstream_path,
@@ -203,12 +204,7 @@ class Consistency:
                                     timeout=(upstream.connect_timeout, remaining + 1.0), retries=0)
         except UpstreamError as exc:
             raise BehindError(f"the {service} service: {exc.kind}") from None
-        try:
-            data = resp.json() if resp.status_code == 200 else None
-        except ValueError:
-            data = None
-        finally:
-            resp.close()
+        data = json_of_ok(resp)
         try:
             offsets = {str(t): {int(p): int(o) for p, o in ps.items()} for t, ps in data["positions"].items()}
             return int(data["outbox_id"]), offsets

@@ -37,7 +37,7 @@ from urllib.parse import urlencode
 from flask import Response, request
 
 from crm_gateway.consistency import BehindError, Plan, Token, decode_issued, forward_consistently
-from crm_gateway.proxy import Upstream, UpstreamError
+from crm_gateway.proxy import Upstream, UpstreamError, json_of_ok
 from crm_kit import consistency as kit
 from crm_kit import correlation
 
@@ -108,12 +108,7 @@ def _contacts(linking: Upstream, path: str, headers: Mapping[str, str], deadline
         remaining = max(deadline - time.monotonic(), 0.5)
         resp = linking.request("GET", path, query=query, headers={"Accept": "application/json", **headers},
                                timeout=(linking.connect_timeout, remaining + 1.0), retries=0)
-        try:
-            data = resp.json() if resp.status_code == 200 else None
-        except ValueError:
-            data = None
-        finally:
-            resp.close()
+        data = json_of_ok(resp)
         if not isinstance(data, dict):
             raise _TabUnreadableError(resp.status_code)
         items += [item for item in data.get("items") or [] if isinstance(item, dict)]

@@ -327,6 +327,17 @@ class _Relay:
             self._resp.close()
 
 
+def json_of_ok(resp: requests.Response) -> Any:
+    """The parsed body of a service's 200 answer (None for any other status or unreadable JSON);
+    the response is closed either way."""
+    try:
+        return resp.json() if resp.status_code == 200 else None
+    except ValueError:
+        return None
+    finally:
+        resp.close()
+
+
 def _drained(resp: requests.Response) -> None:
     """A response without a body (HEAD, 204, 304): its connection goes back to the pool."""
     try:
