@@ -289,3 +289,23 @@ def test_dry_run(env):
     assert app.post(f"/v1/triggers/{t}/dry-run", json={"record_id": inside},
                     headers=auth(("viewer",))).status_code == 403
     assert counts() == before
+
+
+def test_a_converted_lead_is_never_moved_out_of_end_stages_by_a_trigger(env):
+    done = env.put("stage", "DONE", is_end=True, stage_group_id=env.ids["closed"])
+    vip = env.ids["vip"]
+    back = env.trigger({"type": "added_to_group", "group_id": vip},
+                       [{"type": "set_stage", "stage_id": env.ids["next"]}])
+    to_end = env.trigger({"type": "added_to_group", "group_id": vip}, [{"type": "set_stage", "stage_id": done}])
+    converted, plain = str(uuid.uuid4()), str(uuid.uuid4())
+    for rid, opportunity in ((converted, str(uuid.uuid4())), (plain, "")):
+        r = record(env, rid, "won", 1, groups=("vip",))
+        r.converted_opportunity_id = opportunity
+        env.handle(event("added_to_group", r, GroupMembershipChanged(record=r, group_id=vip)))
+    [refused] = env.executions(back, converted)
+    assert refused.result == "failed" and "converted" in refused.reason and "NEXT" in refused.reason
+    assert [e.result for e in env.executions(to_end, converted)] == ["applied"]  # an end stage is fine
+    assert [e.result for e in env.executions(back, plain)] == ["applied"]  # a lead not converted moves
+    sent = [(c.command.record_id, c.command.stage_id) for _, _, c in env.commands()]
+    assert (converted, env.ids["next"]) not in sent
+    assert (converted, done) in sent and (plain, env.ids["next"]) in sent

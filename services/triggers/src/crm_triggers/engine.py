@@ -71,7 +71,14 @@ def state_of(record: PipelineRecord) -> dict[str, Any]:
     """The fields conditions are checked against (empty strings are None)."""
     state: dict[str, Any] = {name: getattr(record, name) or None for name in STATE_FIELDS}
     state["group_ids"] = sorted(record.group_ids)
+    state["converted"] = bool(record.converted_opportunity_id)
     return state
+
+
+def _converted(session: Session, record_id: str) -> bool:
+    """Whether the record is a converted lead (which stays in end stages)."""
+    state = session.execute(select(record_states.c.state).where(record_states.c.id == record_id)).scalar()
+    return bool((state or {}).get("converted"))
 
 
 def conditions_failing(conditions: Mapping[str, Any], state: Mapping[str, Any]) -> list[str]:
@@ -210,7 +217,11 @@ def plan_actions(session: Session, trigger: Any, record_id: str, kind: str,
         item = {key: action[key] for key in ("type", "stage_id", "group_id") if action.get(key)}
         try:
             if action_type == "set_stage":
-                _VIEW.require(session, action.get("stage_id") or "", kind=kind, entity="stage", field_name="stage_id")
+                stage = _VIEW.require(session, action.get("stage_id") or "", kind=kind, entity="stage",
+                                      field_name="stage_id")
+                if not stage.attr("is_end") and _converted(session, record_id):
+                    return [], (f"Action {index} (set_stage): the lead was converted and stays in end stages; "
+                                f"{stage.code!r} is not an end stage.")
             elif action_type in ("add_to_group", "remove_from_group"):
                 _VIEW.require(session, action.get("group_id") or "", kind=kind, entity="groups",
                               field_name="group_id")
