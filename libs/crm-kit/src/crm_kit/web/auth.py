@@ -1,8 +1,19 @@
 """Identity from a bearer JWT, verified in every process that serves a request.
 
-HS256 with ``CRM_JWT_SECRET`` always; RS256 too when ``CRM_JWT_PUBLIC_KEY`` is set. The
-token's ``roles`` map to permissions through ``CRM_ROLE_PERMISSIONS`` (or the defaults
-below, which are the roles the API contract ships).
+Two kinds of token are accepted:
+
+* HS256, signed with ``CRM_JWT_SECRET``: the platform's own tokens (``make token``, the
+  console's development sign-in, internal callers). Whoever holds the secret is the issuer,
+  so no ``aud`` or ``iss`` is checked (and, as before, a token that carries an ``aud`` is
+  refused: these tokens are not meant for anyone else's API).
+* RS256, the identity provider's tokens, when ``CRM_JWT_PUBLIC_KEY`` (a PEM) or
+  ``CRM_JWT_JWKS_URL`` (the provider's JWKS, keys picked by ``kid``, so they may rotate) is
+  set. ``CRM_JWT_AUDIENCE`` and ``CRM_JWT_ISSUER`` apply to these: when set, the token must
+  carry that ``aud`` (e.g. the API's resource indicator) and ``iss``.
+
+So one platform accepts both the dev tokens and the provider's. The token's ``roles`` map to
+permissions through ``CRM_ROLE_PERMISSIONS`` (or the defaults below, which are the roles the
+API contract ships).
 """
 
 from __future__ import annotations
@@ -91,15 +102,22 @@ class TokenVerifier:
         secret: str,
         *,
         public_key: str = "",
+        jwks_url: str = "",
         audience: str = "",
         issuer: str = "",
         role_permissions: Mapping[str, Iterable[str]] | None = None,
         leeway: int = 30,
+        jwks_cooldown: float = 30,
     ) -> None:
         if not secret:
             raise ValueError("a JWT secret is required")
         self._secret = secret
         self._public_key = public_key
+        # Fetched at the first RS256 token, cached for 5 minutes; a kid it does not know (a rotated
+        # key) fetches the set again, at most once every ``jwks_cooldown`` seconds (so tokens with
+        # made-up kids cannot make every request fetch it).
+        self._jwks = (jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300, timeout=5,
+                                      cooldown_duration=jwks_cooldown) if jwks_url else None)
         self._audience = audience or None
         self._issuer = issuer or None
         self._leeway = leeway
@@ -111,6 +129,7 @@ class TokenVerifier:
         return cls(
             settings["CRM_JWT_SECRET"],
             public_key=settings.get("CRM_JWT_PUBLIC_KEY") or "",
+            jwks_url=settings.get("CRM_JWT_JWKS_URL") or "",
             audience=settings.get("CRM_JWT_AUDIENCE") or "",
             issuer=settings.get("CRM_JWT_ISSUER") or "",
             role_permissions=settings.get("CRM_ROLE_PERMISSIONS") or None,
@@ -129,10 +148,12 @@ class TokenVerifier:
         except jwt.PyJWTError:
             raise _unauthenticated("The bearer token is malformed.") from None
         alg = header.get("alg")
+        audience = issuer = None
         if alg == "HS256":
             key: Any = self._secret
-        elif alg == "RS256" and self._public_key:
-            key = self._public_key
+        elif alg == "RS256" and (self._public_key or self._jwks is not None):
+            key = self._provider_key(token)
+            audience, issuer = self._audience, self._issuer
         else:
             raise _unauthenticated(f"Tokens signed with {alg!r} are not accepted.")
         options: Any = {"require": ["exp", "sub"]}  # and office, roles: _contract_claims
@@ -141,8 +162,8 @@ class TokenVerifier:
                 token,
                 key,
                 algorithms=[alg],
-                audience=self._audience,
-                issuer=self._issuer,
+                audience=audience,
+                issuer=issuer,
                 leeway=self._leeway,
                 options=options,
             )
@@ -160,6 +181,20 @@ class TokenVerifier:
             permissions=self.permissions_for(roles),
             token=token,
         )
+
+    def _provider_key(self, token: str) -> Any:
+        """The key that verifies the provider's ``token``: from the JWKS by ``kid``, else the PEM."""
+        if self._jwks is None:
+            return self._public_key
+        try:
+            return self._jwks.get_signing_key_from_jwt(token).key
+        except jwt.PyJWKClientConnectionError:
+            raise Problem(503, "The identity provider's signing keys cannot be fetched right now; try again.",
+                          headers={"Retry-After": "5"}) from None
+        except jwt.PyJWTError:  # no kid, or a kid the provider does not publish
+            if self._public_key:
+                return self._public_key
+            raise _unauthenticated("The bearer token is not signed by a key of the identity provider.") from None
 
     def identity_from_header(self, authorization: str | None) -> Identity:
         """Verify an ``Authorization`` header value; 401 when absent or not a bearer token."""
