@@ -6,12 +6,21 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 LIBS := libs/crm-kit libs/crm-events libs/crm-kafka libs/crm-catalogue-view libs/crm-pipeline libs/crm-devstack
-SERVICES := services/catalogue services/leads services/opportunities services/linking services/triggers services/gateway
+SERVICES := services/catalogue services/leads services/opportunities services/linking services/triggers services/gateway services/console
 STAMP := $(VENV)/.installed
 # The OpenAPI linters the API's clients use (Redocly CLI, Spectral + OWASP), from the npm registry,
 # pinned by their package-lock.json; tests/e2e/test_openapi_tools.py runs them.
 LINT_TOOLS := tools/openapi-lint
 LINT_STAMP := $(LINT_TOOLS)/node_modules/.installed
+# The console's front-end libraries (htmx, SortableJS) from the npm registry, pinned by its
+# package-lock.json, copied into the package's static/vendor (never a CDN).
+CONSOLE_ASSETS := services/console/assets
+CONSOLE_VENDOR := services/console/src/crm_console/static/vendor
+CONSOLE_STAMP := $(CONSOLE_VENDOR)/.installed
+# The OpenID provider the console's single sign-on test signs in at (panva's oidc-provider),
+# from the npm registry, pinned by its package-lock.json; tests/e2e/console/test_signin_oidc.py runs it.
+OIDC_PROVIDER := tests/e2e/console/oidc
+OIDC_STAMP := $(OIDC_PROVIDER)/node_modules/.installed
 
 # `make token USER=... OFFICE=... ROLES=...`: USER is also the shell's login name, so only
 # a USER given on the command line counts.
@@ -42,12 +51,26 @@ $(LINT_STAMP): $(LINT_TOOLS)/package.json $(LINT_TOOLS)/package-lock.json
 	@cd $(LINT_TOOLS) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
 
-install: $(STAMP) $(LINT_STAMP) ## Create .venv and install every service and library (pinned), and the OpenAPI linters
+$(CONSOLE_STAMP): $(CONSOLE_ASSETS)/package.json $(CONSOLE_ASSETS)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "npm is missing: install Node.js 20+ with npm (Debian: apt-get install nodejs npm)"; exit 1; }
+	@echo "installing the console's front-end libraries into $(CONSOLE_VENDOR) (pinned by package-lock.json)"
+	@cd $(CONSOLE_ASSETS) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@mkdir -p $(CONSOLE_VENDOR)
+	@cp $(CONSOLE_ASSETS)/node_modules/htmx.org/dist/htmx.min.js $(CONSOLE_ASSETS)/node_modules/sortablejs/Sortable.min.js $(CONSOLE_VENDOR)/
+	@touch $@
 
-run: $(STAMP) ## Run the whole platform on 127.0.0.1:8080 (Kafka from Maven Central, SQLite); Ctrl-C stops it
+$(OIDC_STAMP): $(OIDC_PROVIDER)/package.json $(OIDC_PROVIDER)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "npm is missing: install Node.js 20+ with npm (Debian: apt-get install nodejs npm)"; exit 1; }
+	@echo "installing the test OpenID provider into $(OIDC_PROVIDER)/node_modules (pinned by package-lock.json)"
+	@cd $(OIDC_PROVIDER) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+install: $(STAMP) $(LINT_STAMP) $(CONSOLE_STAMP) $(OIDC_STAMP) ## Create .venv and install every service and library (pinned), and the OpenAPI linters and test OpenID provider
+
+run: $(STAMP) $(CONSOLE_STAMP) ## Run the whole platform on 127.0.0.1:8080 (Kafka from Maven Central, SQLite); Ctrl-C stops it
 	@$(BIN)/python -m crm_devstack run
 
-start: $(STAMP) ## Like run, in the background (stop with make stop)
+start: $(STAMP) $(CONSOLE_STAMP) ## Like run, in the background (stop with make stop)
 	@$(BIN)/python -m crm_devstack start
 
 stop: ## Stop a platform started with make start (or make run in another terminal)
@@ -59,7 +82,7 @@ status: $(STAMP) ## Show which processes of the local platform are up
 token: $(STAMP) ## Print a dev token: make token USER=u1 OFFICE=office-1 ROLES=marketing,viewer
 	@$(BIN)/python -m crm_devstack token --user "$(TOKEN_USER)" --office "$(OFFICE)" --roles "$(ROLES)" --name "$(NAME)"
 
-test: $(STAMP) $(LINT_STAMP) ## The whole suite: unit, integration and end-to-end, on real Kafka and PostgreSQL it starts itself
+test: $(STAMP) $(LINT_STAMP) $(CONSOLE_STAMP) $(OIDC_STAMP) ## The whole suite: unit, integration and end-to-end, on real Kafka and PostgreSQL it starts itself
 	@$(BIN)/python -m pytest
 
 test-fast: $(STAMP) ## Only the tests that need no Kafka or PostgreSQL

@@ -21,7 +21,7 @@ from crm_devstack.errors import DevstackError
 from crm_devstack.kafka import KafkaBroker
 from crm_devstack.ports import free_port
 from crm_devstack.postgres import PostgresCluster
-from crm_devstack.stack import ALL_SERVICES, GATEWAY, SERVICES, StackConfig, make_token, service_env
+from crm_devstack.stack import ALL_SERVICES, CONSOLE, GATEWAY, SERVICES, StackConfig, make_token, service_env
 from crm_devstack.supervisor import ProcessGroup, wait_http_ok
 
 JWT_SECRET = "platform-secret-long-enough-for-hs256-signatures"  # noqa: S105 - local test platforms only
@@ -39,6 +39,11 @@ class Platform:
 
     @property
     def gateway_url(self) -> str:
+        return self.config.api_url(GATEWAY)
+
+    @property
+    def console_url(self) -> str:
+        """The console as people reach it: through the gateway's address (it forwards there)."""
         return self.config.api_url(GATEWAY)
 
     def api_url(self, service: str) -> str:
@@ -110,7 +115,9 @@ def start_platform(kafka: KafkaBroker, postgres: PostgresCluster, *, db_prefix: 
             platform.add_process(name, "api")
             platform.add_process(name, "worker")
         platform.add_process(GATEWAY, "api")
+        platform.add_process(CONSOLE, "api")
         wait_http_ok(f"{config.api_url(GATEWAY)}/readyz", timeout=ready_timeout, check=platform.processes.check)
+        wait_http_ok(f"{config.api_url(CONSOLE)}/readyz", timeout=ready_timeout, check=platform.processes.check)
     except Exception as exc:
         logs = "\n".join(f"--- {n}:\n{platform.processes.log_tail(n, 15)}" for n in platform.processes.pids())
         platform.stop()

@@ -95,7 +95,14 @@ def topic_prefix() -> str:
 
 
 @pytest.fixture(scope="session")
-def platform(kafka: KafkaBroker, postgres: PostgresCluster) -> Iterator[Platform]:
+def platform_env() -> dict[str, str]:
+    """Extra settings for every process of the e2e ``platform`` (override it in a conftest.py,
+    e.g. to trust an identity provider's key that a test starts)."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def platform(kafka: KafkaBroker, postgres: PostgresCluster, platform_env: dict[str, str]) -> Iterator[Platform]:
     """The whole platform as `make run` starts it, but on PostgreSQL, on free ports."""
     env = {
         # Keep the e2e processes small: the machine also runs the tests.
@@ -103,6 +110,7 @@ def platform(kafka: KafkaBroker, postgres: PostgresCluster) -> Iterator[Platform
         # The limiter stays on (its path runs in every e2e request), far above what the
         # suite sends with one token: a fuzzing run sends thousands of requests.
         "CRM_RATE_LIMIT": "100000/second",
+        **platform_env,
     }
     try:
         running = start_platform(kafka, postgres, db_prefix="e2e", env=env)

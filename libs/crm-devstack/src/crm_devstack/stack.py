@@ -41,8 +41,11 @@ from .supervisor import ProcessGroup, wait_http_ok
 SERVICES = ("catalogue", "leads", "opportunities", "linking", "triggers")
 """Domain services, in start order; each has `migrate`, `api` and `worker`."""
 GATEWAY = "gateway"
-"""The HTTP front; it has only an `api` and starts last."""
-ALL_SERVICES = (*SERVICES, GATEWAY)
+"""The HTTP front; it has only an `api`."""
+CONSOLE = "console"
+"""The browser console, a client of the gateway; it has only an `api` and starts last. The
+gateway forwards every path outside its API to it, so both answer on the gateway's address."""
+ALL_SERVICES = (*SERVICES, GATEWAY, CONSOLE)
 
 DEFAULT_API_PORTS: Mapping[str, int] = {
     "gateway": 8080,
@@ -51,6 +54,7 @@ DEFAULT_API_PORTS: Mapping[str, int] = {
     "opportunities": 8083,
     "linking": 8084,
     "triggers": 8085,
+    "console": 8086,
 }
 DEFAULT_WORKER_PORTS: Mapping[str, int] = {
     "catalogue": 9181,
@@ -62,6 +66,7 @@ DEFAULT_WORKER_PORTS: Mapping[str, int] = {
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_KAFKA_CONTROLLER_PORT = 19093
 DEV_JWT_SECRET = "dev-only-insecure-secret-change-me"  # noqa: S105 - the documented local default
+DEV_CONSOLE_SECRET_KEY = "dev-only-console-session-key-change-me"  # noqa: S105 - local platforms only
 READY_TIMEOUT = 120.0
 MIGRATE_TIMEOUT = 300.0
 KAFKA_START_TIMEOUT = 90.0
@@ -257,9 +262,15 @@ def service_env(config: StackConfig, name: str, role: str, base: Mapping[str, st
     if name in SERVICES:
         env["CRM_DATABASE_URL"] = f"sqlite:///{config.db_dir / f'{name}.sqlite3'}"
         env["CRM_WORKER_PORT"] = str(config.worker_ports[name])
-    else:
+    elif name == GATEWAY:
         for upstream in SERVICES:
             env[f"CRM_{upstream.upper()}_URL"] = config.api_url(upstream)
+        env["CRM_CONSOLE_URL"] = config.api_url(CONSOLE)
+    elif name == CONSOLE:
+        env["CRM_GATEWAY_URL"] = config.gateway_url
+        env.setdefault("CRM_CONSOLE_SECRET_KEY", DEV_CONSOLE_SECRET_KEY)
+        # The development sign-in form (User, Office, Roles): local platforms only.
+        env["CRM_CONSOLE_DEV_SIGNIN"] = "true"
     return env
 
 
@@ -306,9 +317,10 @@ def summary_text(config: StackConfig) -> str:
 
     logs = rel(config.logs_dir)
     return f"""
-CRM platform is up.
+CRM platform is up. Console: {gw}/
 
-  gateway   {gw}    (OpenAPI: {gw}/openapi.json, docs: {gw}/docs)
+  console   {gw}/    (open it in a browser and sign in with any user, office and roles)
+  gateway   {gw}/v1  (OpenAPI: {gw}/openapi.json, docs: {gw}/docs)
   kafka     {config.kafka_bootstrap}
 
   dev token (user dev-user, office office-1, roles admin, valid 24 h):
@@ -492,6 +504,7 @@ class LocalStack:
 
         try:
             wait_http_ok(f"{config.gateway_url}/readyz", ready_timeout, check=self._check_alive)
+            wait_http_ok(f"{config.api_url(CONSOLE)}/readyz", ready_timeout, check=self._check_alive)
         except DevstackError as exc:
             self._check_alive()  # a dead process explains more than a timeout
             raise DevstackError(self._not_ready_report(ready_timeout)) from exc

@@ -26,7 +26,7 @@ class Setting:
     env: str
     description: str
     default: str | None = None
-    required_for: tuple[str, ...] = ()  # "domain" (every service with a database), "gateway", "all"
+    required_for: tuple[str, ...] = ()  # "domain" (every service with a database), "gateway", "console", "all"
     parse: Callable[[str], Any] = str
     secret: bool = False
 
@@ -65,6 +65,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CRM_JWT_SECRET", "HS256 secret that signs and verifies bearer tokens. `make run` uses the dev default "
             "`dev-only-insecure-secret-change-me`.", None, ("all",), secret=True),
     Setting("CRM_JWT_PUBLIC_KEY", "Optional PEM public key: RS256 tokens are accepted too when set.", "", secret=False),
+    Setting("CRM_JWT_JWKS_URL", "Optional URL of the identity provider's JWKS (its `jwks_uri`): RS256 tokens are "
+            "verified with the key their `kid` names, so keys may rotate (cached 5 minutes).", ""),
     Setting("CRM_JWT_AUDIENCE", "Optional `aud` every token must carry.", ""),
     Setting("CRM_JWT_ISSUER", "Optional `iss` every token must carry.", ""),
     Setting("CRM_ROLE_PERMISSIONS", "Role -> permissions map as a JSON object; replaces the default map "
@@ -121,6 +123,25 @@ SETTINGS: tuple[Setting, ...] = (
             "memory://"),
     Setting("CRM_STRICT_TRANSPORT_SECURITY", "Value of the `Strict-Transport-Security` header on every response "
             "(e.g. `max-age=31536000; includeSubDomains`); empty: not sent, since TLS ends at the ingress.", ""),
+    Setting("CRM_CONSOLE_URL", "Gateway: base URL of the console; paths outside `/v1` and the gateway's own "
+            "(`/openapi.json`, `/docs`, health, metrics) are forwarded there, so one host serves both (`make run`). "
+            "Empty: the gateway serves only the API (an ingress routes `/` to the console).", ""),
+    Setting("CRM_GATEWAY_URL", "Console: base URL of the gateway, whose `/v1` is the console's only backend.",
+            None, ("console",)),
+    Setting("CRM_CONSOLE_SECRET_KEY", "Console: key that signs the session cookie and the CSRF tokens "
+            "(32+ random characters; the same on every console replica).", None, ("console",), secret=True),
+    Setting("CRM_CONSOLE_DEV_SIGNIN", "Console: offer the development sign-in form (User, Office, Roles), which "
+            "mints a token with `CRM_JWT_SECRET`. `make run` sets it; never in production.", "false", parse=_bool),
+    Setting("CRM_CONSOLE_SECURE_COOKIES", "Console: mark the session cookie `Secure` (HTTPS only). Browsers also "
+            "keep Secure cookies for http://127.0.0.1 and localhost.", "true", parse=_bool),
+    Setting("CRM_CONSOLE_OIDC_ISSUER", "Console: the OpenID Connect provider's issuer URL (discovery at "
+            "`/.well-known/openid-configuration`). Empty: no single sign-on.", ""),
+    Setting("CRM_CONSOLE_OIDC_CLIENT_ID", "Console: the console's client id at the OpenID provider.", ""),
+    Setting("CRM_CONSOLE_OIDC_CLIENT_SECRET", "Console: the console's client secret at the OpenID provider.", "",
+            secret=True),
+    Setting("CRM_CONSOLE_OIDC_SCOPE", "Console: scopes asked for at sign-in.", "openid profile"),
+    Setting("CRM_CONSOLE_OIDC_RESOURCE", "Console: the API's resource indicator (RFC 8707), sent at sign-in so the "
+            "provider issues an access token for the API (its `aud`). Empty: not sent.", ""),
     Setting("PROMETHEUS_MULTIPROC_DIR", "Directory for prometheus-client's multiprocess files (gunicorn); "
             "wiped at start.", ""),
 )

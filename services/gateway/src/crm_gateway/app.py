@@ -18,6 +18,7 @@ from werkzeug.routing import PathConverter
 
 from crm_gateway import docs, openapi, wizard
 from crm_gateway.consistency import Consistency, forward_consistently, install_cookie
+from crm_gateway.console import install_console
 from crm_gateway.conversion import convert_and_wait
 from crm_gateway.proxy import BAD_RESPONSE, CONNECT_ERROR, TIMEOUT, Upstream, UpstreamError
 from crm_gateway.ratelimit import install_rate_limit
@@ -253,6 +254,10 @@ def create_app(settings: Settings) -> Flask:
                                             fetch_timeout=SPEC_FETCH_TIMEOUT)
     app.view_functions["openapi_json"] = openapi_view
     docs.install_docs(app)
+    install_console(app, settings.get("CRM_CONSOLE_URL") or "",
+                    max_body=settings["CRM_MAX_UPLOAD_BYTES"] + MULTIPART_OVERHEAD,
+                    connect_timeout=settings["CRM_UPSTREAM_CONNECT_TIMEOUT"],
+                    read_timeout=settings["CRM_UPSTREAM_TIMEOUT"])
     install_cookie(app)
     _install_route_labels(app)
     _install_cors(app, settings.get("CRM_CORS_ORIGINS") or [])

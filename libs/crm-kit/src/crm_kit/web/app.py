@@ -70,7 +70,7 @@ def create_app(
     ``readiness`` maps a name to a check that raises when that dependency is unavailable;
     ``/readyz`` runs them all (the database is checked when ``database`` is given).
     """
-    app = Flask(service)
+    app = Flask(service, static_folder=None)  # an API: no /static (the gateway may forward it to the console)
     app.config["MAX_CONTENT_LENGTH"] = settings["CRM_MAX_BODY_BYTES"]
     app.json.sort_keys = False  # type: ignore[attr-defined]
     checks = dict(readiness or {})
@@ -146,7 +146,8 @@ def _install_edge_rules(app: Flask, service: str) -> None:
         if request.method in _BODY_METHODS and (request.content_length or request.headers.get("Transfer-Encoding")):
             accepts = route.accepts if route else "application/json"
             mimetype = request.mimetype or ""
-            ok = _is_json(mimetype) if accepts == "application/json" else mimetype == accepts
+            ok = (accepts == "*/*" or (_is_json(mimetype) if accepts == "application/json"
+                                        else mimetype == accepts))
             if not ok:
                 raise Problem(415, f"This endpoint takes {accepts} bodies, not {mimetype or 'an untyped body'}.")
             if request.content_length and request.max_content_length \

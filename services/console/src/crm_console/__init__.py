@@ -1,0 +1,1 @@
+"""The browser console: server-rendered screens over the gateway's public API."""

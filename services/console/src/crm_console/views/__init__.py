@@ -1,0 +1,13 @@
+"""The screens, one module each (CONSOLE.md's screens 1 to 5)."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def register_views(app: Flask) -> None:
+    from crm_console.views import overview, records, wizard
+
+    # The wizard's /<records>/new before the record page's /<records>/<id>.
+    for module in (overview, wizard, records):
+        app.register_blueprint(module.bp)

@@ -1,0 +1,72 @@
+"""The console behind the gateway's own address (``CRM_CONSOLE_URL``; `make run`).
+
+Every path that is not the API's (``/v1``) nor the gateway's own (``/openapi.json``,
+``/docs``, health, readiness, metrics) goes to the console as the browser sent it, cookies
+and forms included, and comes back as the console answered, its own security headers and
+cookies included. The console is a web application, so unlike ``/v1`` nothing here is
+checked as an API request: the console checks its own sessions, CSRF tokens and limits.
+
+In Kubernetes the ingress routes ``/`` to the console and this stays off.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, current_app, g, request
+from werkzeug.datastructures import Headers
+
+from crm_gateway.proxy import ClientBodyError, Upstream, UpstreamError, request_body, upstream_path
+from crm_kit import correlation
+from crm_kit.web.api import Route
+from crm_kit.web.problem import Problem
+
+# Hop-by-hop headers (RFC 9110 7.6.1) and those the gateway sets itself stay on this side.
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+                         "transfer-encoding", "upgrade", "host", "content-length"})
+ANY_BODY = "*/*"  # the kit's edge: this route takes bodies of any type (forms, uploads)
+
+
+def _request_headers() -> dict[str, str]:
+    headers = {name: value for name, value in request.headers.items() if name.lower() not in _HOP_BY_HOP}
+    headers["Host"] = request.host  # the console builds its absolute URLs (OpenID redirects) from it
+    headers["X-Forwarded-Proto"] = request.scheme
+    headers[correlation.HEADER] = correlation.get() or correlation.new_id()
+    return headers
+
+
+def forward_to_console(path: str = "") -> Response:
+    upstream: Upstream = current_app.extensions["crm_gateway_console"]
+    g.gateway_route = "console"
+    try:
+        resp = upstream.request(request.method, upstream_path(), query=request.query_string,
+                                headers=_request_headers(), body=request_body())
+    except ClientBodyError as exc:
+        raise Problem(exc.status, exc.detail) from None
+    except UpstreamError as exc:
+        raise exc.problem(upstream.read_timeout) from None
+    headers = Headers()
+    for name, value in resp.raw.headers.iteritems():
+        if name.lower() not in _HOP_BY_HOP:
+            headers.add(name, value)
+    body = resp.raw.stream(64 * 1024, decode_content=False)
+    out = Response(body, status=resp.status_code, headers=headers, direct_passthrough=True)
+    out.call_on_close(resp.close)
+    if "Content-Type" not in headers:
+        del out.headers["Content-Type"]
+    return out
+
+
+def install_console(app: Flask, console_url: str, *, max_body: int, connect_timeout: float,
+                    read_timeout: float) -> None:
+    """Forward every path the gateway does not serve itself to the console at ``console_url``."""
+    if not console_url:
+        return
+    app.extensions["crm_gateway_console"] = Upstream("console", console_url, connect_timeout=connect_timeout,
+                                                     read_timeout=read_timeout, retries=0)
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+    for rule in ("/", "/<anypath:path>"):
+        app.add_url_rule(rule, "console_forward" if rule == "/" else "console_forward_path", forward_to_console,
+                         methods=methods)
+    declared = Route(method="POST", rule="/<anypath:path>", handler=forward_to_console, accepts=ANY_BODY,
+                     max_body=max_body)
+    for endpoint in ("console_forward", "console_forward_path"):
+        app.view_functions[endpoint].crm_route = declared  # type: ignore[attr-defined]  # read by the kit's edge
