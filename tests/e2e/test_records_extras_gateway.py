@@ -55,3 +55,32 @@ def test_print_and_reports_through_the_gateway(platform):
     assert funnel["created"] >= 1 and "by_source" in funnel and "by_owner" in funnel
     opportunities = admin("GET", "/v1/opportunities/reports/stages").json()
     assert "stages" in opportunities
+
+
+def test_overview_board_totals_through_the_gateway(platform):
+    """One call gives a stage group tab's columns: per stage the count, amount and weighted
+    amount of what the caller may see (another office's opportunity counts only for an admin)."""
+    admin = Client(platform)
+    viewer = Client(platform, roles=("viewer",), user="e2e-board-viewer", office="office-1")
+    tag = uuid.uuid4().hex[:6].upper()
+    group = admin("POST", "/v1/opportunity-tables/stage-groups",
+                  json={"names": {"en": f"Board {tag}"}, "code": f"B{tag}"}).json()
+    first, second = (admin("POST", "/v1/opportunity-stages",
+                           json={"names": {"en": f"{name} {tag}"}, "code": f"{name}{tag}", "index": index,
+                                 "stage_group_id": group["id"]}).json() for name, index in (("ONE", 1), ("TWO", 2)))
+    for amount, probability, office in (("100.00", 25, "office-1"), ("50.50", 100, "office-1"),
+                                        ("7.00", 10, "office-2")):
+        create(admin, "opportunities", {"title": f"Board {tag}", "stage_id": first["id"], "amount": amount,
+                                        "currency": "EUR", "probability": probability, "office_id": office})
+
+    def columns(client: Client) -> list[tuple[str, str | None, int, str, str]]:
+        r = client("GET", "/v1/opportunities/overview", params={"stage_group_id": group["id"]})
+        assert r.status_code == 200, r.text
+        return [(s["id"], s["name"], s["count"], s["amount"], s["weighted_amount"]) for s in r.json()["stages"]]
+
+    assert columns(viewer) == [(first["id"], f"ONE {tag}", 2, "150.50", "75.50"),
+                               (second["id"], f"TWO {tag}", 0, "0.00", "0.00")]
+    assert columns(admin)[0][2:] == (3, "157.50", "76.20")
+    bad = admin("GET", "/v1/opportunities/overview", params={"stage_group_id": str(uuid.uuid4())})
+    assert bad.status_code == 422 and bad.headers["Content-Type"].startswith("application/problem+json")
+    assert admin("GET", "/v1/opportunities/overview", params={"view": "team"}).status_code == 422

@@ -16,7 +16,7 @@ from crm_pipeline.kind import OPPORTUNITY, RecordKind
 from crm_pipeline.queries import list_statement, load_visible, overview
 from crm_pipeline.records import Actor, Records, new_group_ids
 from crm_pipeline.references import OpportunityViews
-from crm_pipeline.schemas import BulkIn, BulkOut, GroupIn, HistoryOut, OverviewOut, record_fields, record_schemas
+from crm_pipeline.schemas import BulkIn, BulkOut, GroupIn, HistoryOut, overview_schemas, record_fields, record_schemas
 
 # What a copy takes over from its source (never lead_id: an opportunity has at most one lead, set by
 # its conversion; never office_id: the copy is the caller's, in their office unless they say otherwise).
@@ -103,12 +103,21 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
         page = ctx.page(stmt, keys, fingerprint=fingerprint)
         return ListResult(present.many(ctx, list(page.rows)), page.next_page_token)
 
-    @api.get(f"{base}/overview", permission=kind.permission("view"), response=OverviewOut,
-             summary=f"Counts for the {kind.plural} overview tabs")
+    overview_query, overview_out = overview_schemas(kind)
+
+    @api.get(f"{base}/overview", permission=kind.permission("view"), query=overview_query, response=overview_out,
+             summary=f"Counts for the {kind.plural} overview tabs, and the board of one tab")
     def overview_counts(ctx: RequestContext) -> dict[str, Any]:
+        """`stage_groups`, `mine`, `office` and `all` count the records of each tab. `stages` is the
+        board of the tab the query selects (`view`, default `all`; `stage_group_id` for a stage
+        group's tab): one entry per stage of that tab (every stage without `stage_group_id`) in
+        index order - active stages always, with 0 when empty; inactive or unknown stages only
+        when they hold counted records - with its count and, for opportunities, the sum of
+        `amount` and of `amount * probability / 100`. Only records the caller may see count
+        (as in the list); `filter` (the list's advanced search) narrows every count."""
         default_language = ctx.settings["CRM_DEFAULT_LANGUAGE"]
-        return overview(ctx.session, kind, table, ctx.user, ctx.language([default_language, "en", "nl"]),
-                        default_language)
+        return overview(ctx.session, kind, tables, ctx.user, ctx.query,
+                        ctx.language([default_language, "en", "nl"]), default_language, records.view)
 
     @api.get(f"{base}/<record_id>", permission=kind.permission("view"), response=out, summary=f"Read a {kind.kind}")
     def get_record(ctx: RequestContext, record_id: str) -> dict[str, Any]:

@@ -14,10 +14,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, Table, and_, exists, func, not_, select, true
 from sqlalchemy.orm import Session
 
+from crm_catalogue_view import CatalogueReferenceError, CatalogueView
 from crm_catalogue_view.model import VIEW
 from crm_kit.web import Identity, Problem, SortKey
 from crm_pipeline.filtering import FilterError, FilterField, parse_filter, parse_order_by
 from crm_pipeline.kind import RecordKind
+from crm_pipeline.money import money as money_text
+from crm_pipeline.money import weighted
 
 ALL_OFFICES_ROLE = "admin"
 _EQUALITY_FILTERS = ("stage_id", "stage_group_id", "owner_id", "office_id", "source_id", "priority_id",
@@ -77,6 +80,16 @@ def filter_fields(kind: RecordKind, tables: Mapping[str, Table]) -> dict[str, Fi
     return fields
 
 
+def filter_clause(kind: RecordKind, tables: Mapping[str, Table], text: str) -> ColumnElement[bool]:
+    """The ``filter`` parameter as a WHERE clause; 422 with a pointer to the error for bad syntax."""
+    try:
+        return parse_filter(text, filter_fields(kind, tables))
+    except FilterError as exc:
+        raise Problem(422, f"Invalid filter: {exc.message}",
+                      errors=[{"field": "filter", "message": f"{exc.message}\n{exc.pointer()}"}],
+                      position=exc.position) from None
+
+
 def list_statement(kind: RecordKind, tables: Mapping[str, Table], identity: Identity,
                    query: Mapping[str, Any]) -> tuple[Select[Any], list[SortKey], str]:
     """The list's SELECT, its sort keys and a fingerprint of its filters (for page tokens)."""
@@ -100,12 +113,7 @@ def list_statement(kind: RecordKind, tables: Mapping[str, Table], identity: Iden
         stmt = stmt.where(table.c.title.icontains(query["q"], autoescape=True)
                           | table.c.description.icontains(query["q"], autoescape=True))
     if "filter" in query:
-        try:
-            stmt = stmt.where(parse_filter(query["filter"], filter_fields(kind, tables)))
-        except FilterError as exc:
-            raise Problem(422, f"Invalid filter: {exc.message}",
-                          errors=[{"field": "filter", "message": f"{exc.message}\n{exc.pointer()}"}],
-                          position=exc.position) from None
+        stmt = stmt.where(filter_clause(kind, tables, query["filter"]))
     sortable = {"modified_at": table.c.modified_at, "created_at": table.c.created_at, "title": table.c.title,
                 "stage.index": func.coalesce(stage.c.index, 0)}
     try:
@@ -120,23 +128,73 @@ def list_statement(kind: RecordKind, tables: Mapping[str, Table], identity: Iden
     return stmt, keys, fingerprint
 
 
-def overview(session: Session, kind: RecordKind, table: Table, identity: Identity,
-             language: str, default_language: str) -> dict[str, Any]:
-    """Counts for the overview tabs: per stage group, mine, office, all (of what is visible)."""
-    base = visible(table, identity)
-    counts: dict[Any, int] = dict(session.execute(select(table.c.stage_group_id, func.count()).where(base)
+def overview(session: Session, kind: RecordKind, tables: Mapping[str, Table], identity: Identity,
+             query: Mapping[str, Any], language: str, default_language: str,
+             catalogue: CatalogueView | None = None) -> dict[str, Any]:
+    """Counts for the overview tabs (per stage group, mine, office, all) and the board of one tab.
+
+    Everything counts only what ``identity`` may see (as the list does), narrowed by ``filter``
+    when given. The board (``stages``) is the tab ``view`` (``all`` by default) and, with
+    ``stage_group_id``, that stage group's tab: one entry per stage of the tab (every stage
+    without ``stage_group_id``) in index order, active ones always (0 when empty), inactive
+    ones and stages this copy does not know (name null, at the end) when they hold counted
+    records, so the columns add up to the tab's count.
+    """
+    catalogue = catalogue or CatalogueView()
+    table = tables["records"]
+    group_id = query.get("stage_group_id")
+    if group_id is not None:
+        try:  # an inactive group still has a tab (its records are still counted)
+            catalogue.require(session, group_id, kind=kind.kind, entity="stage_groups",
+                              field_name="stage_group_id", active=False)
+        except CatalogueReferenceError as exc:
+            raise exc.to_problem() from None
+    base = [visible(table, identity)]
+    if "filter" in query:
+        base.append(filter_clause(kind, tables, query["filter"]))
+
+    counts: dict[Any, int] = dict(session.execute(select(table.c.stage_group_id, func.count()).where(*base)
                                   .group_by(table.c.stage_group_id)).all())
 
     def count(*where: ColumnElement[bool]) -> int:
-        return int(session.execute(select(func.count()).select_from(table).where(base, *where)).scalar_one())
+        return int(session.execute(select(func.count()).select_from(table).where(*base, *where)).scalar_one())
 
-    from crm_catalogue_view import CatalogueView
-
-    groups = CatalogueView().entries(session, kind.kind, "stage_groups", active_only=False)
+    groups = catalogue.entries(session, kind.kind, "stage_groups", active_only=False)
     return {
         "stage_groups": [{"id": g.id, "name": g.name(language, default_language), "count": int(counts.get(g.id, 0))}
                          for g in groups],
         "mine": count(table.c.owner_id == identity.user_id),
         "office": count(table.c.office_id == identity.office_id),
         "all": count(and_(true())),
+        "stages": _board(session, kind, table, catalogue, language, default_language, group_id,
+                         [*base, view_clause(table, identity, query.get("view", "all"))]
+                         + ([table.c.stage_group_id == group_id] if group_id is not None else [])),
     }
+
+
+def _board(session: Session, kind: RecordKind, table: Table, catalogue: CatalogueView, language: str,
+           default_language: str, group_id: str | None, where: list[ColumnElement[bool]]) -> list[dict[str, Any]]:
+    """Per stage of the tab: count and, for opportunities, the sum of ``amount`` and of
+    ``amount * probability / 100`` (computed as the stage report does, currencies as stored)."""
+    money = not kind.is_lead
+    measures = [func.count().label("records")]  # not "count": Row.count is a method
+    if money:
+        measures += [func.sum(table.c.amount).label("amount_sum"),
+                     func.sum(table.c.amount * table.c.probability).label("weighted_sum")]
+    by_stage = {r.key: r for r in session.execute(select(table.c.stage_id.label("key"), *measures)
+                                                  .where(*where).group_by(table.c.stage_id))}
+
+    def column(stage_id: str, name: str | None) -> dict[str, Any]:
+        row = by_stage.get(stage_id)
+        out: dict[str, Any] = {"id": stage_id, "name": name, "count": int(row.records) if row is not None else 0}
+        if money:
+            out["amount"] = money_text(row.amount_sum if row is not None else None)
+            out["weighted_amount"] = weighted(row.weighted_sum if row is not None else None)
+        return out
+
+    known = catalogue.stages(session, kind.kind)
+    board = [column(s.id, s.name(language, default_language)) for s in known
+             if s.id in by_stage or (s.active and (group_id is None or s.attr("stage_group_id") == group_id))]
+    known_ids = {s.id for s in known}
+    board += [column(stage_id, None) for stage_id in sorted(set(by_stage) - known_ids)]
+    return board

@@ -16,7 +16,7 @@ import datetime as dt
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from marshmallow import Schema, fields, validate
@@ -29,9 +29,9 @@ from crm_kit.db import utcnow
 from crm_kit.web import Api, Problem, RequestContext, limits
 from crm_kit.web.fields import Timestamp
 from crm_pipeline.kind import RecordKind
+from crm_pipeline.money import money as _money
 from crm_pipeline.queries import visible
 
-CENT = Decimal("0.01")
 _STREAM = 10_000  # rows fetched at a time for the medians
 
 
@@ -187,12 +187,6 @@ def funnel(session: Session, table: Table, seen: ColumnElement[bool], start: dt.
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def _money(value: Any) -> str:
-    """A sum as the contract writes money: a decimal string with cents ("0.00" for none)."""
-    amount = Decimal(0) if value is None else Decimal(str(value))
-    return str(amount.quantize(CENT, rounding=ROUND_HALF_UP))
 
 
 def _median(values: Iterable[float] | None) -> float | None:

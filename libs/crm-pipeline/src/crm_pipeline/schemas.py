@@ -124,11 +124,46 @@ class OverviewGroupOut(Schema):
     count = fields.Integer(validate=limits.COUNT)
 
 
-class OverviewOut(Schema):
-    stage_groups = fields.List(fields.Nested(OverviewGroupOut))
-    mine = fields.Integer(validate=limits.COUNT)
-    office = fields.Integer(validate=limits.COUNT)
-    all = fields.Integer(validate=limits.COUNT)
+# A sum of amounts: no fixed bound, but its digits have one (a NUMERIC's 131072 before the point).
+MONEY_SUM_LENGTH = 131_075
+
+
+def overview_schemas(kind: RecordKind) -> tuple[type[Schema], type[Schema]]:
+    """The query and the answer of ``GET /v1/{records}/overview`` (named per kind: the
+    opportunities' board has money, the leads' has not)."""
+    name = kind.kind.capitalize()
+    query = Schema.from_dict({
+        "view": fields.String(load_default="all", validate=validate.OneOf(VIEWS), metadata={
+            "description": "The tab whose board `stages` shows, as the list's `view`: `all` (default), `mine` or "
+                           "`office`."}),
+        "stage_group_id": fields.String(validate=_ID, metadata={
+            "description": "The stage group tab: `stages` holds that group's stages and counts its records, as "
+                           "the list's `stage_group_id` (422 if it names no stage group of this kind)."}),
+        "filter": fields.String(validate=validate.Length(min=1, max=2000), metadata={
+            "description": "The list's advanced search: narrows every count of the answer (422 for bad syntax)."}),
+    }, name=f"{name}OverviewQuery")
+    money: dict[str, fields.Field] = {} if kind.is_lead else {
+        "amount": fields.String(validate=validate.Length(max=MONEY_SUM_LENGTH), metadata={
+            "pattern": r"^[0-9]+\.[0-9]{2}$", "example": "2500.00",
+            "description": "Sum of the records' amount (as stored, whatever their currency)."}),
+        "weighted_amount": fields.String(validate=validate.Length(max=MONEY_SUM_LENGTH), metadata={
+            "pattern": r"^[0-9]+\.[0-9]{2}$", "example": "1500.00",
+            "description": "Sum of amount * probability / 100, rounded to cents as the stage report does."})}
+    stage = Schema.from_dict({
+        "id": fields.String(validate=limits.ID),
+        "name": fields.String(allow_none=True, validate=validate.Length(max=limits.CATALOGUE_NAME_LENGTH),
+                              metadata={"description": "Null for a stage this service does not know (deleted)."}),
+        "count": fields.Integer(validate=limits.COUNT), **money}, name=f"{name}OverviewStage")
+    out = Schema.from_dict({
+        "stage_groups": fields.List(fields.Nested(OverviewGroupOut)),
+        "mine": fields.Integer(validate=limits.COUNT),
+        "office": fields.Integer(validate=limits.COUNT),
+        "all": fields.Integer(validate=limits.COUNT),
+        "stages": fields.List(fields.Nested(stage), metadata={
+            "description": "The board of the tab the query selects: per stage in index order, its count"
+                           + ("" if kind.is_lead else ", amount and weighted amount") + "."}),
+    }, name=f"{name}Overview")
+    return query, out
 
 
 @dataclass(frozen=True)
