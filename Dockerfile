@@ -3,7 +3,31 @@
 # Build from the repository root:
 #   docker build --build-arg CRM_SERVICE=leads -t crm-leads .
 # CRM_EXTRA_PACKAGES adds optional packages, e.g. boto3 for CRM_ATTACHMENTS_STORE=s3.
+# The console (CRM_SERVICE=console) also gets its front-end libraries (htmx, SortableJS) from npm,
+# pinned by services/console/assets/package-lock.json, as `make install` does; for every other
+# service the asset stages copy nothing.
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+ARG NODE_IMAGE=node:20.18.1-bookworm-slim
+
+# Only the console's package.json and lock file, so a change to its code does not re-run `npm ci`.
+FROM ${NODE_IMAGE} AS assets-lock
+ARG CRM_SERVICE
+COPY services/${CRM_SERVICE} /service
+RUN mkdir -p /lock \
+ && if [ "${CRM_SERVICE}" = console ]; then cp /service/assets/package.json /service/assets/package-lock.json /lock/; fi
+
+# The libraries, laid out as the service's tree (src/crm_console/static/vendor/); empty for the others.
+FROM ${NODE_IMAGE} AS assets
+ENV NPM_CONFIG_UPDATE_NOTIFIER=false
+WORKDIR /assets
+COPY --from=assets-lock /lock/ ./
+RUN mkdir -p /out \
+ && if [ -f package-lock.json ]; then \
+      npm ci --ignore-scripts --no-audit --no-fund --loglevel=error \
+      && mkdir -p /out/src/crm_console/static/vendor \
+      && cp node_modules/htmx.org/dist/htmx.min.js node_modules/sortablejs/Sortable.min.js \
+            /out/src/crm_console/static/vendor/; \
+    fi
 
 FROM ${PYTHON_IMAGE} AS build
 ARG CRM_SERVICE
@@ -14,6 +38,7 @@ WORKDIR /src
 COPY constraints.txt ./
 COPY libs ./libs
 COPY services/${CRM_SERVICE} ./services/${CRM_SERVICE}
+COPY --from=assets /out/ ./services/${CRM_SERVICE}/
 # The workspace libraries resolve from this tree only (direct references as constraints, never an
 # index), and pip installs just those the service depends on; third-party packages are pinned.
 RUN test -n "${CRM_SERVICE}" || { echo "build with --build-arg CRM_SERVICE=<service>" >&2; exit 1; } \

@@ -215,13 +215,13 @@ def test_ports_agree_between_processes_services_and_the_gateway(render: Renderer
         else:
             assert _port(container, "metrics") == int(env["CRM_WORKER_PORT"])
     gateway = _environment(_containers(_workload(rendered, "gateway", "api"))[0])
-    for var, url in gateway.items():
-        if var.endswith("_URL") and var != "CRM_GATEWAY_URL":
-            name = var.removeprefix("CRM_").removesuffix("_URL").lower()
-            parts = urlsplit(url)
-            service = services[parts.hostname]
-            assert service["spec"]["selector"]["app.kubernetes.io/name"] == name
-            assert service["spec"]["ports"][0]["port"] == parts.port
+    # The gateway's service URLs (CRM_<SERVICE>_URL; other *_URL settings, e.g. the JWKS, are not services).
+    domain = [name for name, svc in rendered.values["services"].items() if svc["role"] == "domain"]
+    for name in domain:
+        parts = urlsplit(gateway[f"CRM_{name.upper()}_URL"])
+        service = services[parts.hostname]
+        assert service["spec"]["selector"]["app.kubernetes.io/name"] == name
+        assert service["spec"]["ports"][0]["port"] == parts.port
 
 
 def _skaffold() -> dict[str, Any]:
@@ -304,3 +304,67 @@ def test_attachments_use_the_configured_store(render: Renderer, services: dict[s
         assert volumes["attachments"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
         mount = next(m for m in _containers(api)[0]["volumeMounts"] if m["name"] == "attachments")
         assert mount["subPath"] == name
+
+
+# ----------------------------------------------------------------------------------- the console
+
+def test_the_console_is_an_api_locked_down_and_probed(render: Renderer, services: dict[str, ServiceFacts]) -> None:
+    """The browser console: one Deployment + Service, no worker or migrations, non-root on a read-only
+    root filesystem with only /tmp and the metrics directory writable, probed on /healthz and /readyz."""
+    assert services["console"].role == "console"
+    for values_file in values_files():
+        rendered = render(values_file)
+        assert {component_of(w) for w in rendered.workloads() if service_of(w) == "console"} == {"api"}
+        console = _workload(rendered, "console", "api")
+        rendered.named("Service", console["metadata"]["name"])
+        spec = pod_spec(console)
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        (container,) = _containers(console)
+        context = container["securityContext"]
+        assert context["runAsNonRoot"] is True and context["runAsUser"] != 0
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        env = _environment(container)
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert mounts == {"/tmp", env["PROMETHEUS_MULTIPROC_DIR"]}
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+        assert "memory" in container["resources"]["limits"]
+        # No database, no Kafka: the gateway's /v1 is its only backend.
+        assert not {"CRM_DATABASE_URL", "CRM_KAFKA_BOOTSTRAP"} & set(env)
+        gateway = urlsplit(env["CRM_GATEWAY_URL"])
+        service = rendered.named("Service", gateway.hostname)
+        assert service["spec"]["selector"]["app.kubernetes.io/name"] == "gateway"
+        assert service["spec"]["ports"][0]["port"] == gateway.port
+        # Its keys come from Secrets; the OpenID client secret only when it signs in there.
+        items = env_of(container)
+        assert "secretKeyRef" in items["CRM_CONSOLE_SECRET_KEY"]["valueFrom"]
+        issuer = env.get("CRM_CONSOLE_OIDC_ISSUER")
+        assert ("CRM_CONSOLE_OIDC_CLIENT_SECRET" in items) == bool(issuer), values_id(values_file)
+        if issuer:
+            assert "secretKeyRef" in items["CRM_CONSOLE_OIDC_CLIENT_SECRET"]["valueFrom"]
+            assert env["CRM_CONSOLE_OIDC_CLIENT_ID"]
+        # The gateway forwards nothing to the console in Kubernetes: the ingress routes.
+        assert "CRM_CONSOLE_URL" not in _environment(_containers(_workload(rendered, "gateway", "api"))[0])
+
+
+def _dev_signin(rendered: Any) -> bool:
+    env = _environment(_containers(_workload(rendered, "console", "api"))[0])
+    return load_settings("console", env)["CRM_CONSOLE_DEV_SIGNIN"]
+
+
+def test_the_console_dev_signin_is_off_unless_explicitly_set(render: Renderer) -> None:
+    """The development sign-in mints tokens for anyone: never on unless someone sets it."""
+    assert default_values()["services"]["console"]["config"]["consoleDevSignin"] is False
+    for values_file in values_files():
+        assert _dev_signin(render(values_file)) is False, values_id(values_file)
+    assert _dev_signin(render(sets=("services.console.config.consoleDevSignin=true",))) is True
+    # skaffold turns it on for `skaffold dev` (a local cluster) only, never for `skaffold run -p ci`.
+    config = yaml.safe_load((REPO / "skaffold.yaml").read_text(encoding="utf-8"))
+    assert "setValues" not in config["deploy"]["helm"]["releases"][0]
+    for profile in config["profiles"]:
+        for patch in profile.get("patches", []):
+            if "consoleDevSignin" in json.dumps(patch.get("value")):
+                assert profile["name"] == "dev" and profile["activation"] == [{"command": "dev"}]

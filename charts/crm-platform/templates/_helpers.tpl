@@ -162,6 +162,25 @@ app.kubernetes.io/part-of: {{ include "crm.name" . }}
 {{- end }}
 {{- end }}
 {{- end }}
+{{- if eq .svc.role "console" }}
+{{- $cfg := include "crm.serviceConfig" . | fromYaml }}
+{{- $key := .svc.secretKeySecret | default dict }}
+- name: CRM_GATEWAY_URL
+  value: {{ printf "http://%s:%v" (include "crm.componentName" (dict "root" .root "name" "gateway" "component" "api")) $v.api.port | quote }}
+- name: CRM_CONSOLE_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $key.name | default $v.existingSecret | quote }}
+      key: {{ $key.key | default "CRM_CONSOLE_SECRET_KEY" | quote }}
+{{- if $cfg.consoleOidcIssuer }}
+{{- $oidc := .svc.oidcClientSecret | default dict }}
+- name: CRM_CONSOLE_OIDC_CLIENT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ $oidc.name | default $v.existingSecret | quote }}
+      key: {{ $oidc.key | default "CRM_CONSOLE_OIDC_CLIENT_SECRET" | quote }}
+{{- end }}
+{{- end }}
 {{- if eq .component "api" }}
 - name: CRM_BIND
   value: {{ printf "0.0.0.0:%v" $v.api.port | quote }}
