@@ -67,8 +67,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CRM_JWT_PUBLIC_KEY", "Optional PEM public key: RS256 tokens are accepted too when set.", "", secret=False),
     Setting("CRM_JWT_JWKS_URL", "Optional URL of the identity provider's JWKS (its `jwks_uri`): RS256 tokens are "
             "verified with the key their `kid` names, so keys may rotate (cached 5 minutes).", ""),
-    Setting("CRM_JWT_AUDIENCE", "Optional `aud` every token must carry.", ""),
-    Setting("CRM_JWT_ISSUER", "Optional `iss` every token must carry.", ""),
+    Setting("CRM_JWT_AUDIENCE", "Optional `aud` the identity provider's (RS256) tokens must carry; the platform's "
+            "own HS256 tokens carry none.", ""),
+    Setting("CRM_JWT_ISSUER", "Optional `iss` the identity provider's (RS256) tokens must carry.", ""),
     Setting("CRM_ROLE_PERMISSIONS", "Role -> permissions map as a JSON object; replaces the default map "
             "(admin, marketing, account_manager, viewer).", "", parse=lambda v: _json_object(v) if v else {}),
     Setting("CRM_MAX_BODY_BYTES", "Largest JSON request body accepted (bytes); larger gets 413.", str(1024 * 1024),

@@ -15,6 +15,7 @@ from typing import Any
 from flask import Flask, Response, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from crm_console import i18n, signin, signin_oidc
 from crm_console.gateway import ApiError, Gateway, SignedOutError
@@ -49,6 +50,9 @@ class ConsoleState:
 def create_app(settings: Settings) -> Flask:
     """Build the console from ``settings`` (``load_settings("console")``)."""
     app = Flask("crm_console")
+    # Behind one proxy (the gateway, or the ingress): its X-Forwarded-Proto and -Host say how the
+    # browser reached us, for the absolute URLs the console builds (the OpenID redirect URI).
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
     secure = bool(settings.get("CRM_CONSOLE_SECURE_COOKIES"))
     app.config.update(
         SECRET_KEY=settings["CRM_CONSOLE_SECRET_KEY"],

@@ -65,7 +65,11 @@ def current_identity() -> Identity | None:
     if token:
         try:
             identity = verifier().verify(token)
-        except Problem:
+        except Problem as exc:
+            if exc.status != 401:  # the provider's keys cannot be fetched (503): not a reason to sign out
+                from crm_console.gateway import ApiError
+
+                raise ApiError(exc.status, {"detail": exc.detail}) from None
             sign_out()
     g.crm_identity = identity
     return identity
