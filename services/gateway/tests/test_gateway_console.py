@@ -25,7 +25,8 @@ def _fake_console() -> Flask:
             return jsonify(name=upload.filename, size=len(upload.read()), form=request.form.to_dict())
         resp = jsonify(path="/" + path, method=request.method, query=request.query_string.decode(),
                        cookie=request.headers.get("Cookie"), csrf=request.headers.get("X-CSRFToken"),
-                       host=request.headers.get("Host"), form=request.form.to_dict())
+                       host=request.headers.get("Host"), fwd_host=request.headers.get("X-Forwarded-Host"),
+                       form=request.form.to_dict())
         resp.headers["Content-Security-Policy"] = "default-src 'self'"
         resp.headers["Cache-Control"] = "public, max-age=60"
         resp.set_cookie("crm_console", "session-value", httponly=True, samesite="Lax")
@@ -40,13 +41,15 @@ def test_paths_outside_the_api_reach_the_console_with_cookies_and_forms(
     console = serve(_fake_console())
     client = make_gateway("http://127.0.0.1:9", CRM_CONSOLE_URL=console.url).test_client()
     client.set_cookie("crm_console", "from-browser")
-    resp = client.post("/leads/abc/stage?x=1", data={"stage_id": "s1"}, headers={"X-CSRFToken": "t0k"})
+    resp = client.post("/leads/abc/stage?x=1", data={"stage_id": "s1"},
+                       headers={"X-CSRFToken": "t0k", "X-Forwarded-Host": "evil.example"})
     assert resp.status_code == 200
     body = resp.get_json()
     assert body["path"] == "/leads/abc/stage" and body["query"] == "x=1" and body["method"] == "POST"
     assert body["form"] == {"stage_id": "s1"} and body["csrf"] == "t0k"
     assert "crm_console=from-browser" in body["cookie"]
     assert body["host"] == "localhost", "the console builds its own URLs from the browser's host"
+    assert body["fwd_host"] == "localhost", "a client's own X-Forwarded-Host never reaches the console"
     cookies = resp.headers.getlist("Set-Cookie")
     assert any(c.startswith("crm_console=session-value") for c in cookies) and any(c.startswith("second=") for c in cookies)
     assert resp.headers["Content-Security-Policy"] == "default-src 'self'", "the console's own policy, not the API's"

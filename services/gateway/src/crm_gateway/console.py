@@ -26,9 +26,13 @@ ANY_BODY = "*/*"  # the kit's edge: this route takes bodies of any type (forms, 
 
 
 def _request_headers() -> dict[str, str]:
-    headers = {name: value for name, value in request.headers.items() if name.lower() not in _HOP_BY_HOP}
+    # The client's own X-Forwarded-* never pass: the console trusts one proxy (this one) for them.
+    headers = {name: value for name, value in request.headers.items()
+               if name.lower() not in _HOP_BY_HOP and not name.lower().startswith("x-forwarded-")}
     headers["Host"] = request.host  # the console builds its absolute URLs (OpenID redirects) from it
+    headers["X-Forwarded-Host"] = request.host
     headers["X-Forwarded-Proto"] = request.scheme
+    headers["X-Forwarded-For"] = request.remote_addr or ""
     headers[correlation.HEADER] = correlation.get() or correlation.new_id()
     return headers
 
