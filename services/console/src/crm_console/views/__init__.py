@@ -11,3 +11,6 @@ def register_views(app: Flask) -> None:
     # The wizard's /<records>/new before the record page's /<records>/<id>.
     for module in (overview, wizard, records):
         app.register_blueprint(module.bp)
+    from crm_console.views import activities, files  # screens 4 (contacts, companies, job orders) and 5
+    for module in (files, activities):
+        app.register_blueprint(module.bp)
