@@ -14,5 +14,7 @@ def register_views(app: Flask) -> None:
     from crm_console.views import activities, files  # screens 4 (contacts, companies, job orders) and 5
     for module in (files, activities):
         app.register_blueprint(module.bp)
+    from crm_console.views import record_tabs  # screen 3's tabs (Attachments ... Timeline)
+    app.register_blueprint(record_tabs.bp)
     from crm_console.views import listing  # screen 1's list view (bulk actions, preview, print)
     app.register_blueprint(listing.bp)
