@@ -310,6 +310,8 @@ def _create(wizard: Wizard) -> Any:
                                 headers={"Idempotency-Key": f"console-wizard-{key[:48]}"})
     except ApiError as exc:
         wizard.refuse(exc)
+        if wizard.refusal is not None:
+            wizard.refusal.message = _("Nothing was created. %(reason)s", reason=wizard.refusal.message)
         return None
     record = answer[kind.kind]
     flash(_("%(kind)s “%(title)s” was created.", kind=kind.singular, title=record.get("title", "")), "ok")
