@@ -669,6 +669,14 @@ class Bench:
                             times[variant][kind].append(took)
         return times, unavailable
 
+    # -- 8: the console's board page -------------------------------------------------------------------
+
+    def figure_board(self) -> list[Row]:
+        """The console's board of 500 cards vs the API calls it makes (crm_devstack.bench.board_page)."""
+        from crm_devstack.bench import board_page
+
+        return board_page.figure(self)
+
 
 def _summary(values: list[float]) -> dict[str, Any]:
     return {"count": len(values), "p50_ms": round(_ms(percentile(values, 50)), 3),

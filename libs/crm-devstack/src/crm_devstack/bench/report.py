@@ -18,6 +18,7 @@ FIGURES = {
     "bulk": "5. bulk creation",
     "catchup": "6. catch-up after workers stopped",
     "ryw": "7. read-your-writes",
+    "board": "8. console board page (500 cards)",
 }
 
 
