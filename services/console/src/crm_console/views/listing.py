@@ -78,8 +78,8 @@ def list_context(kind: Kind, tab: str, values: Mapping[str, Any] | None = None) 
         errors = exc.field_errors
         if "filter" in errors:
             context["filter_error"] = errors["filter"]
-        else:
-            context["search_error"] = exc.message
+        else:  # the simple search's own message when the API names it, else the API's reason
+            context["search_error"] = errors.get("q") or exc.message
         context["status"] = exc.status
     else:
         context.update(items=page.get("items", []), next_page_token=page.get("next_page_token"))
