@@ -33,7 +33,7 @@ OFFICE ?= office-1
 ROLES ?= admin
 NAME ?= Dev User
 
-.PHONY: help install run start stop status token test test-fast bench chaos chart lint proto proto-check config-table clean distclean
+.PHONY: help install run start stop status token test test-fast bench chaos chart lint proto proto-check config-table console-messages clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -110,6 +110,11 @@ proto-check: $(STAMP) ## Fail if the generated event code is stale
 
 config-table: $(STAMP) ## Print the configuration table (the README's is generated from it)
 	@$(BIN)/python -m crm_kit.settings
+
+console-messages: $(STAMP) ## Re-extract the console's strings, merge them into the Dutch catalogue and compile it (then translate the new ones)
+	@$(BIN)/pybabel extract -q -F services/console/babel.cfg -k lazy_gettext -o services/console/messages.pot services/console
+	@$(BIN)/pybabel update -q -N -i services/console/messages.pot -d services/console/src/crm_console/translations -l nl
+	@$(BIN)/pybabel compile -q -d services/console/src/crm_console/translations -l nl
 
 clean: ## Remove local run state (.run: databases, Kafka data, logs); keeps the Kafka jar cache
 	@find .run -mindepth 1 -maxdepth 1 ! -name kafka-cache -exec rm -rf {} + 2>/dev/null || true
