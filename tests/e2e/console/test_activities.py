@@ -36,10 +36,10 @@ def test_task_from_a_lead_and_its_stage(console: Any, page: Page) -> None:
     page.get_by_label("Due (UTC)").fill("2026-12-01T09:30")
     page.get_by_role("button", name="Create").click()
 
-    # Back on the lead's Activities tab (the record page's tab is another screen's: the
-    # activity itself is checked through the API and the list).
+    # Back on the lead's Activities tab (screen 3's), which lists it; read back through the API.
     expect(page).to_have_url(re.compile(rf"/leads/{lead['id']}\?tab=activities$"))
     expect(page.get_by_role("heading", level=1, name=lead["title"])).to_be_visible()
+    expect(page.get_by_role("link", name=subject)).to_be_visible()
     items = console.call("GET", "/activities", user, office=office, params={"lead_id": lead["id"]})["items"]
     assert [(a["type"], a["subject"], a["due_at"][:16]) for a in items] == [("task", subject, "2026-12-01T09:30")]
 

@@ -6,7 +6,8 @@
   role), its **Opportunities** tab the opportunities; **Remove from lead** takes a non-main link
   off (read back through the API) and, for the main contact, shows the API's reason.
 - A company with a lead shows it on its **Leads** tab and cannot be deleted (the API's 409 on the
-  page, the company still there); a job order shows the lead it is linked to under **Related to**.
+  page, the company still there); a job order shows the lead it is linked to under **Related to**;
+  someone of another office cannot change that company (the hidden-record rule, in words).
 - A viewer sees the files but no New, Save, Delete or Remove control (nor the activity's Stage).
 axe-core on the lists and the record pages.
 """
@@ -18,7 +19,7 @@ import uuid
 from typing import Any
 from urllib.parse import quote_plus
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 
 def _unique(prefix: str) -> str:
@@ -131,7 +132,7 @@ def test_contact_tabs_and_remove_from_lead(console: Any, page: Page) -> None:
     expect(page.get_by_role("button", name="Remove from opportunity")).to_be_visible()
 
 
-def test_company_in_use_and_job_order_related_to(console: Any, page: Page) -> None:
+def test_company_in_use_and_job_order_related_to(console: Any, page: Page, browser: Browser) -> None:
     office = _office()
     user = console.sign_in(page, office=office, roles="admin")
     company = console.call("POST", "/companies", user, office=office, json={"name": _unique("Used Company")})
@@ -155,6 +156,19 @@ def test_company_in_use_and_job_order_related_to(console: Any, page: Page) -> No
     console.open(page, "/job-orders?q=" + quote_plus(job["title"]))
     expect(page.get_by_role("link", name=job["title"])).to_be_visible()
     console.assert_accessible(page, "job orders list")
+
+    # Someone of another office may not change a company that a lead they cannot see shows.
+    other = browser.new_context(viewport={"width": 1400, "height": 900}, locale="en-GB")
+    try:
+        page2 = other.new_page()
+        console.sign_in(page2, office=_office(), roles="marketing")
+        console.open(page2, f"/companies/{company['id']}")
+        page2.get_by_label("City").fill("Elsewhere")
+        page2.get_by_role("button", name="Save").click()
+        expect(page2.get_by_role("alert")).to_contain_text("another office")
+        assert console.call("GET", f"/companies/{company['id']}", user, office=office)["city"] is None
+    finally:
+        other.close()
 
 
 def test_viewer_sees_no_writing_controls(console: Any, page: Page) -> None:

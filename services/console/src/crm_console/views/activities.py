@@ -161,6 +161,10 @@ def new() -> Any:
     if linked:
         name, record_id, kind = linked
         _require(kind.permission("view"))
+        if not can(kind.permission("edit")):  # putting an activity on a record changes that record
+            return render_template("error.html", status=403, conflict=False,
+                                   message=_("You may not add activities to this %(what)s.",
+                                             what=str(kind.singular).lower())), 403
         record = gateway().get(caller(), f"/v1/{kind.records}/{record_id}")  # 404 for one the person may not see
     wanted = request.args.get("type", "task")
     values: dict[str, Any] = {"type": wanted if wanted in TYPES else "task"}
@@ -216,7 +220,13 @@ def render_activity(activity: Mapping[str, Any], *, values: Mapping[str, Any] | 
     return render_template("activity_show.html", activity=activity,
                            values=shown_values(values if values is not None else activity), errors=errors or {},
                            message=message, conflict=conflict, reload_url=reload_url, types=TYPES, times=TIMES,
-                           linked=_linked_records(activity)), status
+                           linked=_linked_records(activity), may_delete=_may_delete(activity)), status
+
+
+def _may_delete(activity: Mapping[str, Any]) -> bool:
+    """Deleting takes the activity off its records too, which needs their edit permission."""
+    return can("files:edit") and all(can(RECORD_KINDS[records].permission("edit"))
+                                      for name, records in LINKS if activity.get(name))
 
 
 def _load(activity_id: str) -> dict[str, Any]:

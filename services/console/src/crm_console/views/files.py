@@ -176,8 +176,8 @@ def shared_file_message(kind: FileKind, exc: ApiError) -> str:
         return _("This %(what)s is still used by a lead or opportunity, so it cannot be deleted.", what=what) \
             + " " + exc.message
     if exc.status == 409 and reason == "hidden_record":
-        return _("A lead or opportunity of another office shows this %(what)s: only someone who may see that "
-                 "record can make this change.", what=what) + " " + exc.message
+        return _("A lead or opportunity of another office shows this %(what)s, so this change was refused: only "
+                 "someone who may see that record can make it.", what=what)
     return exc.message
 
 
