@@ -79,6 +79,10 @@
     var fromHash = byName(window.location.hash.slice(5));
     if (fromHash) { select(fromHash, false); }
   }
+  // Enter in the company search finds companies; it does not submit (Save) the record's form.
+  document.addEventListener("keydown", function (evt) {
+    if (evt.key === "Enter" && evt.target && evt.target.id === "company_q") { evt.preventDefault(); }
+  });
   // The tab the server rendered is selected: load it when the server left it empty.
   tabs.forEach(function (tab) {
     if (tab.getAttribute("aria-selected") === "true") {

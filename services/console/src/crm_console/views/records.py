@@ -201,6 +201,20 @@ def stage_panel(records: str, record_id: str) -> Any:
                            **stage_context(kind, stage_id, record))
 
 
+@bp.get(f"/{RECORDS}/<record_id>/company-choices")
+@login_required
+def company_choices(records: str, record_id: str) -> Any:
+    """The Company selector with the companies the search box finds (the chosen one kept)."""
+    kind = kind_of(records)
+    record = _load(kind, record_id)
+    query = (request.args.get("company_q") or "").strip()[:200]
+    company_id = request.args.get("company_id") or None
+    found = _safe_list("/v1/companies", q=query) if query else _safe_list("/v1/companies")
+    companies = _with_current(found, company_id, "/v1/companies")
+    return render_template("record_company.html", kind=kind, records=records, record=record, companies=companies,
+                           values={"company_id": company_id}, errors={})
+
+
 @bp.get(f"/{RECORDS}/<record_id>/contact-choices")
 @login_required
 def contact_choices(records: str, record_id: str) -> Any:
