@@ -112,9 +112,9 @@ config-table: $(STAMP) ## Print the configuration table (the README's is generat
 	@$(BIN)/python -m crm_kit.settings
 
 console-messages: $(STAMP) ## Re-extract the console's strings, merge them into the Dutch catalogue and compile it (then translate the new ones)
-	@$(BIN)/pybabel extract -q -F services/console/babel.cfg -k lazy_gettext -o services/console/messages.pot services/console
-	@$(BIN)/pybabel update -q -N -i services/console/messages.pot -d services/console/src/crm_console/translations -l nl
-	@$(BIN)/pybabel compile -q -d services/console/src/crm_console/translations -l nl
+	@$(BIN)/pybabel -q extract -F services/console/babel.cfg -k lazy_gettext -k _l -o services/console/messages.pot services/console
+	@$(BIN)/pybabel -q update -N -i services/console/messages.pot -d services/console/src/crm_console/translations -l nl
+	@$(BIN)/pybabel -q compile -d services/console/src/crm_console/translations -l nl
 
 clean: ## Remove local run state (.run: databases, Kafka data, logs); keeps the Kafka jar cache
 	@find .run -mindepth 1 -maxdepth 1 ! -name kafka-cache -exec rm -rf {} + 2>/dev/null || true
