@@ -35,9 +35,8 @@ from flask import (
     stream_with_context,
     url_for,
 )
-from flask_babel import format_datetime
+from flask_babel import format_datetime, lazy_gettext
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 from markupsafe import Markup
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -49,12 +48,12 @@ from crm_console.session import caller, can, gateway, login_required
 bp = Blueprint("record_tabs", __name__)
 
 TABS: dict[str, Any] = {
-    "attachments": _l("Attachments"),
-    "job-orders": _l("Job orders"),
-    "contacts": _l("Contacts"),
-    "activities": _l("Activities"),
-    "placements": _l("Placements"),
-    "timeline": _l("Timeline"),
+    "attachments": lazy_gettext("Attachments"),
+    "job-orders": lazy_gettext("Job orders"),
+    "contacts": lazy_gettext("Contacts"),
+    "activities": lazy_gettext("Activities"),
+    "placements": lazy_gettext("Placements"),
+    "timeline": lazy_gettext("Timeline"),
 }
 PROTECTED_ROLES = ("MAIN", "SIGN")  # set on the record, never from the list
 SEARCH_RESULTS = 20
@@ -163,7 +162,7 @@ def _attachments(kind: Kind, record: Mapping[str, Any], state: TabState) -> dict
     return {"items": items}
 
 
-def _company_names(company_ids: set[str]) -> dict[str, str]:
+def _company_names(company_ids: set[str | None]) -> dict[str, str]:
     names = {}
     for company_id in sorted(i for i in company_ids if i):
         try:
