@@ -172,17 +172,24 @@ def overview(session: Session, kind: RecordKind, tables: Mapping[str, Table], id
     }
 
 
+def sums_by(session: Session, table: Table, key: ColumnElement[Any], where: list[ColumnElement[bool]], *,
+            money: bool) -> dict[Any, Any]:
+    """Rows of ``records`` (a count) and, with ``money``, ``amount_sum`` and ``weighted_sum``
+    (``SUM(amount * probability)``, probability in percent) per value of ``key``: the board's
+    columns and the stage report's stages and groups."""
+    measures = [func.count().label("records")]  # not "count": Row.count is a method
+    if money:
+        measures += [func.sum(table.c.amount).label("amount_sum"),
+                     func.sum(table.c.amount * table.c.probability).label("weighted_sum")]
+    return {r.key: r for r in session.execute(select(key.label("key"), *measures).where(*where).group_by(key))}
+
+
 def _board(session: Session, kind: RecordKind, table: Table, catalogue: CatalogueView, language: str,
            default_language: str, group_id: str | None, where: list[ColumnElement[bool]]) -> list[dict[str, Any]]:
     """Per stage of the tab: count and, for opportunities, the sum of ``amount`` and of
     ``amount * probability / 100`` (computed as the stage report does, currencies as stored)."""
     money = not kind.is_lead
-    measures = [func.count().label("records")]  # not "count": Row.count is a method
-    if money:
-        measures += [func.sum(table.c.amount).label("amount_sum"),
-                     func.sum(table.c.amount * table.c.probability).label("weighted_sum")]
-    by_stage = {r.key: r for r in session.execute(select(table.c.stage_id.label("key"), *measures)
-                                                  .where(*where).group_by(table.c.stage_id))}
+    by_stage = sums_by(session, table, table.c.stage_id, where, money=money)
 
     def column(stage_id: str, name: str | None) -> dict[str, Any]:
         row = by_stage.get(stage_id)

@@ -30,7 +30,7 @@ from crm_kit.web import Api, Problem, RequestContext, limits
 from crm_kit.web.fields import Timestamp
 from crm_pipeline.kind import RecordKind
 from crm_pipeline.money import money as _money
-from crm_pipeline.queries import visible
+from crm_pipeline.queries import sums_by, visible
 
 _STREAM = 10_000  # rows fetched at a time for the medians
 
@@ -75,14 +75,8 @@ def stages_report(session: Session, kind: RecordKind, table: Table, history: Tab
     """Per stage (catalogue order) and per stage group: count (and money), plus per stage the
     median seconds a stay in it lasts; ``name(entry)`` names an entry in the caller's language."""
     money = not kind.is_lead
-    measures = [func.count().label("records")]  # not "count": Row.count is a method
-    if money:
-        measures += [func.sum(table.c.amount).label("amount_sum"),
-                     func.sum(table.c.amount * table.c.probability).label("weighted_sum")]
-    by_stage = {r.key: r for r in session.execute(select(table.c.stage_id.label("key"), *measures)
-                                                  .where(seen).group_by(table.c.stage_id))}
-    by_group = {r.key: r for r in session.execute(select(table.c.stage_group_id.label("key"), *measures)
-                                                  .where(seen).group_by(table.c.stage_group_id))}
+    by_stage = sums_by(session, table, table.c.stage_id, [seen], money=money)
+    by_group = sums_by(session, table, table.c.stage_group_id, [seen], money=money)
     stays = stage_stays(session, table, history, seen)
 
     def totals(row: Any) -> dict[str, Any]:
