@@ -143,10 +143,13 @@ def test_company_in_use_and_job_order_related_to(console: Any, page: Page, brows
 
     console.open(page, f"/companies/{company['id']}")
     expect(page.get_by_role("link", name=lead["title"])).to_be_visible()  # its Leads tab
+    questions: list[str] = []
+    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
     page.get_by_role("button", name="Delete").click()
     alert = page.get_by_role("alert")
     expect(alert).to_contain_text("cannot be deleted")
     expect(alert).to_contain_text("company_id")  # the API's own reason
+    assert questions == ["Delete this? This cannot be undone."], "Delete asks first"
     console.call("GET", f"/companies/{company['id']}", user, office=office, expect_status=200)
 
     console.open(page, f"/job-orders/{job['id']}")

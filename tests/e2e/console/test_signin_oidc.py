@@ -14,43 +14,18 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import jwt
 import pytest
 import requests
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from crm_kit.web.auth import TokenVerifier
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 SSO_LINK = "Sign in with single sign-on"
-
-
-@pytest.fixture(scope="module")
-def sso_browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def context(sso_browser: Browser) -> Iterator[BrowserContext]:
-    ctx = sso_browser.new_context()
-    ctx.set_default_timeout(15_000)
-    yield ctx
-    ctx.close()
-
-
-@pytest.fixture
-def page(context: BrowserContext) -> Page:
-    return context.new_page()
 
 
 def _sign_in_at_the_provider(page: Page, provider: Any, login: str) -> None:

@@ -38,6 +38,12 @@
       if (target) { evt.detail.target = document.querySelector(target); }
     }
   });
+  // Forms that delete ask first (data-confirm holds the question; no inline script needed).
+  document.addEventListener("submit", function (evt) {
+    var form = evt.target;
+    var question = form && form.getAttribute && form.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) { evt.preventDefault(); }
+  }, true);
   document.addEventListener("change", function (evt) {
     var el = evt.target;
     if (el && el.matches && el.matches("select[data-autosubmit]") && el.form) {
