@@ -45,6 +45,7 @@ def console_session(console_url: str, user: str, office: str, roles: str) -> req
     """A browser-like session signed in to the console through its development form."""
     session = requests.Session()
     page = session.get(f"{console_url}/signin", timeout=30)
+    _as_a_browser_on_loopback(session)
     found = _CSRF.search(page.text)
     if page.status_code != 200 or not found:
         raise DevstackError(f"the console's sign-in page answered {page.status_code} without a form "
@@ -53,7 +54,15 @@ def console_session(console_url: str, user: str, office: str, roles: str) -> req
                           data={"csrf_token": found.group(1), "user": user, "office": office, "roles": roles})
     if signed.status_code not in (302, 303):
         raise DevstackError(f"signing in to the console answered {signed.status_code}: {signed.text[:300]}")
+    _as_a_browser_on_loopback(session)
     return session
+
+
+def _as_a_browser_on_loopback(session: requests.Session) -> None:
+    """Browsers send the console's ``Secure`` cookies to http://127.0.0.1 (a secure context);
+    requests sends them only over HTTPS, so the bench marks its copies as not secure."""
+    for cookie in session.cookies:
+        cookie.secure = False
 
 
 def api_calls(session: requests.Session, gateway: str, headers: dict[str, str], group_id: str) -> int:
