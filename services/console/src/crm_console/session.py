@@ -15,10 +15,11 @@ from functools import wraps
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from flask import current_app, g, redirect, request, session, url_for
+from flask import abort, current_app, g, redirect, request, session, url_for
 from werkzeug.wrappers import Response
 
 from crm_console.gateway import Caller, Gateway
+from crm_console.kinds import Kind, kind_of
 from crm_kit.web.auth import Identity, TokenVerifier
 from crm_kit.web.problem import Problem
 
@@ -122,3 +123,12 @@ def can(permission: str) -> bool:
     """Whether the signed-in person holds ``permission`` (the page hides what they may not do)."""
     identity = current_identity()
     return identity is not None and identity.has(permission)
+
+
+def permitted_kind(records: str, action: str, refused: int = 404) -> Kind:
+    """The kind named in the URL, if the person may ``action`` it (``kind.permission(action)``);
+    else ``refused`` (404: as if there were nothing; 403: a change they may not make)."""
+    kind = kind_of(records)
+    if not can(kind.permission(action)):
+        abort(refused)
+    return kind

@@ -16,15 +16,15 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response, abort, render_template, request
+from flask import Blueprint, Response, render_template, request
 from flask_babel import format_datetime
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
 from crm_console import catalogue
 from crm_console.gateway import ApiError
-from crm_console.kinds import Kind, kind_of
-from crm_console.session import caller, can, gateway, login_required
+from crm_console.kinds import Kind
+from crm_console.session import caller, can, gateway, login_required, permitted_kind
 
 bp = Blueprint("listing", __name__)
 
@@ -113,9 +113,7 @@ def preview_context(kind: Kind, record_id: str) -> dict[str, Any]:
 @login_required
 def preview(records: str, record_id: str) -> Any:
     """The preview panel's fragment (the list's Preview links load it with htmx)."""
-    kind = kind_of(records)
-    if not can(kind.permission("view")):
-        abort(404)
+    kind = permitted_kind(records, "view")
     return render_template("overview_preview.html", kind=kind, records=records,
                            preview=preview_context(kind, record_id))
 
@@ -124,9 +122,7 @@ def preview(records: str, record_id: str) -> Any:
 @login_required
 def print_record(records: str, record_id: str, template_id: str) -> Any:
     """The record printed with a template: the API's rendered HTML, shown on its own, sandboxed."""
-    kind = kind_of(records)
-    if not can(kind.permission("view")):
-        abort(404)
+    permitted_kind(records, "view")
     resp = gateway().request(caller(), "POST", f"/v1/{records}/{record_id}/print",
                              json={"template_id": template_id}, headers={"Accept": "text/html"})
     out = Response(resp.content, status=200, content_type="text/html; charset=utf-8")
@@ -140,9 +136,7 @@ def bulk(records: str) -> Any:
     """A bulk action over the selected rows; the list again with each item's result by title."""
     from crm_console.views.overview import tab_overview
 
-    kind = kind_of(records)
-    if not can(kind.permission("edit")):
-        abort(404)
+    kind = permitted_kind(records, "edit")
     form = request.form
     action = form.get("action", "")
     ids = [i for i in form.getlist("ids") if i]

@@ -21,8 +21,8 @@ from flask_babel import gettext as _
 
 from crm_console import catalogue
 from crm_console.gateway import ApiError
-from crm_console.kinds import Kind, kind_of
-from crm_console.session import caller, can, gateway, login_required
+from crm_console.kinds import Kind
+from crm_console.session import caller, gateway, login_required, permitted_kind
 
 bp = Blueprint("overview", __name__)
 
@@ -98,9 +98,7 @@ def board_columns(kind: Kind, overview: dict[str, Any], cards: list[dict[str, An
 @bp.get("/<any(leads, opportunities):records>")
 @login_required
 def board(records: str) -> Any:
-    kind = kind_of(records)
-    if not can(kind.permission("view")):
-        abort(404)
+    kind = permitted_kind(records, "view")
     view = request.args.get("view", "board")
     if view not in ("board", "list"):
         view = "board"
@@ -129,9 +127,7 @@ def move(records: str, record_id: str) -> Any:
     needs no second request. From the **Move to** form without script, a redirect back with the
     message flashed.
     """
-    kind = kind_of(records)
-    if not can(kind.permission("edit")):
-        abort(404)
+    kind = permitted_kind(records, "edit")
     stage_id = request.form.get("stage_id", "")
     version = request.form.get("version", "")
     tab = request.form.get("tab") or ""

@@ -19,7 +19,7 @@ the API's bytes through. Every call is the signed-in person's: the API decides w
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -43,7 +43,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from crm_console import catalogue
 from crm_console.gateway import ApiError
 from crm_console.kinds import Kind, kind_of
-from crm_console.session import caller, can, gateway, login_required
+from crm_console.session import caller, can, gateway, login_required, permitted_kind
 
 bp = Blueprint("record_tabs", __name__)
 
@@ -261,8 +261,7 @@ def _timeline(kind: Kind, record: Mapping[str, Any], state: TabState) -> dict[st
                and (e.get("data") or {}).get("contact_id") not in names]
     if unnamed:
         for link in gateway().all_pages(caller(), _path(kind, record, "/contacts")):
-            contact = link.get("contact") or {}
-            names[link["contact_id"]] = f"{contact.get('first_name', '')} {contact.get('last_name', '')}".strip()
+            names[link["contact_id"]] = _full_name(link.get("contact") or {})
     return {"entries": [describe(kind, entry, names) for entry in entries]}
 
 
@@ -343,9 +342,7 @@ def describe(kind: Kind, entry: Mapping[str, Any], contact_names: Mapping[str, s
 # -- reading a record and answering ----------------------------------------------------------------
 
 def _load(records: str, record_id: str) -> tuple[Kind, dict[str, Any]]:
-    kind = kind_of(records)
-    if not can(kind.permission("view")):
-        abort(404)
+    kind = permitted_kind(records, "view")
     return kind, gateway().get(caller(), f"/v1/{records}/{record_id}")
 
 
@@ -376,9 +373,53 @@ def _refused(kind: Kind, record: dict[str, Any], tab: str, exc: ApiError, form: 
     return _answer(kind, record, tab, state, exc.status)
 
 
-def _need(permission_ok: bool) -> None:
-    if not permission_ok:
+def _editable(records: str, record_id: str, files: bool = True) -> tuple[Kind, dict[str, Any]]:
+    """The record, if the person may change it (and, for links, the files: ``files:edit``); else 403."""
+    kind, record = _load(records, record_id)
+    if not (can(kind.permission("edit")) and (not files or can("files:edit"))):
         abort(403)
+    return kind, record
+
+
+def _write(kind: Kind, record: dict[str, Any], tab: str, call: Callable[[], Any],
+           message: str | Callable[[Any], str], form: str = "", values: Mapping[str, Any] | None = None) -> Any:
+    """A tab's write: ``call`` (the form's checks and the API call); the tab again with ``message``
+    (or ``message(answer)``), or with the refusal and what was typed."""
+    try:
+        answer = call()
+    except ApiError as exc:
+        return _refused(kind, record, tab, exc, form=form, values=values)
+    return _answer(kind, record, tab, TabState(message=message(answer) if callable(message) else message))
+
+
+def _link_form(*names: str) -> tuple[str, dict[str, str]]:
+    """A New or Add form's mode and what was typed in ``names`` (and ``q``, the Add search)."""
+    form = request.form
+    return ("new" if form.get("mode") == "new" else "add"), {k: form.get(k, "") for k in (*names, "q")}
+
+
+def _link_body(key: str, mode: str, values: Mapping[str, str], required: Mapping[str, str],
+               optional: tuple[str, ...], choose: str) -> dict[str, Any]:
+    """The API body that links a ``key`` (contact, job_order): a new one from the New form (each of
+    ``required`` with its message when empty; ``optional`` ones when typed), or the one chosen in Add."""
+    if mode == "new":
+        for name, message in required.items():
+            if not values[name].strip():
+                raise _invalid(f"{key}.{name}", message)
+        new = {k: values[k] for k in required}
+        new.update({k: values[k] for k in optional if values[k].strip()})
+        return {key: new}
+    if not values[f"{key}_id"]:
+        raise _invalid(f"{key}_id", choose)
+    return {f"{key}_id": values[f"{key}_id"]}
+
+
+def _delete(kind: Kind, record: Mapping[str, Any], tail: str) -> None:
+    gateway().request(caller(), "DELETE", _path(kind, record, tail)).close()
+
+
+def _full_name(contact: Mapping[str, Any]) -> str:
+    return f"{contact.get('first_name', '')} {contact.get('last_name', '')}".strip()
 
 
 def _invalid(field: str, message: str) -> ApiError:
@@ -417,30 +458,28 @@ def _too_large(_exc: RequestEntityTooLarge) -> Any:
 @bp.post(f"{RECORD}/tabs/attachments")
 @login_required
 def upload(records: str, record_id: str) -> Any:
-    kind, record = _load(records, record_id)
-    _need(can(kind.permission("edit")))
+    kind, record = _editable(records, record_id, files=False)
     upload = request.files.get("file")
     values = {"type": request.form.get("type", "")}
-    try:
+
+    def call() -> Any:
         if upload is None or not upload.filename:
             raise _invalid("file", _("Choose a file to upload."))
         if not values["type"].strip():
             raise _invalid("type", _("Say what kind of file this is."))
-        gateway().json(caller(), "POST", _path(kind, record, "/attachments"), data={"type": values["type"]},
-                       files={"file": (upload.filename, upload.stream, upload.mimetype or "application/octet-stream")})
-    except ApiError as exc:
-        return _refused(kind, record, "attachments", exc, values=values)
-    return _answer(kind, record, "attachments",
-                   TabState(message=_("%(name)s was uploaded.", name=upload.filename)))
+        return gateway().json(caller(), "POST", _path(kind, record, "/attachments"), data={"type": values["type"]},
+                              files={"file": (upload.filename, upload.stream,
+                                              upload.mimetype or "application/octet-stream")})
+
+    return _write(kind, record, "attachments", call,
+                  lambda _result: _("%(name)s was uploaded.", name=upload.filename), values=values)
 
 
 @bp.get(f"{RECORD}/attachments/<attachment_id>")
 @login_required
 def download(records: str, record_id: str, attachment_id: str) -> Any:
     """The attachment's bytes, streamed from the API as they come (always a download)."""
-    kind = kind_of(records)
-    if not can(kind.permission("view")):
-        abort(404)
+    permitted_kind(records, "view")
     upstream = gateway().request(caller(), "GET", f"/v1/{records}/{record_id}/attachments/{attachment_id}",
                                  headers={"Accept": "*/*"}, stream=True)
 
@@ -465,14 +504,9 @@ def download(records: str, record_id: str, attachment_id: str) -> Any:
 @bp.post(f"{RECORD}/tabs/attachments/<attachment_id>/delete")
 @login_required
 def delete_attachment(records: str, record_id: str, attachment_id: str) -> Any:
-    kind, record = _load(records, record_id)
-    _need(can(kind.permission("edit")))
-    name = request.form.get("name", "")
-    try:
-        gateway().request(caller(), "DELETE", _path(kind, record, f"/attachments/{attachment_id}")).close()
-    except ApiError as exc:
-        return _refused(kind, record, "attachments", exc)
-    return _answer(kind, record, "attachments", TabState(message=_("%(name)s was deleted.", name=name)))
+    kind, record = _editable(records, record_id, files=False)
+    return _write(kind, record, "attachments", lambda: _delete(kind, record, f"/attachments/{attachment_id}"),
+                  _("%(name)s was deleted.", name=request.form.get("name", "")))
 
 
 # Job orders
@@ -480,40 +514,27 @@ def delete_attachment(records: str, record_id: str, attachment_id: str) -> Any:
 @bp.post(f"{RECORD}/tabs/job-orders")
 @login_required
 def link_job_order(records: str, record_id: str) -> Any:
-    kind, record = _load(records, record_id)
-    _need(can(kind.permission("edit")) and can("files:edit"))
-    form = request.form
-    mode = "new" if form.get("mode") == "new" else "add"
-    values = {k: form.get(k, "") for k in ("title", "status", "description", "job_order_id", "q")}
-    try:
-        if mode == "new":
-            if not values["title"].strip():
-                raise _invalid("job_order.title", _("A job order needs a title."))
-            new = {"title": values["title"]}
-            new.update({k: values[k] for k in ("status", "description") if values[k].strip()})
-            body: dict[str, Any] = {"job_order": new}
-        else:
-            if not values["job_order_id"]:
-                raise _invalid("job_order_id", _("Choose a job order."))
-            body = {"job_order_id": values["job_order_id"]}
-        linked = gateway().json(caller(), "POST", _path(kind, record, "/job-orders"), json=body)
-    except ApiError as exc:
-        return _refused(kind, record, "job-orders", exc, form=mode, values=values)
-    title = (linked or {}).get("job_order", {}).get("title") or values["title"]
-    return _answer(kind, record, "job-orders", TabState(message=_("Job order “%(title)s” linked.", title=title)))
+    kind, record = _editable(records, record_id)
+    mode, values = _link_form("title", "status", "description", "job_order_id")
+
+    def call() -> Any:
+        body = _link_body("job_order", mode, values, {"title": _("A job order needs a title.")},
+                          ("status", "description"), _("Choose a job order."))
+        return gateway().json(caller(), "POST", _path(kind, record, "/job-orders"), json=body)
+
+    def linked(answer: Any) -> str:
+        title = (answer or {}).get("job_order", {}).get("title") or values["title"]
+        return _("Job order “%(title)s” linked.", title=title)
+
+    return _write(kind, record, "job-orders", call, linked, form=mode, values=values)
 
 
 @bp.post(f"{RECORD}/tabs/job-orders/<job_order_id>/remove")
 @login_required
 def unlink_job_order(records: str, record_id: str, job_order_id: str) -> Any:
-    kind, record = _load(records, record_id)
-    _need(can(kind.permission("edit")) and can("files:edit"))
-    try:
-        gateway().request(caller(), "DELETE", _path(kind, record, f"/job-orders/{job_order_id}")).close()
-    except ApiError as exc:
-        return _refused(kind, record, "job-orders", exc)
-    return _answer(kind, record, "job-orders",
-                   TabState(message=_("Job order “%(title)s” removed.", title=request.form.get("name", ""))))
+    kind, record = _editable(records, record_id)
+    return _write(kind, record, "job-orders", lambda: _delete(kind, record, f"/job-orders/{job_order_id}"),
+                  _("Job order “%(title)s” removed.", title=request.form.get("name", "")))
 
 
 # Contacts
@@ -521,58 +542,42 @@ def unlink_job_order(records: str, record_id: str, job_order_id: str) -> Any:
 @bp.post(f"{RECORD}/tabs/contacts")
 @login_required
 def link_contact(records: str, record_id: str) -> Any:
-    kind, record = _load(records, record_id)
-    _need(can(kind.permission("edit")) and can("files:edit"))
-    form = request.form
-    mode = "new" if form.get("mode") == "new" else "add"
-    values = {k: form.get(k, "") for k in ("first_name", "last_name", "email", "phone", "contact_id", "role_id", "q")}
-    try:
+    kind, record = _editable(records, record_id)
+    mode, values = _link_form("first_name", "last_name", "email", "phone", "contact_id", "role_id")
+
+    def call() -> Any:
         if not values["role_id"]:
             raise _invalid("role_id", _("Choose a role."))
-        if mode == "new":
-            for name, message in (("first_name", _("A contact needs a first name.")),
-                                  ("last_name", _("A contact needs a last name."))):
-                if not values[name].strip():
-                    raise _invalid(f"contact.{name}", message)
-            contact = {k: values[k] for k in ("first_name", "last_name")}
-            contact.update({k: values[k] for k in ("email", "phone") if values[k].strip()})
-            body: dict[str, Any] = {"contact": contact, "role_id": values["role_id"]}
-        else:
-            if not values["contact_id"]:
-                raise _invalid("contact_id", _("Choose a contact."))
-            body = {"contact_id": values["contact_id"], "role_id": values["role_id"]}
-        linked = gateway().json(caller(), "POST", _path(kind, record, "/contacts"), json=body)
-    except ApiError as exc:
-        return _refused(kind, record, "contacts", exc, form=mode, values=values)
-    contact = (linked or {}).get("contact") or {}
-    name = f"{contact.get('first_name', '')} {contact.get('last_name', '')}".strip()
-    return _answer(kind, record, "contacts", TabState(message=_("%(name)s added.", name=name)))
+        body = _link_body("contact", mode, values, {"first_name": _("A contact needs a first name."),
+                                                    "last_name": _("A contact needs a last name.")},
+                          ("email", "phone"), _("Choose a contact."))
+        return gateway().json(caller(), "POST", _path(kind, record, "/contacts"),
+                              json={**body, "role_id": values["role_id"]})
+
+    return _write(kind, record, "contacts", call,
+                  lambda answer: _("%(name)s added.", name=_full_name((answer or {}).get("contact") or {})),
+                  form=mode, values=values)
 
 
 @bp.post(f"{RECORD}/tabs/contacts/<contact_id>/role")
 @login_required
 def change_role(records: str, record_id: str, contact_id: str) -> Any:
-    kind, record = _load(records, record_id)
-    _need(can(kind.permission("edit")) and can("files:edit"))
+    kind, record = _editable(records, record_id)
     name = request.form.get("name", "")
-    try:
+
+    def call() -> Any:
         role_id = request.form.get("role_id", "")
         if not role_id:
             raise _invalid("role_id", _("Choose a role for %(name)s.", name=name))
-        gateway().json(caller(), "PATCH", _path(kind, record, f"/contacts/{contact_id}"), json={"role_id": role_id})
-    except ApiError as exc:
-        return _refused(kind, record, "contacts", exc)
-    return _answer(kind, record, "contacts", TabState(message=_("The role of %(name)s was saved.", name=name)))
+        return gateway().json(caller(), "PATCH", _path(kind, record, f"/contacts/{contact_id}"),
+                              json={"role_id": role_id})
+
+    return _write(kind, record, "contacts", call, _("The role of %(name)s was saved.", name=name))
 
 
 @bp.post(f"{RECORD}/tabs/contacts/<contact_id>/remove")
 @login_required
 def unlink_contact(records: str, record_id: str, contact_id: str) -> Any:
-    kind, record = _load(records, record_id)
-    _need(can(kind.permission("edit")) and can("files:edit"))
-    name = request.form.get("name", "")
-    try:
-        gateway().request(caller(), "DELETE", _path(kind, record, f"/contacts/{contact_id}")).close()
-    except ApiError as exc:
-        return _refused(kind, record, "contacts", exc)
-    return _answer(kind, record, "contacts", TabState(message=_("%(name)s removed.", name=name)))
+    kind, record = _editable(records, record_id)
+    return _write(kind, record, "contacts", lambda: _delete(kind, record, f"/contacts/{contact_id}"),
+                  _("%(name)s removed.", name=request.form.get("name", "")))

@@ -29,7 +29,7 @@ from werkzeug.wrappers import Response
 from crm_console import catalogue
 from crm_console.gateway import ApiError
 from crm_console.kinds import Kind, kind_of
-from crm_console.session import caller, can, gateway, login_required
+from crm_console.session import caller, can, gateway, login_required, permitted_kind
 
 bp = Blueprint("records", __name__)
 
@@ -304,9 +304,7 @@ def _typed_summary(kind: Kind, typed: dict[str, Any], latest: dict[str, Any]) ->
 @login_required
 def save(records: str, record_id: str) -> Any:
     """**Save**: the changed fields with ``If-Match`` on the version the page showed."""
-    kind = kind_of(records)
-    if not can(kind.permission("edit")):
-        abort(403)
+    kind = permitted_kind(records, "edit", 403)
     current = _load(kind, record_id)
     typed = typed_values(kind)
     version = request.form.get("version", "")
@@ -356,9 +354,7 @@ def save(records: str, record_id: str) -> Any:
 @login_required
 def print_record(records: str, record_id: str) -> Any:
     """**Print**: the API renders the template; the HTML is served sandboxed (no script runs)."""
-    kind = kind_of(records)
-    if not can(kind.permission("view")):
-        abort(404)
+    permitted_kind(records, "view")
     template_id = request.form.get("template_id", "")
     if not template_id:
         flash(_("Choose a print template."), "error")
@@ -378,9 +374,7 @@ def print_record(records: str, record_id: str) -> Any:
 @login_required
 def convert(records: str, record_id: str) -> Any:
     """**+ Opportunity**: convert the lead, then open the new opportunity (warnings flashed)."""
-    kind = kind_of(records)
-    if not can(kind.permission("edit")):
-        abort(403)
+    permitted_kind(records, "edit", 403)
     back = url_for("records.show", records=records, record_id=record_id)
     version = request.form.get("version", "")
     try:

@@ -17,14 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
 from crm_console import catalogue
 from crm_console.gateway import ApiError
-from crm_console.kinds import Kind, kind_of
-from crm_console.session import caller, can, gateway, login_required
+from crm_console.kinds import Kind
+from crm_console.session import caller, gateway, login_required, permitted_kind
 
 bp = Blueprint("wizard", __name__)
 
@@ -159,10 +159,7 @@ def _our_field(step: str, name: str) -> str:
 # -- routes -------------------------------------------------------------------------------------
 
 def _kind_for_create(records: str) -> Kind:
-    kind = kind_of(records)
-    if not can(kind.permission("create")):
-        abort(404)
-    return kind
+    return permitted_kind(records, "create")
 
 
 @bp.get("/<any(leads, opportunities):records>/new")
