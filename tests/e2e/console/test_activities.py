@@ -80,7 +80,7 @@ def test_standalone_note(console: Any, page: Page) -> None:
     subject = f"Note {uuid.uuid4().hex[:8]}"
 
     console.open(page, "/activities")
-    page.get_by_role("link", name="New").click()
+    page.get_by_role("link", name="New", exact=True).click()
     page.get_by_label("Type").select_option("note")
     page.get_by_role("button", name="Create").click()
     expect(page.locator("#activity-subject-error")).to_contain_text("required")  # nothing created

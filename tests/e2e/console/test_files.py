@@ -46,7 +46,7 @@ def test_company_and_contact_created_in_forms_and_found_by_search(console: Any, 
     company, last_name = _unique("Acme Staffing"), _unique("Lovelace")
 
     console.open(page, "/companies")
-    page.get_by_role("link", name="New").click()
+    page.get_by_role("link", name="New", exact=True).click()
     page.get_by_label("Name").fill(company)
     page.get_by_label("City").fill("Utrecht")
     page.get_by_label("Website").fill("not a url")
@@ -60,7 +60,7 @@ def test_company_and_contact_created_in_forms_and_found_by_search(console: Any, 
     console.assert_accessible(page, "company record page")
 
     console.open(page, "/contacts")
-    page.get_by_role("link", name="New").click()
+    page.get_by_role("link", name="New", exact=True).click()
     page.get_by_label("First name").fill("Ada")
     page.get_by_label("Last name").fill(last_name)
     page.get_by_label("Email").fill("ada@acme.example")
