@@ -134,8 +134,9 @@ def _measure(bench: Bench, headers: dict[str, str], user: str, office: str, grou
     def board() -> float:
         nonlocal page_bytes
         began = time.perf_counter()
-        r = browser.get(url, params=params, timeout=60)
+        r = browser.get(url, params=params, timeout=60, allow_redirects=False)
         took = time.perf_counter() - began
+        _as_a_browser_on_loopback(browser)  # the console may set its session cookie again
         if r.status_code != 200:
             raise DevstackError(f"the board page answered {r.status_code}: {r.text[:300]}")
         shown = r.text.count('class="board-card"')
