@@ -224,6 +224,22 @@ def test_loop_warnings(env):
                      {"type": "set_stage", "stage_id": lead["new"]}))
     assert b["warnings"] == ["These triggers call each other in a loop: 'B' -> 'A' -> 'B'; the chain stops at "
                              "depth 5 and is logged skipped_loop."]
+    # ?validate_only=true answers the same warnings (and 422s) before saving, and saves nothing.
+    probe = trigger("C", {"type": "stage_changed", "stage_id": lead["next"]},
+                    {"type": "set_stage", "stage_id": lead["new"]})
+    r = c.post("/v1/triggers?validate_only=true", json=probe, headers=auth())
+    assert r.status_code == 200 and "Location" not in r.headers, r.json
+    assert r.json["warnings"] and "'A' -> " in r.json["warnings"][0] and "id" not in r.json
+    assert c.post("/v1/triggers?validate_only=true", json={**probe, "active": False},
+                  headers=auth()).json["warnings"] == []
+    bad = {**probe, "actions": [{"type": "set_stage", "stage_id": opp["new"]}]}
+    assert _field(c.post("/v1/triggers?validate_only=true", json=bad, headers=auth())) == ["actions.0.stage_id"]
+    assert len(c.get("/v1/triggers", headers=auth()).json["items"]) == 2
+    # An edit of A that breaks the loop: no warning, and A is unchanged (no If-Match needed to ask).
+    r = c.patch(f"/v1/triggers/{a['id']}?validate_only=true",
+                json={"actions": [{"type": "add_to_group", "group_id": lead["vip"]}]}, headers=auth())
+    assert r.status_code == 200 and r.json["warnings"] == []
+    assert c.get(f"/v1/triggers/{a['id']}", headers=auth()).json["version"] == 1
     # The same actions on opportunities are another world: no loop across kinds.
     assert post(trigger("O", {"type": "stage_changed", "stage_id": opp["next"]},
                         {"type": "set_stage", "stage_id": opp["new"]}, kind="opportunity"))["warnings"] == []
@@ -298,7 +314,13 @@ def test_executions_and_schedule(env):
     r = c.get("/v1/trigger-executions?record_id=r1", headers=auth())
     assert [x["id"] for x in r.json["items"]] == ["e3", "e2", "e0"] and r.json["items"][1]["result"] == "skipped_loop"
     assert c.get("/v1/trigger-executions?record_id=none", headers=auth()).json["items"] == []
-    assert _field(c.get("/v1/trigger-executions", headers=auth())) == ["record_id"]
+    everything = c.get("/v1/trigger-executions", headers=auth()).json["items"]
+    assert [x["id"] for x in everything] == ["e3", "e2", "e1", "e0"]
+    r = c.get(f"/v1/trigger-executions?record_id=r1&trigger_id={t1['id']}&result=applied", headers=auth())
+    assert [x["id"] for x in r.json["items"]] == ["e3", "e0"]
+    r = c.get(f"/v1/triggers/{t1['id']}/executions?result=failed", headers=auth())
+    assert [x["id"] for x in r.json["items"]] == ["e1"]
+    assert _field(c.get("/v1/trigger-executions?result=maybe", headers=auth())) == ["result"]
     # A token of one record's list is not valid for another's.
     token = c.get("/v1/trigger-executions?record_id=r1&page_size=1", headers=auth()).json["next_page_token"]
     assert c.get(f"/v1/trigger-executions?record_id=r2&page_token={token}", headers=auth()).status_code == 422

@@ -1,7 +1,9 @@
 """HTTP routes of the triggers service: trigger rules (CRUD) and the executions log.
 
 Everything needs ``triggers:admin``. Saving a trigger validates its ids against the catalogue
-copy (422) and reports loops it is part of in ``warnings`` (saving is still allowed).
+copy (422) and reports loops it is part of in ``warnings`` (saving is still allowed);
+``?validate_only=true`` on POST and PATCH does the same checks and answers the warnings
+without saving (200), so an editor can show them before the save.
 Deactivating or deleting a trigger removes its due time-based firings.
 """
 
@@ -11,14 +13,22 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import Row, delete, select, update
+from sqlalchemy import Row, and_, delete, select, true, update
 
 from crm_catalogue_view import CatalogueView
 from crm_kit.db import utcnow
 from crm_kit.web import Api, ListResult, Problem, Reply, RequestContext, SortKey, check_if_match
-from crm_kit.web.pagination import PageQuery
 from crm_triggers import rules
-from crm_triggers.schemas import ExecutionOut, ExecutionQuery, TriggerIn, TriggerOut, TriggerPatch, TriggerQuery
+from crm_triggers.schemas import (
+    ExecutionOut,
+    ExecutionQuery,
+    TriggerExecutionQuery,
+    TriggerIn,
+    TriggerOut,
+    TriggerPatch,
+    TriggerQuery,
+    ValidateQuery,
+)
 from crm_triggers.tables import executions, schedule, trigger_rules
 
 ADMIN = "triggers:admin"
@@ -80,7 +90,15 @@ def build_triggers_api(view: CatalogueView | None = None) -> Api:
         out["warnings"] = rules.loop_warnings(ctx.session, catalogue, row.kind, row.id) if row.active else []
         return out
 
-    @api.post(BASE, permission=ADMIN, body=TriggerIn, response=TriggerOut, summary="Create a trigger",
+    def checked(ctx: RequestContext, trigger_id: str, kind: str, name: str, active: bool,
+                definition: dict[str, Any]) -> Reply:
+        """``?validate_only=true``: what saving would answer (warnings included), saving nothing."""
+        candidate = rules.Rule(trigger_id, name, definition["event"], definition["actions"])
+        warnings = rules.loop_warnings(ctx.session, catalogue, kind, trigger_id, candidate) if active else []
+        return Reply({"name": name, "kind": kind, "active": active, **definition, "warnings": warnings}, status=200)
+
+    @api.post(BASE, permission=ADMIN, body=TriggerIn, query=ValidateQuery, response=TriggerOut,
+              summary="Create a trigger (?validate_only=true: check it and answer its loop warnings, unsaved)",
               example={"name": "Stale leads back to the pool", "kind": "lead", "active": False,
                        "event": {"type": "not_modified_for", "seconds": 1209600},
                        "actions": [{"type": "remove_from_group", "group_id": "5a0f3c1e-7b2d-4c9a-8e6f-1d2c3b4a5e6f"}]}
@@ -89,6 +107,8 @@ def build_triggers_api(view: CatalogueView | None = None) -> Api:
         body = ctx.body
         definition = {key: body[key] for key in _DEFINITION}
         rules.validate_definition(ctx.session, catalogue, body["kind"], definition)
+        if ctx.query.get("validate_only"):
+            return checked(ctx, "(new)", body["kind"], body["name"], body["active"], definition)
         trigger_id, now, user = str(uuid.uuid4()), utcnow(), ctx.user.user_id
         ctx.session.execute(trigger_rules.insert().values(
             id=trigger_id, name=body["name"], kind=body["kind"], active=body["active"], definition=definition,
@@ -108,11 +128,14 @@ def build_triggers_api(view: CatalogueView | None = None) -> Api:
     def get_trigger(ctx: RequestContext, trigger_id: str) -> dict[str, Any]:
         return present(_load(ctx, trigger_id))
 
-    @api.patch(f"{BASE}/<trigger_id>", permission=ADMIN, body=TriggerPatch(partial=True), response=TriggerOut,
+    @api.patch(f"{BASE}/<trigger_id>", permission=ADMIN, body=TriggerPatch(partial=True), query=ValidateQuery,
+               response=TriggerOut,
                summary="Change a trigger (event, conditions and actions are replaced whole)")
-    def patch_trigger(ctx: RequestContext, trigger_id: str) -> dict[str, Any]:
+    def patch_trigger(ctx: RequestContext, trigger_id: str) -> dict[str, Any] | Reply:
         row = _load(ctx, trigger_id)
-        check_if_match(row.version)
+        validate_only = ctx.query.get("validate_only")
+        if not validate_only:
+            check_if_match(row.version)
         body = ctx.body
         if "kind" in body and body["kind"] != row.kind:
             raise Problem(422, "A trigger's kind cannot change; create a new trigger instead.",
@@ -122,6 +145,8 @@ def build_triggers_api(view: CatalogueView | None = None) -> Api:
         if any(key in body for key in _DEFINITION):
             rules.validate_definition(ctx.session, catalogue, row.kind, definition)
         active = body.get("active", row.active)
+        if validate_only:
+            return checked(ctx, row.id, row.kind, body.get("name", row.name), active, definition)
         ctx.session.execute(update(trigger_rules).where(trigger_rules.c.id == row.id).values(
             name=body.get("name", row.name), active=active, definition=definition, version=row.version + 1,
             modified_at=utcnow(), modified_by=ctx.user.user_id))
@@ -144,16 +169,20 @@ def build_triggers_api(view: CatalogueView | None = None) -> Api:
                                SortKey("id", executions.c.id, descending=True)], fingerprint=fingerprint)
         return ListResult([r._asdict() for r in page.rows], page.next_page_token)
 
-    @api.get(f"{BASE}/<trigger_id>/executions", permission=ADMIN, query=PageQuery, response=ExecutionOut,
-             many=True, summary="Executions of a trigger, newest first")
+    @api.get(f"{BASE}/<trigger_id>/executions", permission=ADMIN, query=TriggerExecutionQuery,
+             response=ExecutionOut, many=True, summary="Executions of a trigger, newest first (?result=)")
     def trigger_executions(ctx: RequestContext, trigger_id: str) -> ListResult:
         _load(ctx, trigger_id)
-        return page_of_executions(ctx, executions.c.trigger_id == trigger_id, f"trigger:{trigger_id}")
+        where = [executions.c.trigger_id == trigger_id]
+        if "result" in ctx.query:
+            where.append(executions.c.result == ctx.query["result"])
+        return page_of_executions(ctx, and_(*where), f"trigger:{trigger_id}:{ctx.query.get('result')}")
 
     @api.get("/v1/trigger-executions", permission=ADMIN, query=ExecutionQuery, response=ExecutionOut, many=True,
-             summary="Trigger executions on a record, newest first")
+             summary="Trigger executions, newest first, by record_id, trigger_id and result (each optional)")
     def record_executions(ctx: RequestContext) -> ListResult:
-        record_id = ctx.query["record_id"]
-        return page_of_executions(ctx, executions.c.record_id == record_id, f"record:{record_id}")
+        filters = {k: ctx.query[k] for k in ("record_id", "trigger_id", "result") if k in ctx.query}
+        return page_of_executions(ctx, and_(true(), *(executions.c[k] == v for k, v in filters.items())),
+                                  repr(sorted(filters.items())))
 
     return api

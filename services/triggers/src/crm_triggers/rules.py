@@ -144,11 +144,18 @@ def find_loops(rules: Iterable[Rule], start: str, group_of: Any) -> list[list[Ru
     return loops
 
 
-def loop_warnings(session: Session, view: CatalogueView, kind: str, trigger_id: str) -> list[str]:
-    """Warnings for the loops the saved trigger is part of, among the active ones of ``kind``."""
+def loop_warnings(session: Session, view: CatalogueView, kind: str, trigger_id: str,
+                  candidate: Rule | None = None) -> list[str]:
+    """Warnings for the loops the saved trigger is part of, among the active ones of ``kind``.
+
+    ``candidate`` (an unsaved, active trigger, new or replacing the saved one with its id) is
+    judged as if it were saved: the dry validation of ``?validate_only=true``."""
     rows = session.execute(select(trigger_rules).where(trigger_rules.c.kind == kind,
                                                        trigger_rules.c.active.is_(True))).all()
-    rules = [Rule(r.id, r.name, r.definition["event"], r.definition["actions"]) for r in rows]
+    rules = [Rule(r.id, r.name, r.definition["event"], r.definition["actions"]) for r in rows
+             if candidate is None or r.id != candidate.id]
+    if candidate is not None:
+        rules.append(candidate)
     cache: dict[str, str | None] = {}
 
     def group_of(stage_id: str) -> str | None:

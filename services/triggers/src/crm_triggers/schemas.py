@@ -129,8 +129,19 @@ class TriggerQuery(PageQuery):
     active = fields.Boolean()
 
 
+class ValidateQuery(Schema):
+    validate_only = fields.Boolean(truthy={"true"}, falsy={"false"}, load_default=False, metadata={
+        "description": "true: check the trigger (422 as a save would) and answer its loop warnings, saving nothing."})
+
+
 class ExecutionQuery(PageQuery):
-    record_id = fields.String(required=True, validate=validate.Length(min=1, max=36))
+    record_id = fields.String(validate=validate.Length(min=1, max=36))
+    trigger_id = fields.String(validate=validate.Length(min=1, max=36))
+    result = fields.String(validate=validate.OneOf(RESULTS))
+
+
+class TriggerExecutionQuery(PageQuery):
+    result = fields.String(validate=validate.OneOf(RESULTS))
 
 
 class ExecutionOut(Schema):
