@@ -355,3 +355,35 @@ def test_lead_funnel(service):
                 {"from": "2026-01-01T00:00:00"}, {"since": "2026-01-01T00:00:00Z"}):
         r = svc.client.get("/v1/leads/reports/funnel", query_string=bad, headers=VIEWER)
         assert r.status_code == 422, (bad, r.json)
+
+
+@pytest.mark.parametrize("name", ["leads", "opportunities"])
+def test_an_administrator_previews_an_unsaved_template(service, name):
+    svc = service(name)
+    svc.seed(svc.kind.kind)
+    record = svc.create(title="Previewed <b>")
+    url = f"{svc.base}/{record['id']}/print"
+    body = f"<h1>{{{{ {svc.kind.kind}.title }}}}</h1>"
+    # Rendered in the sandbox, whatever its visibility (it is stored nowhere), escaped as a saved one is.
+    r = svc.client.post(url, json={"template": {"kind": "print", "body": body}}, headers=auth())
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert "<h1>Previewed &lt;b&gt;</h1>" in r.get_data(as_text=True)
+    assert r.headers["Content-Security-Policy"].startswith("sandbox")
+    r = svc.client.post(url, json={"template": {"kind": "email", "subject": "Hi", "body": "x"}},
+                        headers=auth() | {"Accept": PDF})
+    assert r.status_code == 200 and r.data.startswith(b"%PDF")
+    # A syntax error names its line, as the catalogue's 422 on save does.
+    r = svc.client.post(url, json={"template": {"kind": "print", "body": "a\nb\n{% if %}\n"}}, headers=auth())
+    assert r.status_code == 422, r.json
+    assert r.json["errors"] == [{"field": "template.body", "line": 3, "message": r.json["errors"][0]["message"]}]
+    assert r.json["errors"][0]["message"].startswith("Line 3:")
+    # The sandbox is the same one.
+    r = svc.client.post(url, json={"template": {"kind": "print", "body": "{{ record.__class__ }}"}}, headers=auth())
+    assert r.status_code == 422 and "not allowed" in r.json["detail"]
+    # Only catalogue:admin; never both or neither; the body's limit holds.
+    viewer = svc.client.post(url, json={"template": {"kind": "print", "body": "x"}}, headers=VIEWER)
+    assert viewer.status_code == 403, viewer.json
+    for bad in ({}, {"template_id": "x", "template": {"kind": "print", "body": "x"}},
+                {"template": {"kind": "sms", "body": "x"}}, {"template": {"kind": "print"}},
+                {"template": {"kind": "print", "body": "x" * 500_001}}):
+        assert svc.client.post(url, json=bad, headers=auth()).status_code == 422, bad

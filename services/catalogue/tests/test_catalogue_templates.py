@@ -64,6 +64,7 @@ def test_invalid_templates_are_refused_and_write_nothing(cat):
     problem = cat.refused(422, "POST", T, _email(body="Hi {{ lead.title }}\nline two\n{{ record.title }"))
     assert problem["errors"][0]["field"] == "body"
     assert problem["errors"][0]["message"].startswith("Line 3:")
+    assert problem["errors"][0]["line"] == 3  # a number too, for an editor to point at
     problem = cat.refused(422, "POST", T, _email(body="{{ }}", kind="document"))  # both errors at once
     assert {e["field"] for e in problem["errors"]} == {"subject", "body"}
 

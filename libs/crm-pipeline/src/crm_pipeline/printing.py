@@ -10,6 +10,11 @@ it prints on every record of the kind its ``visible_at`` names, or of either kin
 ``visible_at`` is null (otherwise such a template could never be printed at all). A template
 tied to other stages of this kind, or meant for the other kind, is refused (422).
 
+An administrator (``catalogue:admin``) may instead send the template itself (``template``:
+kind, subject, body) to preview unsaved text: it is rendered for the record in the same
+sandbox, whatever its visibility, and is stored nowhere. A syntax error is a 422 whose error
+names the ``line`` of the body, as the catalogue's 422 on save does.
+
 Printing renders the template's ``body`` with Jinja in an immutable sandbox: the record is
 plain JSON data (as the records API shows it), attributes and methods that reach Python
 internals are refused (422), nothing can be changed, and there is no loader (no include,
@@ -42,13 +47,14 @@ from fpdf.enums import ResourceAccessPolicy
 from fpdf.errors import FPDFResourceAccessError, FPDFUnicodeEncodingException
 from jinja2 import ChainableUndefined, TemplateError, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from crm_catalogue_view import CatalogueView
 from crm_catalogue_view.model import CatalogueEntryView
 from crm_kit.web import Api, ListResult, Problem, RequestContext, limits
+from crm_kit.web.fields import Text
 from crm_pipeline.api import Presenter
 from crm_pipeline.kind import RecordKind
 from crm_pipeline.queries import load_visible
@@ -56,6 +62,8 @@ from crm_pipeline.records import Records
 from crm_pipeline.schemas import record_schemas
 
 TEMPLATE_KINDS = ("email", "document", "print")
+TEMPLATE_BODY_LENGTH = 500_000  # the catalogue's limit on a template's body
+PREVIEW_PERMISSION = "catalogue:admin"  # who may print with a template that is not saved
 HTML = "text/html"
 PDF = "application/pdf"
 # Where a Unicode TrueType font is looked for (Debian's fonts-dejavu-core). Without one, PDFs
@@ -90,7 +98,13 @@ class PrintJob:
 
 
 class RenderError(Exception):
-    """The template could not be turned into a document; the message says why (the caller sees it)."""
+    """The template could not be turned into a document; the message says why (the caller sees it).
+
+    ``line`` is the body's line of a syntax error (None when the error has no line)."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
 
 
 class TemplatesQuery(Schema):
@@ -105,8 +119,27 @@ class TemplateOut(Schema):
     subject = fields.String(allow_none=True, validate=validate.Length(max=500))
 
 
+class InlineTemplateIn(Schema):
+    """A template that is not saved: rendered once, stored nowhere (``catalogue:admin`` only)."""
+
+    kind = fields.String(required=True, validate=validate.OneOf(TEMPLATE_KINDS))
+    subject = Text(load_default=None, allow_none=True, validate=validate.Length(max=500),
+                   metadata={"description": "Email templates only; the document's title."})
+    body = Text(multiline=True, required=True, validate=validate.Length(max=TEMPLATE_BODY_LENGTH),
+                metadata={"description": "Jinja template text; the record is `lead`/`opportunity` and `record`."})
+
+
 class PrintIn(Schema):
-    template_id = fields.String(required=True, validate=validate.Length(min=1, max=36))
+    template_id = fields.String(validate=validate.Length(min=1, max=36),
+                                metadata={"description": "A saved template visible at the record's stage."})
+    template = fields.Nested(InlineTemplateIn, metadata={
+        "description": "Instead of template_id: an unsaved template to preview (needs catalogue:admin). "
+                       "A syntax error is a 422 whose error has the body's `line`."})
+
+    @validates_schema
+    def _one_template(self, data: dict[str, Any], **_: Any) -> None:
+        if ("template_id" in data) == ("template" in data):
+            raise ValidationError("Send either template_id or template.", "template_id")
 
 
 def build_printing_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView | None = None,
@@ -134,25 +167,35 @@ def build_printing_api(kind: RecordKind, tables: Mapping[str, Table], view: Cata
         # Printing changes nothing, so a retry simply renders again: no Idempotency-Key
         # protocol (its replay store keeps text, not PDF bytes).
         media_type = negotiate()
+        inline = ctx.body.get("template")
+        if inline is not None and not ctx.user.has(PREVIEW_PERMISSION):
+            raise Problem(403, f"Printing with a template that is not saved needs {PREVIEW_PERMISSION}.")
         row = load_visible(ctx.session, table, kind, ctx.user, record_id)
-        template_id = ctx.body["template_id"]
-        known = view.get(ctx.session, template_id)
-        template = known if known is not None and printable(known, kind, row.stage_id) else None
-        if template is None:
-            message = (f"Template {template_id!r} is not visible at this {kind.kind}'s stage."
-                       if known is not None and known.entity == "template"
-                       else f"There is no template with id {template_id!r}.")
-            raise Problem(422, message, errors=[{"field": "template_id", "message": message}])
+        if inline is not None:
+            name = str(inline.get("subject") or "preview")
+            body, field = str(inline["body"]), "template.body"
+        else:
+            template_id = ctx.body["template_id"]
+            known = view.get(ctx.session, template_id)
+            template = known if known is not None and printable(known, kind, row.stage_id) else None
+            if template is None:
+                message = (f"Template {template_id!r} is not visible at this {kind.kind}'s stage."
+                           if known is not None and known.entity == "template"
+                           else f"There is no template with id {template_id!r}.")
+                raise Problem(422, message, errors=[{"field": "template_id", "message": message}])
+            name = str(template.attr("name") or "document")
+            body, field = str(template.attr("body") or ""), "template_id"
         # The record exactly as GET shows it, as JSON types: the template sees data, not rows.
         record = json.loads(json.dumps(out.dump(present.one(ctx, row)), default=str))
-        name = str(template.attr("name") or "document")
-        job = PrintJob(body=str(template.attr("body") or ""), title=name, variables=("record", kind.kind),
+        job = PrintJob(body=body, title=name, variables=("record", kind.kind),
                        record=record, media_type=media_type, limits=limits)
         try:
             data = render_isolated(job)
         except RenderError as exc:
-            raise Problem(422, f"The template {name!r} could not be rendered: {exc}",
-                          errors=[{"field": "template_id", "message": str(exc)}]) from None
+            error: dict[str, Any] = {"field": field, "message": str(exc)}
+            if exc.line is not None:
+                error["line"] = exc.line
+            raise Problem(422, f"The template {name!r} could not be rendered: {exc}", errors=[error]) from None
         resp = Response(data, status=200, mimetype=media_type)
         extension = "pdf" if media_type == PDF else "html"
         resp.headers["Content-Disposition"] = f'inline; filename="{_filename(name)}.{extension}"'
@@ -238,7 +281,7 @@ def render_body(job: PrintJob) -> str:
     try:
         template = env.from_string(job.body)
     except TemplateSyntaxError as exc:
-        raise RenderError(f"Line {exc.lineno}: {exc.message}") from None
+        raise RenderError(f"Line {exc.lineno}: {exc.message}", line=exc.lineno) from None
     parts: list[str] = []
     size = 0
     try:
@@ -335,7 +378,7 @@ def render_isolated(job: PrintJob) -> bytes:
     try:
         if not receiver.poll(job.limits.wall_seconds):
             raise RenderError(f"Rendering took longer than {job.limits.wall_seconds:g} s.")
-        outcome, value = receiver.recv()
+        outcome, value, *line = receiver.recv()
     except EOFError:  # the child was ended by its CPU limit (or died) before answering
         raise RenderError(f"Rendering was stopped: it used more than {job.limits.seconds:g} s of CPU time "
                           "or more memory than a template may.") from None
@@ -346,7 +389,7 @@ def render_isolated(job: PrintJob) -> bytes:
         child.join()
         child.close()
     if outcome != "ok":
-        raise RenderError(value)
+        raise RenderError(value, line[0] if line else None)
     return bytes(value)
 
 
@@ -354,9 +397,9 @@ def _render_in_child(sender: Connection, job: PrintJob) -> None:
     _limit_self(job.limits)
     logging.getLogger("fpdf").setLevel(logging.ERROR)  # its layout warnings are no one's to read here
     try:
-        result: tuple[str, Any] = ("ok", render(job))
+        result: tuple[Any, ...] = ("ok", render(job))
     except RenderError as exc:
-        result = ("error", str(exc))
+        result = ("error", str(exc), exc.line)
     except MemoryError:
         result = ("error", f"Rendering needs more than the {job.limits.memory_bytes // 2**20} MiB a template "
                            "may use.")

@@ -49,10 +49,11 @@ class FieldErrors:
     """Collects 422 errors, so a client learns about every bad field at once."""
 
     def __init__(self) -> None:
-        self.errors: list[dict[str, str]] = []
+        self.errors: list[dict[str, Any]] = []
 
-    def add(self, field: str, message: str) -> None:
-        self.errors.append({"field": field, "message": message})
+    def add(self, field: str, message: str, **extra: Any) -> None:
+        """``extra``: more about the error (a template body's syntax error has its ``line``)."""
+        self.errors.append({"field": field, "message": message, **extra})
 
     def raise_any(self) -> None:
         if self.errors:
@@ -272,7 +273,7 @@ def save_template(session: Session, journal: Journal, body: Mapping[str, Any], c
         try:
             _JINJA.parse(state["body"])
         except TemplateSyntaxError as exc:
-            errors.add("body", f"Line {exc.lineno}: {exc.message}")
+            errors.add("body", f"Line {exc.lineno}: {exc.message}", line=exc.lineno)
     if {"stage_ids", "visible_at"} & set(changes):
         stage_kind = VISIBLE_AT.get(state["visible_at"] or "")
         fitting = set(session.execute(select(stages.c.id).where(

@@ -52,7 +52,9 @@ PROBLEM_SCHEMA: dict[str, Any] = {
             "items": {
                 "type": "object",
                 "properties": {"field": {"type": "string", "maxLength": ECHO_MAX},
-                               "message": {"type": "string", "maxLength": ECHO_MAX}},
+                               "message": {"type": "string", "maxLength": ECHO_MAX},
+                               "line": {"type": "integer", "format": "int32", "minimum": 1,
+                                        "description": "A template body's line the error is on."}},
                 "required": ["field", "message"],
             },
         },
