@@ -18,3 +18,5 @@ def register_views(app: Flask) -> None:
     app.register_blueprint(record_tabs.bp)
     from crm_console.views import listing  # screen 1's list view (bulk actions, preview, print)
     app.register_blueprint(listing.bp)
+    from crm_console.views import maintenance  # screen 6, Maintenance: stages and the eight tables
+    app.register_blueprint(maintenance.bp)
