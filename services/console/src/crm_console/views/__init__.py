@@ -20,3 +20,5 @@ def register_views(app: Flask) -> None:
     app.register_blueprint(listing.bp)
     from crm_console.views import maintenance  # screen 6, Maintenance: stages and the eight tables
     app.register_blueprint(maintenance.bp)
+    from crm_console.views import triggers  # screen 6, Triggers (triggers:admin)
+    app.register_blueprint(triggers.bp)
