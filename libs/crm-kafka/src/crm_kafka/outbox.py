@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, text
+from sqlalchemy import Table, insert, text
 from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Envelope
@@ -37,5 +38,25 @@ def record_event(session: Session, topic: str, envelope: Envelope, key: str | No
     )
     # The request's answer tells the gateway this id: its consistency token covers the write.
     consistency.note_written(int(result.inserted_primary_key[0]))
+    if is_postgres(session):
+        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+
+
+def record_events(session: Session, topic: str, envelopes: Sequence[Envelope]) -> None:
+    """``record_event`` for many envelopes in one statement (bulk creates): the same rows, in
+    this order, keyed by their aggregate ids."""
+    if not envelopes:
+        return
+    now = utcnow()
+    rows = []
+    for envelope in envelopes:
+        if not envelope.correlation_id and correlation.get():
+            envelope.correlation_id = correlation.get() or ""
+        rows.append({"event_id": envelope.event_id, "topic": topic, "key": envelope.aggregate_id,
+                     "payload": encode(envelope),
+                     "headers": [[name, value.decode()] for name, value in headers_for(envelope)],
+                     "created_at": now})
+    ids = session.execute(insert(OUTBOX).returning(OUTBOX.c.id, sort_by_parameter_order=True), rows).scalars().all()
+    consistency.note_written(max(int(i) for i in ids))
     if is_postgres(session):
         session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})

@@ -5,18 +5,31 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 from sqlalchemy import Table, select
+from sqlalchemy.exc import IntegrityError
 
 from crm_catalogue_view import CatalogueView
 from crm_kit.web import Api, ListResult, Problem, Reply, RequestContext, check_if_match, limits
+from crm_kit.web.input import item_result_error, load_item
 from crm_pipeline.attachments import delete_blobs_with_record
 from crm_pipeline.conversion import convert
 from crm_pipeline.kind import OPPORTUNITY, RecordKind
 from crm_pipeline.queries import list_statement, load_visible, overview
 from crm_pipeline.records import Actor, Records, new_group_ids
 from crm_pipeline.references import OpportunityViews
-from crm_pipeline.schemas import BulkIn, BulkOut, GroupIn, HistoryOut, overview_schemas, record_fields, record_schemas
+from crm_pipeline.schemas import (
+    CREATE,
+    MAX_BULK_CREATE,
+    BulkOut,
+    GroupIn,
+    HistoryOut,
+    bulk_schemas,
+    overview_schemas,
+    record_fields,
+    record_schemas,
+)
+from crm_pipeline.tables import IMPORT_KEY
 
 # What a copy takes over from its source (never lead_id: an opportunity has at most one lead, set by
 # its conversion; never office_id: the copy is the caller's, in their office unless they say otherwise).
@@ -173,12 +186,89 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
         row = records.create(ctx.session, data, Actor.of(ctx.user))
         return Reply(present.one(ctx, row, new_group_ids(data)), headers={"Location": f"{base}/{row.id}"})
 
-    @api.post(f"{base}/bulk", permission=kind.permission("edit"), body=BulkIn, response=BulkOut, status=200,
-              example={"ids": ["0b7e4c8a-2f3d-4e5b-9a1c-6d8e7f9a0b1c"], "action": "assign_owner",
-                       "owner_id": "user-42"},
-              summary="One action on many records; each item succeeds or fails on its own")
+    bulk_body, bulk_item = bulk_schemas(kind, schemas.create)
+    item_schema = bulk_item()
+    item_schema.unknown = RAISE
+
+    def bulk_create(ctx: RequestContext) -> dict[str, Any]:
+        if not ctx.user.has(kind.permission("create")):
+            raise Problem(403, f"Creating needs the permission {kind.permission('create')!r}.")
+        actor = Actor.of(ctx.user, cause="bulk")
+        items = ctx.body["items"]
+        results: list[dict[str, Any]] = [{} for _ in items]
+        pending: list[tuple[int, dict[str, Any], str, str]] = []  # (index, data, key, office)
+        for index, raw in enumerate(items):
+            try:
+                data = load_item(raw, item_schema)
+                check_office(ctx, data)
+            except Problem as exc:
+                results[index] = {"index": index, "status": "error", "id": None, **item_result_error(exc)}
+                continue
+            key = data.pop("key")
+            pending.append((index, data, key, data.get("office_id") or ctx.user.office_id))
+        made: dict[tuple[str, str], str] = {}  # (office, key) -> the record's id, seen before or made now
+        while pending:  # rounds: the first item of each key; a repeat waits for it (it may fail)
+            this_round, later, taken = [], [], set()
+            for item in pending:
+                index, _, key, office = item
+                if (office, key) in made:
+                    results[index] = {"index": index, "status": "exists", "id": made[(office, key)], "error": None}
+                elif (office, key) in taken:
+                    later.append(item)
+                else:
+                    taken.add((office, key))
+                    this_round.append(item)
+            _create_round(ctx, this_round, actor, made, results)
+            pending = later
+        return {"results": results}
+
+    def _create_round(ctx: RequestContext, items: list[tuple[int, dict[str, Any], str, str]], actor: Actor,
+                      made: dict[tuple[str, str], str], results: list[dict[str, Any]]) -> None:
+        """Items with distinct keys: those whose key is taken exist; the others are created at once.
+        A concurrent call that took one of the keys meanwhile: looked up again and retried."""
+        for _ in range(3):
+            keys = {key for _, _, key, _ in items}
+            if keys:
+                found = ctx.session.execute(select(table.c.id, table.c.office_id, table.c[IMPORT_KEY])
+                                            .where(table.c[IMPORT_KEY].in_(keys))).all()
+                made.update({(r.office_id, r[2]): r.id for r in found})
+            fresh = [item for item in items if (item[3], item[2]) not in made]
+            for index, _, key, office in items:
+                if (office, key) in made:
+                    results[index] = {"index": index, "status": "exists", "id": made[(office, key)], "error": None}
+            savepoint = ctx.session.begin_nested()
+            try:
+                rows = records.create_many(ctx.session, [(data, key) for _, data, key, _ in fresh], actor)
+                savepoint.commit()
+            except IntegrityError:
+                savepoint.rollback()
+                items = fresh
+                continue
+            for (index, _, key, office), row in zip(fresh, rows, strict=True):
+                if isinstance(row, Problem):
+                    results[index] = {"index": index, "status": "error", "id": None, **item_result_error(row)}
+                else:
+                    made[(office, key)] = row.id
+                    results[index] = {"index": index, "status": "created", "id": row.id, "error": None}
+            return
+        raise Problem(409, "Another call is creating records with the same keys right now; retry shortly.")
+
+    @api.post(f"{base}/bulk", permission=kind.permission("edit"), body=bulk_body, response=BulkOut, status=200,
+              example={"action": "create", "items": [{**example, "key": "import-2026-12-06.csv:2"}]},
+              summary=f"One action on many {kind.plural}, or up to {MAX_BULK_CREATE} new ones; each item succeeds "
+                      "or fails on its own")
     def bulk(ctx: RequestContext) -> dict[str, Any]:
+        """`ids` with `action` set_stage (`stage_id`), add_to_group / remove_from_group (`group_id`),
+        assign_owner (`owner_id`) or delete (needs the delete permission): one result per id,
+        `ok` or `error`. `action` create with `items` (needs the create permission): each item is the
+        body of a single create plus its idempotency `key`, checked exactly as that create (fields,
+        references, the office rule), and made with the same `created` event; all in one transaction.
+        One result per item, in order: `created` (with the new id), `exists` (the key was used before
+        in that office: nothing made, the id of the record it made) or `error` (with `errors` naming
+        the item's fields, relative to the item). Re-sending the same items creates nothing twice."""
         action = ctx.body["action"]
+        if action == CREATE:
+            return bulk_create(ctx)
         if action == "delete" and not ctx.user.has(kind.permission("delete")):
             raise Problem(403, f"Deleting needs the permission {kind.permission('delete')!r}.")
         actor = Actor.of(ctx.user, cause="bulk")

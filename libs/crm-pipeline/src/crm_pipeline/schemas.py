@@ -16,7 +16,11 @@ _ID = validate.Length(min=1, max=36)
 _REF = validate.Length(min=1, max=200)
 VIEWS = ("all", "mine", "office")
 BULK_ACTIONS = ("set_stage", "add_to_group", "remove_from_group", "assign_owner", "delete")
+CREATE = "create"
 MAX_BULK = 200
+MAX_BULK_CREATE = 500  # items of one bulk create: well inside the 1 MiB body limit for import rows
+IMPORT_KEY_LENGTH = 200
+BULK_STATUSES = ("ok", "error", "created", "exists")
 
 
 def record_fields(kind: RecordKind, *, partial: bool) -> dict[str, fields.Field]:
@@ -93,29 +97,92 @@ class GroupIn(Schema):
     group_id = fields.String(required=True, validate=_ID)
 
 
+def import_key_field(**kw: Any) -> fields.Field:
+    """A bulk create item's idempotency key."""
+    return Text(required=True, validate=validate.Length(min=1, max=IMPORT_KEY_LENGTH), metadata={
+        "description": "The item's idempotency key (e.g. the import file's id and the row number): a key seen "
+                       "before (in this office, for this kind) creates nothing and answers `exists` with the id "
+                       "it made, whatever the other fields say. Unique per office and kind; the key of a deleted "
+                       "record is free again."}, **kw)
+
+
+class PerItem(fields.List):
+    """A bulk create's ``items``: documented as a list of the item schema, but taken as they come
+    (any JSON values): the route loads each item on its own, so a bad item fails alone with its
+    errors, and the text rules are applied per item (``crm_kit.web.input``)."""
+
+    checked_per_item = True
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.make_error("invalid")
+        return list(value)
+
+
 class BulkIn(Schema):
-    ids = fields.List(fields.String(validate=_ID), required=True, validate=validate.Length(min=1, max=MAX_BULK))
-    action = fields.String(required=True, validate=validate.OneOf(BULK_ACTIONS))
+    """One action on many records: ``ids`` with ``set_stage|add_to_group|remove_from_group|assign_owner|delete``,
+    or ``items`` with ``create``."""
+
+    ids = fields.List(fields.String(validate=_ID), validate=validate.Length(min=1, max=MAX_BULK), metadata={
+        "description": "The records the action applies to (every action but create)."})
+    action = fields.String(required=True, validate=validate.OneOf((*BULK_ACTIONS, CREATE)))
     stage_id = fields.String(validate=_ID)
     group_id = fields.String(validate=_ID)
     owner_id = fields.String(validate=_REF)
 
     @validates_schema
     def _argument_for_action(self, data: dict, **_: object) -> None:
+        action = data.get("action", "")
+        if action == CREATE:
+            if "ids" in data:
+                raise ValidationError("create takes items, not ids.", field_name="ids")
+            if not data.get("items"):
+                raise ValidationError("create needs items.", field_name="items")
+            return
+        if "items" in data:
+            raise ValidationError(f"{action} takes ids, not items (only create takes items).", field_name="items")
+        if not data.get("ids"):
+            raise ValidationError(f"{action} needs ids.", field_name="ids")
         needed = {"set_stage": "stage_id", "add_to_group": "group_id", "remove_from_group": "group_id",
-                  "assign_owner": "owner_id"}.get(data.get("action", ""))
+                  "assign_owner": "owner_id"}.get(action)
         if needed and not data.get(needed):
             raise ValidationError(f"{data['action']} needs {needed}.", field_name=needed)
 
 
+class FieldErrorOut(Schema):
+    field = fields.String(validate=validate.Length(max=200))
+    message = fields.String(validate=limits.MESSAGE)
+
+
 class BulkResultOut(Schema):
-    id = fields.String(validate=_ID)
-    status = fields.String(validate=validate.OneOf(("ok", "error")))
-    error = fields.String(allow_none=True, validate=limits.MESSAGE)
+    index = fields.Integer(validate=validate.Range(min=0, max=MAX_BULK_CREATE - 1), metadata={
+        "description": "create: the item's position in items (from 0)."})
+    id = fields.String(allow_none=True, validate=_ID, metadata={
+        "description": "The record's id; create: the record made (created) or made before with the same key "
+                       "(exists), null on error."})
+    status = fields.String(validate=validate.OneOf(BULK_STATUSES), metadata={
+        "description": "ok or error for an action on ids; created, exists or error for create items."})
+    error = fields.String(allow_none=True, validate=limits.MESSAGE, metadata={"description": "Why it failed."})
+    errors = fields.List(fields.Nested(FieldErrorOut), validate=validate.Length(max=100), metadata={
+        "description": "create: the item's invalid fields (as a 422 names them), when it failed on its fields."})
 
 
 class BulkOut(Schema):
-    results = fields.List(fields.Nested(BulkResultOut), validate=validate.Length(max=MAX_BULK))
+    results = fields.List(fields.Nested(BulkResultOut), validate=validate.Length(max=MAX_BULK_CREATE), metadata={
+        "description": "One result per id (in order, repeated ids once) or per item (in order)."})
+
+
+def bulk_schemas(kind: RecordKind, create: type[Schema]) -> tuple[type[Schema], type[Schema]]:
+    """The body of ``POST /v1/{records}/bulk`` (``BulkIn`` with ``items`` of this kind) and the
+    schema one create item is loaded with (the create body plus ``key``)."""
+    name = kind.kind.capitalize()
+    item = type(f"{name}BulkCreateItem", (create,), {"key": import_key_field()})
+    body = type(f"{name}Bulk", (BulkIn,), {"items": PerItem(fields.Nested(item), validate=validate.Length(
+        min=1, max=MAX_BULK_CREATE), metadata={
+        "description": f"create: up to {MAX_BULK_CREATE} new {kind.plural}, each the body of POST "
+                       f"{kind.collection_path} plus its `key`; each is checked as that create would be and "
+                       "succeeds or fails on its own, all in one transaction."})})
+    return body, item
 
 
 class OverviewGroupOut(Schema):

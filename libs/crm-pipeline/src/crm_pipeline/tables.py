@@ -35,6 +35,15 @@ ID = 36  # UUID strings
 REF = 200  # ids of users and offices come from the identity provider
 
 
+IMPORT_KEY = "import_key"
+IMPORT_KEY_LENGTH = 200
+
+
+def import_key_index(records: str) -> str:
+    """A key makes one record per office: a re-run of the same import creates nothing twice."""
+    return f"ux_{records}_office_id_import_key"
+
+
 def _record_columns() -> list[Column[Any]]:
     return [
         Column("id", String(ID), primary_key=True),
@@ -186,7 +195,25 @@ def pipeline_tables(metadata: MetaData, records: str) -> dict[str, Table]:
         tables[key] = Table(name, metadata, *columns(), *(Index(ix, *cols) for ix, cols in indexes))
     if records == "leads":
         Index(CONVERTED_UNIQUE, tables["records"].c.converted_opportunity_id, unique=True)
+    # Added by a later migration (add_import_keys): the idempotency key of the bulk create (import)
+    # item that made the record; NULL otherwise.
+    tables["records"].append_column(Column(IMPORT_KEY, String(IMPORT_KEY_LENGTH)))
+    Index(import_key_index(records), tables["records"].c.office_id, tables["records"].c[IMPORT_KEY], unique=True)
     return tables
+
+
+def add_import_keys(op: Operations, records: str) -> None:
+    """DDL for bulk create's idempotency keys: the column and its unique index (NULLs, the
+    records made one at a time, are distinct on SQLite and PostgreSQL)."""
+    with op.batch_alter_table(records) as batch:
+        batch.add_column(Column(IMPORT_KEY, String(IMPORT_KEY_LENGTH), nullable=True))
+    op.create_index(import_key_index(records), records, ["office_id", IMPORT_KEY], unique=True)
+
+
+def drop_import_keys(op: Operations, records: str) -> None:
+    op.drop_index(import_key_index(records), records)
+    with op.batch_alter_table(records) as batch:
+        batch.drop_column(IMPORT_KEY)
 
 
 def create_reference_tables(op: Operations, records: str) -> None:

@@ -150,7 +150,12 @@ def _nested_schema(field: fields.Nested) -> Schema | None:
 
 
 def _walk(value: Any, field: fields.Field | None, path: str, errors: _Errors) -> Any:
-    """``value`` with its strings trimmed where a string field takes them; bad values noted."""
+    """``value`` with its strings trimmed where a string field takes them; bad values noted.
+
+    A field with ``checked_per_item = True`` (a bulk call's list of items, each loaded on its
+    own by the route, so one bad item refuses only itself) is left as it is."""
+    if getattr(field, "checked_per_item", False):
+        return value
     if isinstance(value, str):
         return _text(value, field, path, errors)
     if isinstance(value, bool) or value is None:
@@ -340,3 +345,26 @@ def _document_field(field: fields.Field, seen: set[int]) -> None:
             return
         field.metadata = {**field.metadata, "pattern": text_pattern(multiline=_multiline(field),
                                                                     not_blank=field.required)}
+
+
+def load_item(data: Any, schema: Schema) -> Any:
+    """One item of a bulk call, loaded as the body of the single call would be (``load_body``):
+    the item or a 422 Problem naming its fields (relative to the item)."""
+    if not isinstance(data, dict):
+        raise validation_problem([{"field": "body", "message": "Expected an object."}],
+                                 "The item must be a JSON object.")
+    try:
+        return load_body(data, schema)
+    except ValidationError as exc:
+        raise validation_problem(flatten_marshmallow(exc.messages)[:MAX_ERRORS]) from None
+
+
+def item_result_error(exc: Problem) -> dict[str, Any]:
+    """A bulk call's per-item failure: ``error`` in words (each bad field named), and ``errors``
+    (``[{"field", "message"}]``) when it failed on its fields."""
+    out: dict[str, Any] = {"error": exc.detail[:1000]}
+    if exc.errors:
+        out["error"] = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in exc.errors)[:1000]
+        out["errors"] = [{"field": str(e.get("field", ""))[:200], "message": str(e.get("message", ""))[:1000]}
+                         for e in exc.errors[:MAX_ERRORS]]
+    return out
