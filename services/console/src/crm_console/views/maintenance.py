@@ -72,6 +72,16 @@ def languages() -> list[str]:
     return list(configured)
 
 
+@bp.app_template_global("maintenance_tables")
+def maintenance_tables() -> dict[str, tuple[Any, Any]]:
+    return TABLES
+
+
+@bp.app_template_global("maintenance_stage_title")
+def maintenance_stage_title(records: str) -> str:
+    return str(STAGE_TITLES[records])
+
+
 @bp.app_template_global("language_label")
 def language_label(tag: str) -> str:
     return str(LANGUAGE_LABELS.get(tag, tag))
@@ -128,8 +138,11 @@ def _api_errors(exc: ApiError) -> dict[str, str]:
 @bp.get("")
 @bp.get("/")
 def index() -> Any:
+    # Templates (Visible at) is its own screen (views/templates_admin.py), linked when it is there.
+    templates_url = url_for("templates_admin.index") if "templates_admin.index" in current_app.view_functions \
+        else None
     return render_template("maintenance_index.html", kinds=list(KINDS.values()), tables=TABLES,
-                           stage_titles=STAGE_TITLES)
+                           stage_titles=STAGE_TITLES, templates_url=templates_url)
 
 
 # -- stages ----------------------------------------------------------------------------------------
@@ -252,7 +265,7 @@ def move(records: str, stage_id: str) -> Any:
         if level == "ok":
             message = (_("%(name)s moved up.", name=name) if to < at else _("%(name)s moved down.", name=name))
     else:
-        message, level, status = _("It is already at the end of the list."), "ok", 200
+        message, level, status = (_("It is first already.") if to < at else _("It is last already.")), "ok", 200
     return _finish_order(kind, records, message, level, status, group=group)
 
 
