@@ -372,6 +372,8 @@ def test_an_administrator_previews_an_unsaved_template(service, name):
     r = svc.client.post(url, json={"template": {"kind": "email", "subject": "Hi", "body": "x"}},
                         headers=auth() | {"Accept": PDF})
     assert r.status_code == 200 and r.data.startswith(b"%PDF")
+    r = svc.client.post(url, json={"template": {"kind": "print"}}, headers=auth())  # an empty body, as saved
+    assert r.status_code == 200 and "<body>" in r.get_data(as_text=True)
     # A syntax error names its line, as the catalogue's 422 on save does.
     r = svc.client.post(url, json={"template": {"kind": "print", "body": "a\nb\n{% if %}\n"}}, headers=auth())
     assert r.status_code == 422, r.json
@@ -384,6 +386,6 @@ def test_an_administrator_previews_an_unsaved_template(service, name):
     viewer = svc.client.post(url, json={"template": {"kind": "print", "body": "x"}}, headers=VIEWER)
     assert viewer.status_code == 403, viewer.json
     for bad in ({}, {"template_id": "x", "template": {"kind": "print", "body": "x"}},
-                {"template": {"kind": "sms", "body": "x"}}, {"template": {"kind": "print"}},
+                {"template": {"kind": "sms", "body": "x"}}, {"template": {"body": "x"}},
                 {"template": {"kind": "print", "body": "x" * 500_001}}):
         assert svc.client.post(url, json=bad, headers=auth()).status_code == 422, bad

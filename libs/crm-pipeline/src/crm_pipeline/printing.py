@@ -125,7 +125,7 @@ class InlineTemplateIn(Schema):
     kind = fields.String(required=True, validate=validate.OneOf(TEMPLATE_KINDS))
     subject = Text(load_default=None, allow_none=True, validate=validate.Length(max=500),
                    metadata={"description": "Email templates only; the document's title."})
-    body = Text(multiline=True, required=True, validate=validate.Length(max=TEMPLATE_BODY_LENGTH),
+    body = Text(multiline=True, load_default="", validate=validate.Length(max=TEMPLATE_BODY_LENGTH),
                 metadata={"description": "Jinja template text; the record is `lead`/`opportunity` and `record`."})
 
 
