@@ -18,6 +18,8 @@ def register_views(app: Flask) -> None:
     app.register_blueprint(record_tabs.bp)
     from crm_console.views import listing  # screen 1's list view (bulk actions, preview, print)
     app.register_blueprint(listing.bp)
+    from crm_console.views import reports  # screen 7, Reports (stage report, lead funnel, CSV)
+    app.register_blueprint(reports.bp)
     from crm_console.views import maintenance  # screen 6, Maintenance: stages and the eight tables
     app.register_blueprint(maintenance.bp)
     from crm_console.views import triggers  # screen 6, Triggers (triggers:admin)
