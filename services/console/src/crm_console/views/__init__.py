@@ -24,3 +24,5 @@ def register_views(app: Flask) -> None:
     app.register_blueprint(maintenance.bp)
     from crm_console.views import triggers  # screen 6, Triggers (triggers:admin)
     app.register_blueprint(triggers.bp)
+    from crm_console.views import templates_admin  # screen 6, Maintenance > Templates (catalogue:admin)
+    app.register_blueprint(templates_admin.bp)

@@ -17,6 +17,7 @@ script in the console's origin.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -365,14 +366,27 @@ def print_record(records: str, record_id: str) -> Any:
         return render_template("error.html", status=exc.status, message=exc.message, conflict=False), exc.status
 
 
-def printed(records: str, record_id: str, template_id: str) -> Response:
+def printed(records: str, record_id: str, template_id: str | None = None, *,
+            template: Mapping[str, Any] | None = None, framed: bool = False) -> Response:
     """The record rendered with a print template by the API, served on its own page under a
-    sandboxing CSP: the template's HTML can never run script in the console's origin."""
+    sandboxing CSP: the template's HTML can never run script in the console's origin.
+
+    ``template``: an unsaved template instead of ``template_id`` (Maintenance > Templates'
+    preview); ``framed``: the console's own pages may show it in an iframe (the preview's)."""
+    body = {"template": dict(template)} if template is not None else {"template_id": template_id}
     resp = gateway().request(caller(), "POST", f"/v1/{records}/{record_id}/print",
-                             json={"template_id": template_id}, headers={"Accept": "text/html"})
+                             json=body, headers={"Accept": "text/html"})
     out = Response(resp.content, status=200, mimetype="text/html")
-    out.headers["Content-Security-Policy"] = PRINT_CSP
+    return print_headers(out, framed=framed)
+
+
+def print_headers(out: Response, *, framed: bool = False) -> Response:
+    """The print's sandboxing headers on ``out`` (``framed``: only the console may frame it)."""
+    out.headers["Content-Security-Policy"] = (PRINT_CSP.replace("frame-ancestors 'none'", "frame-ancestors 'self'")
+                                              if framed else PRINT_CSP)
     out.headers["X-Content-Type-Options"] = "nosniff"
+    if framed:
+        out.headers["X-Frame-Options"] = "SAMEORIGIN"
     return out
 
 
