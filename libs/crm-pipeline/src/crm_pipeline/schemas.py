@@ -8,7 +8,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from crm_kit.web import limits
-from crm_kit.web.fields import Currency, Money, Text, Timestamp
+from crm_kit.web.fields import Currency, Money, PerItem, Text, Timestamp
 from crm_kit.web.pagination import PageQuery
 from crm_pipeline.kind import RecordKind
 
@@ -104,19 +104,6 @@ def import_key_field(**kw: Any) -> fields.Field:
                        "before (in this office, for this kind) creates nothing and answers `exists` with the id "
                        "it made, whatever the other fields say. Unique per office and kind; the key of a deleted "
                        "record is free again."}, **kw)
-
-
-class PerItem(fields.List):
-    """A bulk create's ``items``: documented as a list of the item schema, but taken as they come
-    (any JSON values): the route loads each item on its own, so a bad item fails alone with its
-    errors, and the text rules are applied per item (``crm_kit.web.input``)."""
-
-    checked_per_item = True
-
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> list[Any]:
-        if not isinstance(value, list):
-            raise self.make_error("invalid")
-        return list(value)
 
 
 class BulkIn(Schema):

@@ -30,6 +30,7 @@ CATALOGUE_TABLES = (
     "attributes", "categories", "groups", "priorities", "procedures", "roles", "sources", "stage-groups",
 )
 FILE_COLLECTIONS = ("companies", "contacts", "job-orders", "placements", "activities")
+BULK_FILE_COLLECTIONS = ("companies", "contacts")  # bulk create (imports)
 
 # Placeholder names restricted to a closed set; every other name is one path segment.
 SEGMENT_CHOICES: Mapping[str, tuple[str, ...]] = MappingProxyType({"table": CATALOGUE_TABLES})
@@ -222,7 +223,7 @@ def _record_routes(records: str) -> list[GatewayRoute]:
         route(base, records, GET=view, POST=create),
         # Fixed words under the collection, before {id} would take them as an id.
         route(f"{base}/overview", records, GET=view),
-        route(f"{base}/bulk", records, POST=edit),  # the service checks each action (delete: :delete)
+        route(f"{base}/bulk", records, POST=edit),  # the service checks each action (delete: :delete, create: :create)
         route(f"{base}/reports/stages", records, GET=view),
     ]
     if records == "leads":
@@ -256,10 +257,11 @@ def _record_routes(records: str) -> list[GatewayRoute]:
 def _file_routes() -> list[GatewayRoute]:
     routes: list[GatewayRoute] = []
     for collection in FILE_COLLECTIONS:
-        routes += [
-            route(f"/v1/{collection}", "linking", GET=FILES_VIEW, POST=FILES_EDIT),
-            route(f"/v1/{collection}/{{id}}", "linking", GET=FILES_VIEW, PATCH=FILES_EDIT, DELETE=FILES_EDIT),
-        ]
+        routes.append(route(f"/v1/{collection}", "linking", GET=FILES_VIEW, POST=FILES_EDIT))
+        if collection in BULK_FILE_COLLECTIONS:  # a fixed word, before {id} would take it as an id
+            routes.append(route(f"/v1/{collection}/bulk", "linking", POST=FILES_EDIT))
+        routes.append(route(f"/v1/{collection}/{{id}}", "linking", GET=FILES_VIEW, PATCH=FILES_EDIT,
+                            DELETE=FILES_EDIT))
     # Lists of records reached from a file show record data: they need the record's view.
     routes += [
         route("/v1/contacts/{id}/leads", "linking", GET="leads:view"),

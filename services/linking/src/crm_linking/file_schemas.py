@@ -14,7 +14,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate
 
 from crm_kit.web import limits
-from crm_kit.web.fields import Text, Timestamp
+from crm_kit.web.fields import PerItem, Text, Timestamp
 from crm_kit.web.pagination import PageQuery
 
 ACTIVITY_TYPES = ("email", "task", "calendar", "note")
@@ -246,3 +246,51 @@ class ActivityQuery(FileQuery):
     type = fields.String(validate=validate.OneOf(ACTIVITY_TYPES))
     lead_id = fields.String(validate=_ID)
     opportunity_id = fields.String(validate=_ID)
+
+
+# -- bulk create (imports) -----------------------------------------------------------------------
+
+MAX_BULK_CREATE = 500
+IMPORT_KEY_LENGTH = 200
+BULK_CREATE_STATUSES = ("created", "exists", "error")
+
+
+def bulk_create_schemas(body: type[Schema], plural: str, path: str) -> tuple[type[Schema], type[Schema]]:
+    """The body of ``POST <path>/bulk`` and the schema one item is loaded with (the create body
+    plus its idempotency ``key``)."""
+    name = body.__name__.removesuffix("In")
+    item = type(f"{name}BulkCreateItem", (body,), {"key": Text(
+        required=True, validate=validate.Length(min=1, max=IMPORT_KEY_LENGTH), metadata={
+            "description": "The item's idempotency key (e.g. the import file's id and the row number): a key your "
+                           "office used before creates nothing and answers `exists` with the id it made, whatever "
+                           "the other fields say. The key of a deleted file is free again."})})
+    bulk = type(f"{name}BulkCreate", (Schema,), {
+        "action": fields.String(required=True, validate=validate.OneOf(("create",)),
+                                metadata={"description": "create (the only action on files)."}),
+        "items": PerItem(fields.Nested(item), required=True, validate=validate.Length(min=1, max=MAX_BULK_CREATE),
+                         metadata={"description": f"Up to {MAX_BULK_CREATE} new {plural}, each the body of POST "
+                                                  f"{path} plus its `key`; each is checked as that create would be "
+                                                  "and succeeds or fails on its own, all in one transaction."}),
+    })
+    return bulk, item
+
+
+class FieldErrorOut(Schema):
+    field = fields.String(validate=validate.Length(max=200))
+    message = fields.String(validate=limits.MESSAGE)
+
+
+class BulkCreateResultOut(Schema):
+    index = fields.Integer(validate=validate.Range(min=0, max=MAX_BULK_CREATE - 1),
+                           metadata={"description": "The item's position in items (from 0)."})
+    status = fields.String(validate=validate.OneOf(BULK_CREATE_STATUSES))
+    id = fields.String(allow_none=True, validate=limits.ID, metadata={
+        "description": "The file made (created) or made before with the same key (exists); null on error."})
+    error = fields.String(allow_none=True, validate=limits.MESSAGE, metadata={"description": "Why it failed."})
+    errors = fields.List(fields.Nested(FieldErrorOut), validate=validate.Length(max=100), metadata={
+        "description": "The item's invalid fields (as a 422 names them, relative to the item)."})
+
+
+class BulkCreateOut(Schema):
+    results = fields.List(fields.Nested(BulkCreateResultOut), validate=validate.Length(max=MAX_BULK_CREATE),
+                          metadata={"description": "One result per item, in order."})

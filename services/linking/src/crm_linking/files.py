@@ -40,13 +40,15 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from marshmallow import Schema
+from marshmallow import RAISE, Schema
 from sqlalchemy import ColumnElement, Table, delete, exists, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crm_catalogue_view import CatalogueEntryView, CatalogueView
 from crm_kit.db import utcnow
 from crm_kit.web import Api, Identity, ListResult, Problem, Reply, RequestContext, SortKey, check_if_match
+from crm_kit.web.input import item_result_error, load_item
 from crm_linking import file_schemas as schemas
 from crm_linking.access import (
     PLURALS,
@@ -63,6 +65,7 @@ from crm_linking.tables import (
     catalogue_view,
     companies,
     contacts,
+    import_keys,
     job_orders,
     placements,
     record_contacts,
@@ -556,9 +559,94 @@ def _register(api: Api, spec: FileSpec) -> None:
         api.route(method, rule, summary=summary, errors=spec.errors.get(what, ()), **options)(handler)
 
 
+def _known_keys(session: Session, spec: FileSpec, office_id: str, keys: set[str]) -> dict[str, str]:
+    """key -> id of the file it made, for the keys ``office_id`` used before; a key whose file is
+    gone (deleted since) is forgotten, so it makes a new one."""
+    if not keys:
+        return {}
+    rows = session.execute(select(import_keys.c.key, import_keys.c.file_id, spec.table.c.id.label("found"))
+                           .outerjoin(spec.table, spec.table.c.id == import_keys.c.file_id)
+                           .where(import_keys.c.entity == spec.entity, import_keys.c.office_id == office_id,
+                                  import_keys.c.key.in_(keys))).all()
+    gone = [r.key for r in rows if r.found is None]
+    if gone:
+        session.execute(delete(import_keys).where(import_keys.c.entity == spec.entity,
+                                                  import_keys.c.office_id == office_id, import_keys.c.key.in_(gone)))
+    return {r.key: r.file_id for r in rows if r.found is not None}
+
+
+def bulk_create(session: Session, identity: Identity, spec: FileSpec, item_schema: Schema,
+                items: list[Any]) -> list[dict[str, Any]]:
+    """Each item created as ``create_file`` would (each in a savepoint: a refused one leaves
+    nothing), unless its key was used before by the caller's office (``exists``)."""
+    results: list[dict[str, Any]] = []
+    loaded: list[tuple[int, dict[str, Any]]] = []
+    for index, raw in enumerate(items):
+        try:
+            loaded.append((index, load_item(raw, item_schema)))
+            results.append({})
+        except Problem as exc:
+            results.append({"index": index, "status": "error", "id": None, **item_result_error(exc)})
+    office = identity.office_id
+    made = _known_keys(session, spec, office, {data["key"] for _, data in loaded})
+    for index, data in loaded:
+        key = data.pop("key")
+        if key in made:
+            results[index] = {"index": index, "status": "exists", "id": made[key], "error": None}
+            continue
+        savepoint = session.begin_nested()
+        try:
+            view = create_file(session, identity, spec, data)
+            session.execute(insert(import_keys).values(entity=spec.entity, office_id=office, key=key,
+                                                       file_id=view["id"], created_at=utcnow()))
+            savepoint.commit()
+        except Problem as exc:
+            savepoint.rollback()
+            results[index] = {"index": index, "status": "error", "id": None, **item_result_error(exc)}
+            continue
+        except IntegrityError:  # a concurrent call made a file with this key meanwhile
+            savepoint.rollback()
+            made.update(_known_keys(session, spec, office, {key}))
+            if key not in made:
+                raise Problem(409, "Another call is creating files with the same keys right now; retry "
+                                   "shortly.") from None
+            results[index] = {"index": index, "status": "exists", "id": made[key], "error": None}
+            continue
+        made[key] = view["id"]
+        results[index] = {"index": index, "status": "created", "id": view["id"], "error": None}
+    return results
+
+
+def _register_bulk(api: Api, spec: FileSpec) -> None:
+    body, item = schemas.bulk_create_schemas(spec.body, spec.collection, spec.path)
+    item_schema = item()
+    item_schema.unknown = RAISE
+    plural = spec.collection.replace("-", "_")
+
+    def bulk(ctx: RequestContext) -> dict[str, Any]:
+        return {"results": bulk_create(ctx.session, ctx.user, spec, item_schema, ctx.body["items"])}
+
+    bulk.__doc__ = (f"Each item is the body of POST {spec.path} plus its idempotency `key`, checked exactly as that "
+                    f"create (one bad item fails alone, with `errors` naming its fields), and made with the same "
+                    f"`linking.{spec.entity}.created` event; all in one transaction. One result per item, in order: "
+                    f"`created` (with the new id), `exists` (your office used the key before: nothing made, the id "
+                    f"of the {spec.label} it made) or `error`. Re-sending the same items creates nothing twice.")
+    bulk.__name__ = bulk.__qualname__ = f"bulk_{plural}"
+    api.route("POST", f"{spec.path}/bulk", permission=EDIT_FILES, body=body, response=schemas.BulkCreateOut,
+              status=200, example={"action": "create", "items": [{**(spec.example or {}), "key": "import.csv:2"}]},
+              summary=f"Create up to {schemas.MAX_BULK_CREATE} {spec.collection} at once (imports); each item "
+                      "succeeds or fails on its own")(bulk)
+
+
+BULK_CREATABLE = ("companies", "contacts")
+
+
 def build_files_api() -> Api:
-    """The routes of the five files: companies, contacts, job orders, placements, activities."""
+    """The routes of the five files: companies, contacts, job orders, placements, activities;
+    and bulk creates of companies and contacts (imports)."""
     api = Api("files")
     for spec in SPECS.values():
+        if spec.collection in BULK_CREATABLE:
+            _register_bulk(api, spec)
         _register(api, spec)
     return api

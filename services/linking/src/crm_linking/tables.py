@@ -176,6 +176,17 @@ timeline = Table(
     Index("ix_timeline_record", "record_kind", "record_id", "at"),
 )
 
+# Bulk create's idempotency keys (imports): an office's key names the company or contact its item
+# made, so a re-run creates nothing twice. A key whose file was deleted since is free again.
+import_keys = Table(
+    "import_keys", metadata,
+    Column("entity", String(20), primary_key=True),  # "company" | "contact"
+    Column("office_id", String(REF), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("file_id", String(ID), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
 catalogue_view = catalogue_view_table(metadata)
 
 FILE_TABLES = {"companies": companies, "contacts": contacts, "job-orders": job_orders, "placements": placements,

@@ -149,3 +149,16 @@ class Currency(Text):
         kwargs.setdefault("validate", validate.OneOf(sorted(CURRENCIES), error="Not an ISO 4217 currency code "
                                                                                "(e.g. EUR, USD)."))
         super().__init__(**kwargs)
+
+
+class PerItem(fields.List):
+    """A bulk call's ``items``: documented as a list of the item schema, but taken as they come
+    (any JSON values): the route loads each item on its own (``crm_kit.web.input.load_item``),
+    so a bad item fails alone with its errors, and the text rules are applied per item."""
+
+    checked_per_item = True
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.make_error("invalid")
+        return list(value)
