@@ -117,6 +117,14 @@ def test_a_trigger_made_from_a_board_column_fires_logs_and_dry_runs(page: Page, 
 
         # Loop warnings before saving: "added to the group -> set the stage" would call the first one back.
         page.goto(console.url + "/triggers/new?kind=lead")
+        # The choices follow the kind (htmx re-renders the fields): opportunity stages, not this lead group.
+        opportunity_stage = next(s for s in console.stages("opportunity") if s.get("active", True))
+        action = page.get_by_label("Action 1")
+        page.get_by_label("Kind").select_option("opportunity")
+        expect(action.locator("option", has_text=f"Set stage: {opportunity_stage['name']}")).to_have_count(1)
+        expect(action.locator("option", has_text=f"Trigger group {tag}")).to_have_count(0)
+        page.get_by_label("Kind").select_option("lead")
+        expect(action.locator("option", has_text=f"Add to group: Trigger group {tag}")).to_have_count(1)
         loop_name = f"Loop back {tag}"
         page.get_by_label("Name").fill(loop_name)
         page.get_by_label("Event").select_option(label=f"Is added to group: Trigger group {tag}")
