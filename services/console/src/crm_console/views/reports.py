@@ -30,6 +30,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from flask import Blueprint, Response, abort, render_template, request
+from flask_babel import format_decimal
 from flask_babel import gettext as _
 from markupsafe import Markup
 
@@ -87,7 +88,8 @@ def duration(seconds: float | None) -> str:
 
 
 def rate(value: float | None) -> str:
-    return NONE if value is None else f"{value * 100:.1f} %"
+    """A conversion rate as a percentage with one decimal, in the person's locale: 4.8 %."""
+    return NONE if value is None else f"{format_decimal(value * 100, format='0.0')} %"
 
 
 def number(value: Any) -> float:
