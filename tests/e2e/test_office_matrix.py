@@ -406,6 +406,23 @@ def _new_file_on_shared(collection: str) -> Builder:
     return build
 
 
+def _new_files_in_bulk(collection: str) -> Builder:
+    """Bulk-creating files that refer to a shared file changes no office-1 record: allowed."""
+    def build(w: World, _plural: str | None) -> list[Cell]:
+        k = w.kinds["leads"]
+        item = {"key": f"{w.tag}-{uuid.uuid4().hex[:6]}", "first_name": "New", "last_name": f"n{uuid.uuid4().hex[:6]}",
+                "company_id": k.company["id"]}
+
+        def check(r: requests.Response) -> str | None:
+            results = r.json().get("results")
+            return None if [x.get("status") for x in results or []] == ["created"] else f"results {results}"
+
+        return [Cell(f"/v1/{collection}/bulk", "bulk-created contact in the company the office-1 lead references",
+                     frozenset({200}), "200, the item created (shared company; no office-1 record changes)",
+                     {"json": {"action": "create", "items": [item]}}, check, WRITE)]
+    return build
+
+
 def _new_placement(w: World, _plural: str | None) -> list[Cell]:
     return [shared_write(w, "/v1/placements",
                          f"new placement on the job order linked to the office-1 {KIND_OF[k.plural]}",
@@ -493,10 +510,21 @@ def _bulk(w: World, k: Office1Kind) -> list[Cell]:
             return f"results {results}, expected one error for the office-1 record"
         return f"the error shows office 1's {w.secret!r}" if w.secret in (results[0].get("error") or "") else None
 
+    def refused_create(r: requests.Response) -> str | None:
+        results = r.json().get("results")
+        if [(x.get("index"), x.get("status"), x.get("id")) for x in results or []] != [(0, "error", None)] \
+                or "admin" not in (results[0].get("error") or ""):
+            return f"results {results}, expected the item refused by the office rule"
+        return None
+
+    planted = {"key": f"{w.tag}-planted", "title": f"{w.tag} planted", "office_id": w.owner.office}
     return [Cell(f"/v1/{k.plural}/bulk", f"bulk {action} on the office-1 record", frozenset({200}),
                  "200, the item an error", {"json": {"ids": [record_id], "action": action, **extra}}, check,
                  DELETE_RECORD if action == "delete" else WRITE)
-            for action, extra in actions]
+            for action, extra in actions] + [
+        Cell(f"/v1/{k.plural}/bulk", "bulk create of a record in office 1", frozenset({200}),
+             "200, the item an error (office_id of another office needs admin)",
+             {"json": {"action": "create", "items": [planted]}}, refused_create, WRITE)]
 
 
 def _wizard(w: World, k: Office1Kind) -> list[Cell]:
@@ -590,7 +618,8 @@ RULES: dict[tuple[str, str], tuple[str, Builder | None, str]] = {
     ("GET", "/v1/{records}/overview"): ("aggregate", _record(_overview), "counts only what the caller sees"),
     ("GET", "/v1/{records}/reports/stages"): ("aggregate", _record(_stage_report), "counts only what the caller sees"),
     ("GET", "/v1/{records}/reports/funnel"): ("aggregate", _record(_funnel), "counts only what the caller sees"),
-    ("POST", "/v1/{records}/bulk"): ("bulk", _record(_bulk), "200, every office-1 item an error"),
+    ("POST", "/v1/{records}/bulk"): ("bulk", _record(_bulk),
+                                     "200, every office-1 item an error; a create into office 1 refused per item"),
     # -- records: the office-1 record and its sub-resources
     ("GET", "/v1/{records}/{id}"): ("hidden", _item("GET"), "404"),
     ("PATCH", "/v1/{records}/{id}"): ("hidden+office", _item("PATCH"), "404; own record to office 1: 403"),
@@ -633,6 +662,9 @@ RULES: dict[tuple[str, str], tuple[str, Builder | None, str]] = {
     **{("PATCH", f"/v1/{c}/{{id}}"): ("shared-write", _file_item(c, "PATCH"), "409") for c in SHARED_FILES},
     **{("DELETE", f"/v1/{c}/{{id}}"): ("shared-write", _file_item(c, "DELETE"), "409") for c in SHARED_FILES},
     ("POST", "/v1/companies"): _unrelated("a new company refers to nothing"),
+    ("POST", "/v1/companies/bulk"): _unrelated("new companies refer to nothing (keys are per office)"),
+    ("POST", "/v1/contacts/bulk"): ("shared-create", _new_files_in_bulk("contacts"),
+                                    "200, created in a shared company"),
     ("POST", "/v1/contacts"): ("shared-create", _new_file_on_shared("contacts"), "201 in a shared company"),
     ("POST", "/v1/job-orders"): ("shared-create", _new_file_on_shared("job-orders"), "201 in a shared company"),
     ("POST", "/v1/placements"): ("shared-write", _new_placement,
