@@ -24,13 +24,13 @@ def stages(kind: str, *, active_only: bool = False) -> list[dict[str, Any]]:
 
 
 def stage_groups(kind: str) -> list[dict[str, Any]]:
-    return sorted(_cached(f"groups:{kind}", f"/v1/{kind}-tables/stage-groups"),
+    return sorted(table(kind, "stage-groups"),
                   key=lambda s: (s.get("index", 0), s["name"]))
 
 
 def table(kind: str, name: str) -> list[dict[str, Any]]:
     """One of the eight tables (roles, sources, priorities, ...)."""
-    return _cached(f"{name}:{kind}", f"/v1/{kind}-tables/{name}")
+    return _cached(f"table:{kind}:{name}", f"/v1/{kind}-tables/{name}")
 
 
 def by_id(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
