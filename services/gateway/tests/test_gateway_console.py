@@ -51,7 +51,8 @@ def test_paths_outside_the_api_reach_the_console_with_cookies_and_forms(
     assert body["host"] == "localhost", "the console builds its own URLs from the browser's host"
     assert body["fwd_host"] == "localhost", "a client's own X-Forwarded-Host never reaches the console"
     cookies = resp.headers.getlist("Set-Cookie")
-    assert any(c.startswith("crm_console=session-value") for c in cookies) and any(c.startswith("second=") for c in cookies)
+    assert any(c.startswith("crm_console=session-value") for c in cookies)
+    assert any(c.startswith("second=") for c in cookies)
     assert resp.headers["Content-Security-Policy"] == "default-src 'self'", "the console's own policy, not the API's"
     assert resp.headers["Cache-Control"] == "public, max-age=60"
 
@@ -88,3 +89,14 @@ def test_a_console_that_is_down_is_a_503_not_a_500(make_gateway: Callable[..., A
     client = make_gateway("http://127.0.0.1:9", CRM_CONSOLE_URL="http://127.0.0.1:9").test_client()
     resp = client.get("/leads")
     assert resp.status_code in (502, 503)
+
+
+def test_the_gateways_own_resources_refuse_other_methods_and_say_which(
+        make_gateway: Callable[..., Any], serve: Callable[[Any], ServerThread]) -> None:
+    console = serve(_fake_console())
+    client = make_gateway("http://127.0.0.1:9", CRM_CONSOLE_URL=console.url).test_client()
+    for path in ("/docs", "/healthz", "/readyz", "/metrics"):
+        resp = client.put(path)
+        assert resp.status_code == 405 and resp.headers["Allow"] == "GET, HEAD, OPTIONS", path
+        options = client.options(path)
+        assert options.headers["Allow"] == "GET, HEAD, OPTIONS", path

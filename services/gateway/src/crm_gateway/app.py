@@ -18,7 +18,7 @@ from werkzeug.routing import PathConverter
 
 from crm_gateway import docs, openapi, wizard
 from crm_gateway.consistency import Consistency, forward_consistently, install_cookie
-from crm_gateway.console import install_console
+from crm_gateway.console import gateway_own_methods, install_console
 from crm_gateway.conversion import convert_and_wait
 from crm_gateway.proxy import BAD_RESPONSE, CONNECT_ERROR, TIMEOUT, Upstream, UpstreamError
 from crm_gateway.ratelimit import install_rate_limit
@@ -341,9 +341,11 @@ def _install_options(app: Flask) -> None:
 
     @app.before_request
     def _options() -> Response | None:
-        if request.method != "OPTIONS" or not request.path.startswith("/v1/"):
+        if request.method != "OPTIONS":
             return None
-        methods = {r.method for r in current_app.extensions.get("crm_routes", []) if r.rule == request.path}
+        methods = gateway_own_methods(request.path)  # the gateway's own, /v1 or not (/healthz, /docs, ...)
+        if not methods and not request.path.startswith("/v1/"):
+            return None  # Flask answers, or the console's forwarding
         if not methods:
             try:
                 methods = set(ROUTES.resolve("OPTIONS", request.path).route.methods)

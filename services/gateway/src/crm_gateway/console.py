@@ -37,7 +37,22 @@ def _request_headers() -> dict[str, str]:
     return headers
 
 
+def gateway_own_methods(path: str) -> set[str]:
+    """The methods of the gateway's own resource at ``path`` (health, readiness, metrics, the
+    OpenAPI document, the docs), or none: such a path is never the console's, whatever the method."""
+    own = {r.method for r in current_app.extensions.get("crm_routes", []) if r.rule == path}
+    if not own and (path == "/docs" or path.startswith("/docs/")):
+        own = {"GET"}
+    return own
+
+
 def forward_to_console(path: str = "") -> Response:
+    own = gateway_own_methods(request.path)
+    if own:  # e.g. PUT /docs: the gateway's resource refuses the method; the console never sees it
+        allowed = own | {"OPTIONS"} | ({"HEAD"} if "GET" in own else set())
+        raise Problem(405, f"{request.method} is not allowed here.",
+                      headers={"Allow": ", ".join(m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
+                                                             "OPTIONS") if m in allowed)})
     upstream: Upstream = current_app.extensions["crm_gateway_console"]
     g.gateway_route = "console"
     try:
