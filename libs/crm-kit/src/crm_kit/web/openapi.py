@@ -53,7 +53,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
                 "type": "object",
                 "properties": {"field": {"type": "string", "maxLength": ECHO_MAX},
                                "message": {"type": "string", "maxLength": ECHO_MAX},
-                               "line": {"type": "integer", "format": "int32", "minimum": 1,
+                               "line": {"type": "integer", "format": "int32", "minimum": 1, "maximum": 2147483647,
                                         "description": "A template body's line the error is on."}},
                 "required": ["field", "message"],
             },
