@@ -21,7 +21,7 @@ import psycopg
 import requests
 
 from crm_devstack.bench.kafka_probes import Backlog, EventClock, raw_round_trips
-from crm_devstack.bench.load import LoadResult, Operation, Unexpected, percentile, run_load
+from crm_devstack.bench.load import LoadResult, Operation, Unexpected, percentile, run_coroutine, run_load
 from crm_devstack.bench.report import Row
 from crm_devstack.errors import DevstackError
 from crm_devstack.platform import Platform
@@ -386,7 +386,7 @@ class Bench:
         self.say(f"figure 2: stage change accepted -> trigger's add_to_group visible through the API "
                  f"({samples} changes, one at a time)")
         baseline = self.round_trips()
-        latencies = asyncio.run(self._trigger_samples(samples, warmup=3))
+        latencies = run_coroutine(self._trigger_samples(samples, warmup=3))
         self.say(f"    p50 {_ms(percentile(latencies, 50)):.1f} ms, p99 {_ms(percentile(latencies, 99)):.1f} ms "
                  f"(raw Kafka round trip p50 {_ms(percentile(baseline, 50)):.2f} ms)")
         self.details["trigger_ms"] = _summary(latencies)
@@ -439,7 +439,7 @@ class Bench:
                                 raise DevstackError(f"create answered {r.status}: {await r.text()}")
                             ids.append((await r.json())["id"])
                         await asyncio.sleep(0.02)  # one event in flight at a time
-            asyncio.run(run())
+            run_coroutine(run())
             with psycopg.connect(self.dsn("leads")) as conn:
                 rows = conn.execute("SELECT event_id, created_at, sent_at FROM outbox "
                                     "WHERE topic = 'crm.leads.v1' AND key = ANY(%s)", (ids,)).fetchall()
@@ -632,7 +632,7 @@ class Bench:
                  f"before it vs the same GET right after its own POST without a token ({samples} of each, one "
                  "at a time)")
         self.settle("figure 7's start")
-        times, unavailable = asyncio.run(self._ryw_samples(samples, warmup=3))
+        times, unavailable = run_coroutine(self._ryw_samples(samples, warmup=3))
         outbox = self.details.get("outbox", {}).get("commit_to_consumer_ms", {})
         outbox_p99 = outbox.get("p99_ms") if isinstance(outbox, dict) else None
         details: dict[str, Any] = {"retried_503": unavailable,

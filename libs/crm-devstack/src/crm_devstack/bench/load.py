@@ -10,6 +10,7 @@ wrong, so a scenario can be one request or a short sequence (create, then change
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import time
 from collections import Counter
@@ -29,6 +30,18 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         raise ValueError("no values to take a percentile of")
     return float(numpy.percentile(values, q))
+
+
+def run_coroutine(coroutine: Awaitable[Any]) -> Any:
+    """Run ``coroutine`` to completion on a fresh event loop and return its result.
+
+    The loop lives in a thread of its own, so the bench also works when the calling thread
+    already runs a loop (``asyncio.run`` refuses then): pytest runs the bench smoke test in
+    the same process as the console's browser tests, whose Playwright sync session keeps
+    its loop set on the main thread.
+    """
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-loop") as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 class Unexpected(aiohttp.ClientError):
@@ -128,7 +141,7 @@ def run_load(operation: Operation, *, concurrency: int, seconds: float, warmup: 
     Raises ``LoadError`` when nothing succeeded or more than ``max_failure_ratio`` of the
     measured operations failed, saying why: a broken target must never be reported as a fast one.
     """
-    result = asyncio.run(_drive(operation, concurrency, seconds, warmup, max_operations, timeout, rate,
+    result = run_coroutine(_drive(operation, concurrency, seconds, warmup, max_operations, timeout, rate,
                                 keep_cookies))
     failed = sum(result.failures.values())
     if not result.ok or failed > max_failure_ratio * (failed + result.ok):
