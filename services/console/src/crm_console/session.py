@@ -102,21 +102,41 @@ def safe_next(target: str | None) -> str | None:
     return target if not parts.scheme and not parts.netloc else None
 
 
+def to_sign_in() -> Response:
+    """Where a request without a signed-in person goes: the sign-in page, coming back after
+    (an htmx request gets ``HX-Redirect``, so the whole page goes there, not a fragment)."""
+    if request.headers.get("HX-Request"):
+        resp = Response(status=204)
+        resp.headers["HX-Redirect"] = url_for("signin.page")
+        return resp
+    path = request.full_path if request.query_string else request.path
+    return redirect(url_for("signin.page", next=path))  # type: ignore[return-value]
+
+
 def login_required(view: F) -> F:
     """Pages for signed-in people: others go to the sign-in page (and come back after)."""
 
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if current_identity() is None:
-            if request.headers.get("HX-Request"):
-                resp = Response(status=204)
-                resp.headers["HX-Redirect"] = url_for("signin.page")
-                return resp
-            path = request.full_path if request.query_string else request.path
-            return redirect(url_for("signin.page", next=path))
+            return to_sign_in()
         return view(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def permission_guard(permission: str) -> Callable[[], Response | None]:
+    """A blueprint's ``before_request`` for screens of one permission: signed-in people with
+    ``permission`` only; others go to sign-in, or get 403."""
+
+    def guard() -> Response | None:
+        if current_identity() is None:
+            return to_sign_in()
+        if not can(permission):
+            abort(403)
+        return None
+
+    return guard
 
 
 def can(permission: str) -> bool:

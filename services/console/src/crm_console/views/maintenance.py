@@ -26,7 +26,7 @@ from flask_babel import lazy_gettext as _l
 
 from crm_console.gateway import ApiError
 from crm_console.kinds import KINDS, Kind, kind_of
-from crm_console.session import caller, can, current_identity, gateway
+from crm_console.session import caller, gateway, permission_guard
 
 bp = Blueprint("maintenance", __name__, url_prefix="/maintenance")
 
@@ -51,17 +51,7 @@ LANGUAGE_LABELS = {"en": _l("English"), "nl": _l("Dutch")}
 FLAGS = ("active", "is_default", "is_end", "is_default_end")
 
 
-@bp.before_request
-def _administrators_only() -> Any:
-    """Signed-in administrators only: others go to sign-in, or get 403."""
-    if current_identity() is None:
-        if request.headers.get("HX-Request"):
-            return "", 204, {"HX-Redirect": url_for("signin.page")}
-        path = request.full_path if request.query_string else request.path
-        return redirect(url_for("signin.page", next=path))
-    if not can(PERMISSION):
-        abort(403)
-    return None
+bp.before_request(permission_guard(PERMISSION))
 
 
 def languages() -> list[str]:

@@ -28,7 +28,7 @@ from werkzeug.wrappers import Response
 
 from crm_console import catalogue
 from crm_console.gateway import ApiError
-from crm_console.session import caller, can, current_identity, gateway
+from crm_console.session import caller, gateway, permission_guard
 from crm_console.views.records import print_headers, printed
 
 bp = Blueprint("templates_admin", __name__, url_prefix="/maintenance/templates")
@@ -43,17 +43,7 @@ BODY_LENGTH = 500_000  # the API's limit
 _LINE_PREFIX = re.compile(r"^Line \d+: ")
 
 
-@bp.before_request
-def _administrators_only() -> Any:
-    """Signed-in administrators only: others go to sign-in, or get 403."""
-    if current_identity() is None:
-        if request.headers.get("HX-Request"):
-            return "", 204, {"HX-Redirect": url_for("signin.page")}
-        path = request.full_path if request.query_string else request.path
-        return redirect(url_for("signin.page", next=path))
-    if not can(PERMISSION):
-        abort(403)
-    return None
+bp.before_request(permission_guard(PERMISSION))
 
 
 @bp.app_template_filter("visible_at_label")

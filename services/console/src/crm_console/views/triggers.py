@@ -20,15 +20,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from werkzeug.wrappers import Response
 
 from crm_console import catalogue
 from crm_console.gateway import ApiError
 from crm_console.kinds import KINDS
-from crm_console.session import caller, can, current_identity, gateway
+from crm_console.session import caller, gateway, permission_guard
 
 bp = Blueprint("triggers", __name__, url_prefix="/triggers")
 
@@ -49,18 +48,7 @@ CONDITION_TABLES = {"source_id": "sources", "priority_id": "priorities", "catego
                     "group_id": "groups"}
 
 
-@bp.before_request
-def _admins_only() -> Response | None:
-    if current_identity() is None:
-        if request.headers.get("HX-Request"):
-            resp = Response(status=204)
-            resp.headers["HX-Redirect"] = url_for("signin.page")
-            return resp
-        path = request.full_path if request.query_string else request.path
-        return redirect(url_for("signin.page", next=path))  # type: ignore[return-value]
-    if not can(PERMISSION):
-        abort(403)
-    return None
+bp.before_request(permission_guard(PERMISSION))
 
 
 # -- the kind's choices --------------------------------------------------------------------------
