@@ -14,12 +14,14 @@ import concurrent.futures
 import itertools
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import numpy
+
+T = TypeVar("T")
 
 Operation = Callable[[aiohttp.ClientSession, int], Awaitable[None]]
 """One unit of work: ``(session, sequence number)``; raises when it did not succeed."""
@@ -32,7 +34,7 @@ def percentile(values: list[float], q: float) -> float:
     return float(numpy.percentile(values, q))
 
 
-def run_coroutine(coroutine: Awaitable[Any]) -> Any:
+def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run ``coroutine`` to completion on a fresh event loop and return its result.
 
     The loop lives in a thread of its own, so the bench also works when the calling thread
