@@ -121,6 +121,14 @@ def test_operational_endpoints_answer_without_a_session(client: FlaskClient) -> 
     assert client.get("/metrics").status_code == 200
 
 
+@pytest.mark.parametrize("header", ["X-Forwarded-For", "Forwarded"])
+def test_metrics_are_not_served_through_a_proxy(client: FlaskClient, header: str) -> None:
+    """The ingress sends "/" to the console: /metrics through it (or the gateway) is not found."""
+    value = "for=203.0.113.7" if header == "Forwarded" else "203.0.113.7"
+    resp = client.get("/metrics", headers={header: value})
+    assert resp.status_code == 404 and b"crm_http" not in resp.data
+
+
 def test_own_js_and_css_stay_within_the_budget() -> None:
     """The console's own scripts and styles (not the vendored libraries), gzip-compressed, under 100 KB."""
     own = [p for p in STATIC.rglob("*") if p.suffix in (".js", ".css") and "vendor" not in p.parts]

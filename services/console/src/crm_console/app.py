@@ -105,6 +105,10 @@ def _install_operations(app: Flask) -> None:
 
     @app.get("/metrics")
     def metrics_view() -> Response:
+        # Prometheus scrapes the pod directly; the ingress (and the gateway) add X-Forwarded-For to
+        # whatever they pass on, and the ingress routes "/" here: a proxied request is not a scrape.
+        if "X-Forwarded-For" in request.headers or "Forwarded" in request.headers:
+            return Response("Not Found", status=404, mimetype="text/plain")
         data, content_type = metrics.render_latest()
         return Response(data, headers={"Content-Type": content_type})
 
