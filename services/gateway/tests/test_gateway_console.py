@@ -95,7 +95,7 @@ def test_the_gateways_own_resources_refuse_other_methods_and_say_which(
         make_gateway: Callable[..., Any], serve: Callable[[Any], ServerThread]) -> None:
     console = serve(_fake_console())
     client = make_gateway("http://127.0.0.1:9", CRM_CONSOLE_URL=console.url).test_client()
-    for path in ("/docs", "/healthz", "/readyz", "/metrics"):
+    for path in ("/docs", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs/swagger-ui.css"):
         resp = client.put(path)
         assert resp.status_code == 405 and resp.headers["Allow"] == "GET, HEAD, OPTIONS", path
         options = client.options(path)

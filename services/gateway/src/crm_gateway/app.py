@@ -155,7 +155,7 @@ def forward_view(**_: str) -> Response:
     """Every /v1 path of the route table: route, token, permission, then the owning service."""
     # One of the gateway's own endpoints (/v1/me, the wizards), asked with another method: it
     # wins over a table pattern the path would also fit (/v1/leads/wizard is no lead id).
-    own = {r.method for r in current_app.extensions.get("crm_routes", []) if r.rule == request.path}
+    own = gateway_own_methods(request.path)
     if own:
         raise Problem(405, f"{request.method} is not allowed here.", headers={"Allow": _allow_header(own)})
     try:

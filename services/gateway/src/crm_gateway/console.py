@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, current_app, g, request
 from werkzeug.datastructures import Headers
+from werkzeug.routing import Map
 
 from crm_gateway.proxy import ClientBodyError, Upstream, UpstreamError, request_body, upstream_path
 from crm_kit import correlation
@@ -37,13 +38,24 @@ def _request_headers() -> dict[str, str]:
     return headers
 
 
+# The rules that pass requests on (to a service, or to the console): every other rule of the
+# gateway's url map is one of its own resources.
+FORWARDING_ENDPOINTS = frozenset({"gateway_forward", "gateway_upload", "console_forward", "console_forward_path",
+                                  "static"})
+
+
 def gateway_own_methods(path: str) -> set[str]:
     """The methods of the gateway's own resource at ``path`` (health, readiness, metrics, the
-    OpenAPI document, the docs), or none: such a path is never the console's, whatever the method."""
-    own = {r.method for r in current_app.extensions.get("crm_routes", []) if r.rule == path}
-    if not own and (path == "/docs" or path.startswith("/docs/")):
-        own = {"GET"}
-    return own
+    OpenAPI document, the docs and their assets, ``/v1/me``, the wizards), or none: such a path
+    is never the console's or a service's, whatever the method."""
+    own: Map | None = current_app.extensions.get("crm_gateway_own_rules")
+    if own is None:
+        url_map = current_app.url_map
+        own = Map([rule.empty() for rule in url_map.iter_rules() if rule.endpoint not in FORWARDING_ENDPOINTS],
+                  converters=dict(url_map.converters), strict_slashes=url_map.strict_slashes)
+        current_app.extensions["crm_gateway_own_rules"] = own
+    methods = set(own.bind("gateway").allowed_methods(path))
+    return methods - {"HEAD", "OPTIONS"}
 
 
 def forward_to_console(path: str = "") -> Response:
