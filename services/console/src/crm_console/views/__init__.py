@@ -26,3 +26,5 @@ def register_views(app: Flask) -> None:
     app.register_blueprint(triggers.bp)
     from crm_console.views import templates_admin  # screen 6, Maintenance > Templates (catalogue:admin)
     app.register_blueprint(templates_admin.bp)
+    from crm_console.views import imports  # screen 6/7's Import (a collection's create permission)
+    app.register_blueprint(imports.bp)
