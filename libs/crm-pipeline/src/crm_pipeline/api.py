@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from sqlalchemy import Table, select
-from sqlalchemy.exc import IntegrityError
 
 from crm_catalogue_view import CatalogueView
 from crm_kit.web import Api, ListResult, Problem, Reply, RequestContext, check_if_match, limits
-from crm_kit.web.input import item_result_error, load_item
 from crm_pipeline.attachments import delete_blobs_with_record
+from crm_pipeline.bulk import bulk_create as create_in_bulk
+from crm_pipeline.bulk import bulk_item_schema
+from crm_pipeline.bulk import check_office as check_record_office
 from crm_pipeline.conversion import convert
 from crm_pipeline.kind import OPPORTUNITY, RecordKind
 from crm_pipeline.queries import list_statement, load_visible, overview
@@ -29,7 +30,6 @@ from crm_pipeline.schemas import (
     record_fields,
     record_schemas,
 )
-from crm_pipeline.tables import IMPORT_KEY
 
 # What a copy takes over from its source (never lead_id: an opportunity has at most one lead, set by
 # its conversion; never office_id: the copy is the caller's, in their office unless they say otherwise).
@@ -94,9 +94,7 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
         return load_visible(ctx.session, table, kind, ctx.user, record_id)
 
     def check_office(ctx: RequestContext, data: Mapping[str, Any]) -> None:
-        office = data.get("office_id")
-        if office and office != ctx.user.office_id and "admin" not in ctx.user.roles:
-            raise Problem(403, "Only an admin may put a record in another office.")
+        check_record_office(ctx.user, data)
 
     example: dict[str, Any] = {"title": "Acme - 3 welders for Rotterdam", "description": "Met at the trade fair."}
     if not kind.is_lead:
@@ -186,72 +184,13 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
         row = records.create(ctx.session, data, Actor.of(ctx.user))
         return Reply(present.one(ctx, row, new_group_ids(data)), headers={"Location": f"{base}/{row.id}"})
 
-    bulk_body, bulk_item = bulk_schemas(kind, schemas.create)
-    item_schema = bulk_item()
-    item_schema.unknown = RAISE
+    bulk_body, _ = bulk_schemas(kind, schemas.create)
+    item_schema = bulk_item_schema(kind)
 
     def bulk_create(ctx: RequestContext) -> dict[str, Any]:
         if not ctx.user.has(kind.permission("create")):
             raise Problem(403, f"Creating needs the permission {kind.permission('create')!r}.")
-        actor = Actor.of(ctx.user, cause="bulk")
-        items = ctx.body["items"]
-        results: list[dict[str, Any]] = [{} for _ in items]
-        pending: list[tuple[int, dict[str, Any], str, str]] = []  # (index, data, key, office)
-        for index, raw in enumerate(items):
-            try:
-                data = load_item(raw, item_schema)
-                check_office(ctx, data)
-            except Problem as exc:
-                results[index] = {"index": index, "status": "error", "id": None, **item_result_error(exc)}
-                continue
-            key = data.pop("key")
-            pending.append((index, data, key, data.get("office_id") or ctx.user.office_id))
-        made: dict[tuple[str, str], str] = {}  # (office, key) -> the record's id, seen before or made now
-        while pending:  # rounds: the first item of each key; a repeat waits for it (it may fail)
-            this_round, later, taken = [], [], set()
-            for item in pending:
-                index, _, key, office = item
-                if (office, key) in made:
-                    results[index] = {"index": index, "status": "exists", "id": made[(office, key)], "error": None}
-                elif (office, key) in taken:
-                    later.append(item)
-                else:
-                    taken.add((office, key))
-                    this_round.append(item)
-            _create_round(ctx, this_round, actor, made, results)
-            pending = later
-        return {"results": results}
-
-    def _create_round(ctx: RequestContext, items: list[tuple[int, dict[str, Any], str, str]], actor: Actor,
-                      made: dict[tuple[str, str], str], results: list[dict[str, Any]]) -> None:
-        """Items with distinct keys: those whose key is taken exist; the others are created at once.
-        A concurrent call that took one of the keys meanwhile: looked up again and retried."""
-        for _ in range(3):
-            keys = {key for _, _, key, _ in items}
-            if keys:
-                found = ctx.session.execute(select(table.c.id, table.c.office_id, table.c[IMPORT_KEY])
-                                            .where(table.c[IMPORT_KEY].in_(keys))).all()
-                made.update({(r.office_id, r[2]): r.id for r in found})
-            fresh = [item for item in items if (item[3], item[2]) not in made]
-            for index, _, key, office in items:
-                if (office, key) in made:
-                    results[index] = {"index": index, "status": "exists", "id": made[(office, key)], "error": None}
-            savepoint = ctx.session.begin_nested()
-            try:
-                rows = records.create_many(ctx.session, [(data, key) for _, data, key, _ in fresh], actor)
-                savepoint.commit()
-            except IntegrityError:
-                savepoint.rollback()
-                items = fresh
-                continue
-            for (index, _, key, office), row in zip(fresh, rows, strict=True):
-                if isinstance(row, Problem):
-                    results[index] = {"index": index, "status": "error", "id": None, **item_result_error(row)}
-                else:
-                    made[(office, key)] = row.id
-                    results[index] = {"index": index, "status": "created", "id": row.id, "error": None}
-            return
-        raise Problem(409, "Another call is creating records with the same keys right now; retry shortly.")
+        return {"results": create_in_bulk(records, ctx.session, ctx.user, item_schema, ctx.body["items"])}
 
     @api.post(f"{base}/bulk", permission=kind.permission("edit"), body=bulk_body, response=BulkOut, status=200,
               example={"action": "create", "items": [{**example, "key": "import-2026-12-06.csv:2"}]},

@@ -9,10 +9,12 @@ from crm_kafka.consumer import dispatch
 from crm_kafka.service import domain_service
 from crm_kafka.worker import ConsumerSpec, WorkerPlan
 from crm_kit.db import Database, new_metadata
+from crm_kit.imports import ServiceImports
 from crm_kit.service import ServiceSpec
 from crm_kit.settings import Settings
 from crm_pipeline.api import build_api
 from crm_pipeline.attachments import build_attachments_api
+from crm_pipeline.bulk import importer
 from crm_pipeline.commands import command_handler
 from crm_pipeline.conversion import conversion_handler
 from crm_pipeline.kind import RecordKind
@@ -35,13 +37,15 @@ def pipeline_service(kind: RecordKind, *, title: str, migrations: Path) -> Servi
 
     Its worker keeps the catalogue copy and what it knows of companies and contacts (reference
     checks; a deleted one is cleared from the records naming it), applies the triggers'
-    commands and, for opportunities, creates (or links) the opportunities of converted leads;
-    for leads, it knows the opportunities (converting into an existing one).
+    commands, runs the kind's CSV imports (``crm_kit.imports``) and, for opportunities, creates (or
+    links) the opportunities of converted leads; for leads, it knows the opportunities (converting
+    into an existing one).
     """
     metadata = new_metadata()
     tables = pipeline_tables(metadata, kind.plural)
     catalogue_view_table(metadata)
     records = Records(kind, tables)
+    imports = ServiceImports(metadata, [importer(kind, tables)])
 
     def worker_plan(settings: Settings, database: Database) -> WorkerPlan:
         consumers = [consumer_spec(), ConsumerSpec("commands", [kind.commands_topic], command_handler(records)),
@@ -52,11 +56,12 @@ def pipeline_service(kind: RecordKind, *, title: str, migrations: Path) -> Servi
         else:
             consumers.append(ConsumerSpec("conversions", ["crm.leads.v1"],
                                           dispatch({"lead.converted": conversion_handler(records)})))
-        return WorkerPlan(service=kind.plural, consumers=consumers)
+        return WorkerPlan(service=kind.plural, consumers=consumers, extra_loops=[imports.loop(database)])
 
     apis = [build_api(kind, tables),
             build_attachments_api(kind, tables, lambda: store_from_environment(kind.plural)),
             build_printing_api(kind, tables),
-            build_reports_api(kind, tables)]
+            build_reports_api(kind, tables),
+            imports.api()]
     return domain_service(kind.plural, title, apis=apis, metadata=metadata, migrations=migrations,
                           worker_plan=worker_plan)

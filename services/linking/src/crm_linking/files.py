@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session
 
 from crm_catalogue_view import CatalogueEntryView, CatalogueView
 from crm_kit.db import utcnow
+from crm_kit.imports import Importer
 from crm_kit.web import Api, Identity, ListResult, Problem, Reply, RequestContext, SortKey, check_if_match
 from crm_kit.web.input import item_result_error, load_item
 from crm_linking import file_schemas as schemas
@@ -639,6 +640,21 @@ def _register_bulk(api: Api, spec: FileSpec) -> None:
 
 
 BULK_CREATABLE = ("companies", "contacts")
+
+
+def file_importer(spec: FileSpec) -> Importer:
+    """Imports of ``spec``'s files (``crm_kit.imports``): ``files:edit``, the bulk create's item
+    schema and ``bulk_create`` itself."""
+    _, item = schemas.bulk_create_schemas(spec.body, spec.collection, spec.path)
+    item_schema = item()
+    item_schema.unknown = RAISE
+
+    def create_batch(session: Session, identity: Identity, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return bulk_create(session, identity, spec, item_schema, items)
+
+    columns = ("Name", "City") if spec is COMPANIES else ("First name", "Last name", "Email")
+    return Importer(collection=spec.collection, permission=EDIT_FILES, item_schema=item_schema,
+                    create_batch=create_batch, key_length=schemas.IMPORT_KEY_LENGTH, example_columns=columns)
 
 
 def build_files_api() -> Api:

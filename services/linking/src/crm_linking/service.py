@@ -3,7 +3,8 @@ their links to leads and opportunities, and its read model of those records.
 
 Its worker runs three consumers: ``records`` (``apply_record_event``: the read model of leads
 and opportunities, and each record's main contact on its contacts tab), ``catalogue`` (its copy
-of the catalogue) and ``reactions`` (``reactions.py``: timelines, deletions, conversions)."""
+of the catalogue) and ``reactions`` (``reactions.py``: timelines, deletions, conversions), and a loop that runs the
+CSV imports of companies and contacts (``crm_kit.imports``)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from crm_events.envelope import record_state
 from crm_kafka.service import domain_service
 from crm_kafka.worker import ConsumerSpec, WorkerPlan
 from crm_kit.db import Database, utcnow
+from crm_kit.imports import ServiceImports
 from crm_kit.settings import Settings
-from crm_linking.files import build_files_api
+from crm_linking.files import BULK_CREATABLE, SPECS, build_files_api, file_importer
 from crm_linking.links import RECORD_KINDS, build_links_api, sync_main_contact
 from crm_linking.reactions import REACTIONS, actor_id, occurred_at
 from crm_linking.tables import metadata, record_views
@@ -56,15 +58,19 @@ def apply_record_event(session: Session, envelope: Envelope) -> None:
                           causation_id=envelope.event_id, at=occurred_at(envelope), event_id=envelope.event_id)
 
 
+# CSV imports of the files that have a bulk create (crm_kit.imports): routes and a worker loop.
+IMPORTS = ServiceImports(metadata, [file_importer(SPECS[c]) for c in BULK_CREATABLE])
+
+
 def worker_plan(settings: Settings, database: Database) -> WorkerPlan:
     return WorkerPlan(service="linking", consumers=[
         ConsumerSpec("records", ["crm.leads.v1", "crm.opportunities.v1"], apply_record_event),
         consumer_spec(),
         REACTIONS,
-    ])
+    ], extra_loops=[IMPORTS.loop(database)])
 
 
 SERVICE = domain_service(
-    "linking", "Linking service", apis=[build_files_api(), build_links_api()], metadata=metadata,
+    "linking", "Linking service", apis=[build_files_api(), build_links_api(), IMPORTS.api()], metadata=metadata,
     migrations=Path(__file__).parent / "migrations" / "versions", worker_plan=worker_plan,
 )
