@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,9 +51,9 @@ from flask import (
     stream_with_context,
     url_for,
 )
+from flask_babel import format_number, ngettext
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_babel import ngettext
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from crm_console.gateway import ApiError
@@ -69,6 +70,7 @@ POLL = "500ms"
 ACTIVE = ("checking", "running")
 OVER = ("done", "cancelled")
 COLLECTION_RULE = "<any(leads, opportunities, companies, contacts):collection>"
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,8 @@ def collection_of(name: str) -> Collection:
 def _path(collection: Collection, job_id: str = "", tail: str = "") -> str:
     path = f"/v1/{collection.name}/imports"
     if job_id:
+        if not JOB_ID.fullmatch(job_id):
+            abort(404)  # never a path of the API's other than the job's own
         path += f"/{job_id}"
     return path + tail
 
@@ -220,8 +224,9 @@ def parse_csv(data: bytes, *, max_rows: int = MAX_ROWS) -> ParsedFile:
                 cells = cells + [""] * (width - len(cells))
             rows.append(cells)
             if len(rows) > max_rows:
+                most = format_number(max_rows)
                 raise RefusedFileError(_("The file has more than %(most)s rows: split it into files of at most "
-                                    "%(most)s rows.", most=f"{max_rows:,}"))
+                                         "%(most)s rows.", most=most))
     except csv.Error as exc:
         raise RefusedFileError(_("The file is not a CSV file the console can read: %(reason)s",
                                  reason=str(exc))) from None
@@ -359,7 +364,7 @@ def _jobs() -> tuple[list[dict[str, Any]], list[str]]:
 def render_index(*, error: str = "", chosen: str = "", status: int = 200) -> Any:
     jobs, unread = _jobs()
     return render_template("imports/index.html", jobs=jobs, unread=unread, collections=permitted(),
-                           all=COLLECTIONS, error=error, chosen=chosen, max_rows=f"{MAX_ROWS:,}"), status
+                           all=COLLECTIONS, error=error, chosen=chosen, max_rows=format_number(MAX_ROWS)), status
 
 
 @bp.get("")
@@ -453,9 +458,16 @@ def progress(collection: str, job_id: str) -> Any:
     """The progress bar while the job checks or runs; once that phase is over, the next state
     for the whole state region (htmx follows ``HX-Retarget``), and a line for the live region."""
     found = collection_of(collection)
-    job = _job(found, job_id)
     if not request.headers.get("HX-Request"):
         return redirect(url_for("imports.show", collection=found.name, job_id=job_id))
+    try:
+        job = _job(found, job_id)
+    except ApiError as exc:
+        if exc.status < 500 and exc.status != 429:
+            raise
+        # The API is busy or away for a moment: say so, and ask again a little later.
+        return render_template("imports/progress.html", collection=found, job={"id": job_id}, status="",
+                               poll="3s", waiting=exc.message)
     if job.get("status") in ACTIVE:
         return render_template("imports/progress.html", collection=found, job=job, status=job["status"], poll=POLL)
     resp = Response(render_template("imports/state.html", announce=True, **state_context(found, job)))
