@@ -212,9 +212,14 @@ def test_every_path_in_the_api_contract_has_a_route():
             for kind in ("lead", "opportunity"):
                 for table in CATALOGUE_TABLES:
                     concrete = raw.replace("{records}", records).replace("{kind}", kind).replace("{table}", table)
+                    concrete = concrete.replace("{collection}", records)  # imports: leads, opportunities, ...
                     concrete = re.sub(r"\{[a-z_]+\}", "x1", concrete)
                     if concrete == "/v1/me":
                         continue  # the gateway's own endpoint, not forwarded
                     assert ROUTES.route_for_path(concrete) is not None, f"{raw} ({concrete}) has no route"
                     checked += 1
+    for collection in ("companies", "contacts"):  # the imports' other collections
+        for raw in sorted(p for p in paths if "{collection}" in p):
+            concrete = re.sub(r"\{[a-z_]+\}", "x1", raw.rstrip("/").replace("{collection}", collection))
+            assert ROUTES.route_for_path(concrete) is not None, f"{raw} ({concrete}) has no route"
     assert checked

@@ -225,6 +225,7 @@ def _record_routes(records: str) -> list[GatewayRoute]:
         route(f"{base}/overview", records, GET=view),
         route(f"{base}/bulk", records, POST=edit),  # the service checks each action (delete: :delete, create: :create)
         route(f"{base}/reports/stages", records, GET=view),
+        *_import_routes(base, records, create),
     ]
     if records == "leads":
         routes.append(route(f"{base}/reports/funnel", records, GET=view))
@@ -254,12 +255,26 @@ def _record_routes(records: str) -> list[GatewayRoute]:
     return routes
 
 
+def _import_routes(base: str, service: str, create: str) -> list[GatewayRoute]:
+    """A collection's CSV imports (``crm_kit.imports``): every route needs its create permission."""
+    jobs, job = f"{base}/imports", f"{base}/imports/{{id}}"
+    return [
+        route(jobs, service, GET=create, POST=create),
+        route(job, service, GET=create, DELETE=create),
+        route(f"{job}/rows", service, GET=create, POST=create),
+        route(f"{job}/mapping", service, PUT=create),
+        route(f"{job}/start", service, POST=create),
+        route(f"{job}/result", service, GET=create),
+    ]
+
+
 def _file_routes() -> list[GatewayRoute]:
     routes: list[GatewayRoute] = []
     for collection in FILE_COLLECTIONS:
         routes.append(route(f"/v1/{collection}", "linking", GET=FILES_VIEW, POST=FILES_EDIT))
-        if collection in BULK_FILE_COLLECTIONS:  # a fixed word, before {id} would take it as an id
+        if collection in BULK_FILE_COLLECTIONS:  # fixed words, before {id} would take them as an id
             routes.append(route(f"/v1/{collection}/bulk", "linking", POST=FILES_EDIT))
+            routes += _import_routes(f"/v1/{collection}", "linking", FILES_EDIT)
         routes.append(route(f"/v1/{collection}/{{id}}", "linking", GET=FILES_VIEW, PATCH=FILES_EDIT,
                             DELETE=FILES_EDIT))
     # Lists of records reached from a file show record data: they need the record's view.

@@ -51,9 +51,8 @@ class ImportRowsIn(Schema):
 
 class ImportMappingIn(Schema):
     mapping = fields.Dict(keys=fields.String(validate=validate.Length(max=MAX_COLUMN_NAME)),
-                          values=fields.String(validate=_FIELD_NAME), required=True,
-                          validate=validate.Length(max=MAX_COLUMNS), metadata={
-                              "description": "column -> field (one of the job's `fields`). Columns left out are not "
+                          values=fields.String(validate=_FIELD_NAME), required=True, metadata={
+                              "maxProperties": MAX_COLUMNS, "description": "column -> field (one of the job's `fields`). Columns left out are not "
                                              "imported; every required field must be mapped, each field once."})
     key_column = fields.String(allow_none=True, load_default=None, validate=validate.Length(min=1,
                                                                                            max=MAX_COLUMN_NAME),
@@ -100,7 +99,7 @@ class ImportJobOut(Schema):
                           validate=validate.Length(max=MAX_COLUMNS))
     mapping = fields.Dict(keys=fields.String(validate=validate.Length(max=MAX_COLUMN_NAME)),
                           values=fields.String(validate=_FIELD_NAME), allow_none=True,
-                          validate=validate.Length(max=MAX_COLUMNS))
+                          metadata={"maxProperties": MAX_COLUMNS})
     key_column = fields.String(allow_none=True, validate=validate.Length(max=MAX_COLUMN_NAME))
     fields_ = fields.List(fields.Nested(ImportFieldOut), data_key="fields", attribute="fields",
                           validate=validate.Length(max=100), metadata={
