@@ -14,7 +14,15 @@ from typing import Any
 from flask import Response
 
 from crm_kit.imports.jobs import MAX_ROWS, MAX_ROWS_PER_CALL, Importer, Imports, row_view
-from crm_kit.imports.schemas import ImportIn, ImportJobOut, ImportMappingIn, ImportRowOut, ImportRowsIn, ImportRowsQuery
+from crm_kit.imports.schemas import (
+    ImportIn,
+    ImportJobOut,
+    ImportMappingIn,
+    ImportRowOut,
+    ImportRowsIn,
+    ImportRowsQuery,
+    ImportStartIn,
+)
 from crm_kit.web import Api, ListResult, Reply, RequestContext, SortKey, check_if_match
 from crm_kit.web.pagination import PageQuery
 
@@ -118,7 +126,8 @@ def register_import_routes(api: Api, imports: Imports, importer: Importer) -> No
          {"body": ImportMappingIn, "response": ImportJobOut, "errors": (409,),
           "example": {"mapping": {n: n for n in example_columns}, "key_column": None}}),
         ("POST", f"{item}/start", start, f"start_{plural}_import", f"Start creating the {c} of a checked import",
-         {"response": ImportJobOut, "status": 202, "errors": (409,)}),
+         {"body": ImportStartIn, "body_required": False, "response": ImportJobOut, "status": 202,
+          "errors": (409,)}),
         ("DELETE", item, cancel, f"cancel_{plural}_import", f"Cancel an import of {c}",
          {"response": ImportJobOut, "status": 200, "errors": (409,)}),
         ("GET", f"{item}/rows", list_rows, f"list_{plural}_import_rows",

@@ -50,16 +50,22 @@ class ImportRowsIn(Schema):
 
 
 class ImportMappingIn(Schema):
-    mapping = fields.Dict(keys=fields.String(validate=validate.Length(max=MAX_COLUMN_NAME)),
-                          values=fields.String(validate=_FIELD_NAME), required=True, metadata={
-                              "maxProperties": MAX_COLUMNS, "description": "column -> field (one of the job's `fields`). Columns left out are not "
-                                             "imported; every required field must be mapped, each field once."})
+    mapping = fields.Dict(
+        keys=fields.String(validate=validate.Length(max=MAX_COLUMN_NAME)), values=fields.String(validate=_FIELD_NAME),
+        required=True, metadata={
+            "maxProperties": MAX_COLUMNS,
+            "description": "column -> field (one of the job's `fields`). Columns left out are not imported; every "
+                           "required field must be mapped, each field once."})
     key_column = fields.String(allow_none=True, load_default=None, validate=validate.Length(min=1,
                                                                                            max=MAX_COLUMN_NAME),
                                metadata={"description": "The column holding each row's idempotency key (an empty "
                                                         "cell makes the row invalid); null: a digest of the header, "
                                                         "the row's cells and how many identical rows came before "
                                                         "it."})
+
+
+class ImportStartIn(Schema):
+    """No fields: the body of a start may be left out or be ``{}``."""
 
 
 class ImportFieldErrorOut(Schema):
