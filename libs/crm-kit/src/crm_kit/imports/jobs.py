@@ -327,10 +327,16 @@ class Imports:
 
     # -- the worker's part -----------------------------------------------------------------------
 
-    def work_once(self, session: Session) -> bool:
+    def work_once(self, session: Session, *, picked: list[str] | None = None,
+                  failed: Mapping[str, str] | None = None) -> bool:
         """One batch of one job in ``checking`` or ``running``, in ``session``'s transaction (the
         caller commits): its rows' results, the job's counters and - when running - the records,
-        together; the job ``checked`` / ``done`` when no row is left. False when there is no work."""
+        together; the job ``checked`` / ``done`` when no row is left. False when there is no work.
+
+        ``picked`` gets the job's id (before the batch, so a caller knows which job a failing batch
+        was). A job in ``failed`` (id -> why) has its next batch marked invalid / error with that
+        reason instead, without the bulk create: a batch that keeps failing does not hold up the job
+        or the jobs after it."""
         jobs, rows = self.jobs, self.rows
         postgres = is_postgres(session)
         stmt = (select(jobs).where(jobs.c.status.in_(tuple(WORK)), jobs.c.collection.in_(tuple(self.importers)))
@@ -341,13 +347,17 @@ class Imports:
         if found is None:
             return False
         job = dict(found._mapping)
+        if picked is not None:
+            picked.append(job["id"])
         wanted = WORK[job["status"]]
         batch_stmt = (select(rows).where(rows.c.job_id == job["id"], rows.c.status.in_(wanted))
                       .order_by(rows.c.number).limit(BATCH))
         if postgres:
             batch_stmt = batch_stmt.with_for_update(skip_locked=True)
         batch = session.execute(batch_stmt).all()
-        if batch:
+        if batch and failed and job["id"] in failed:
+            self._give_up(session, job, batch, failed[job["id"]])
+        elif batch:
             if job["status"] == CHECKING:
                 self._check(session, job, batch)
             else:
@@ -397,6 +407,15 @@ class Imports:
             [{"b_job": job["id"], "b_number": row.number, **v} for row, v in zip(batch, values, strict=True)])
         session.execute(update(jobs).where(jobs.c.id == job["id"]).values(
             **{name: jobs.c[name] + n for name, n in counters.items()}, version=jobs.c.version + 1))
+
+    def _give_up(self, session: Session, job: dict[str, Any], batch: Sequence[Row[Any]], why: str) -> None:
+        message = f"This batch of rows could not be processed: {why}"[:1000]
+        checking = job["status"] == CHECKING
+        values = [{"b_status": INVALID if checking else ERROR, "b_id": None, "b_error": message, "b_errors": None}
+                  for _ in batch]
+        counters = ({"checked": len(batch), "invalid": len(batch)} if checking
+                    else {"processed": len(batch), "failed": len(batch)})
+        self._store(session, job, batch, values, counters)
 
     def _check(self, session: Session, job: dict[str, Any], batch: Sequence[Row[Any]]) -> None:
         results = self._results(session, job, batch, rolled_back=True)
