@@ -54,6 +54,11 @@ def register_import_routes(api: Api, imports: Imports, importer: Importer) -> No
     def get(ctx: RequestContext, job_id: str) -> dict[str, Any]:
         return imports.view(ctx.session, imports.load(ctx.session, ctx.user, c, job_id))
 
+    list_jobs.__doc__ = ("The jobs you made (no one else's), newest first, with their status and counters; "
+                         "`sample` is empty here (GET one job for its first rows).")
+    get.__doc__ = ("Its status and counters (poll it to follow the check and the run), the fields columns can "
+                   "map to, and its first rows with their status. 404 unless you made it.")
+
     def append(ctx: RequestContext, job_id: str) -> dict[str, Any]:
         return imports.view(ctx.session, imports.append(ctx.session, ctx.user, c, job_id, ctx.body["rows"]))
 
@@ -94,6 +99,9 @@ def register_import_routes(api: Api, imports: Imports, importer: Importer) -> No
             stmt = stmt.where(rows.c.status == status)
         page = ctx.page(stmt, [SortKey("number", rows.c.number)], fingerprint=f"{job_id}:{status or ''}")
         return ListResult([row_view(r) for r in page.rows], page.next_page_token)
+
+    list_rows.__doc__ = ("Each row's cells, status (`?status=invalid` after the check gives the rows to fix), the "
+                         "record made (`id`) and why a row is invalid or failed (`error`, `errors`).")
 
     def result(ctx: RequestContext, job_id: str) -> Response:
         job = imports.load(ctx.session, ctx.user, c, job_id)
