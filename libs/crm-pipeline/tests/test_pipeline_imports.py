@@ -213,6 +213,9 @@ def test_keys_mapping_rules_cancel_and_visibility(services, name):  # noqa: F811
     assert result[2]["id"] == result[0]["id"]
     assert svc.get(result[0]["id"])["title"] == "Same"
     job.call("DELETE", f"/{job_id}", 409)  # done: nothing to cancel
+    assert job.call("GET", f"/{job_id}/result", 406, headers={**auth(), "Accept": "application/json"}).json["status"] \
+        == 406
+    job.call("GET", f"/{job_id}/result", headers={**auth(), "Accept": "text/csv, application/json;q=0.5"})
 
     # Identical rows without a key column: distinct keys (the occurrence), the same keys next time.
     twins = job.upload(["Title"], [["Twin"], ["Twin"], ["Other"]])

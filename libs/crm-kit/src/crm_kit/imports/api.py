@@ -11,7 +11,7 @@ import io
 from collections.abc import Callable
 from typing import Any
 
-from flask import Response
+from flask import Response, request
 
 from crm_kit.imports.jobs import MAX_ROWS, MAX_ROWS_PER_CALL, Importer, Imports, row_view
 from crm_kit.imports.schemas import (
@@ -23,7 +23,7 @@ from crm_kit.imports.schemas import (
     ImportRowsQuery,
     ImportStartIn,
 )
-from crm_kit.web import Api, ListResult, Reply, RequestContext, SortKey, check_if_match
+from crm_kit.web import Api, ListResult, Problem, Reply, RequestContext, SortKey, check_if_match
 from crm_kit.web.pagination import PageQuery
 
 
@@ -104,6 +104,9 @@ def register_import_routes(api: Api, imports: Imports, importer: Importer) -> No
                          "record made (`id`) and why a row is invalid or failed (`error`, `errors`).")
 
     def result(ctx: RequestContext, job_id: str) -> Response:
+        if (request.headers.get("Accept") or "").strip() and request.accept_mimetypes["text/csv"] <= 0:
+            raise Problem(406, f"This endpoint answers text/csv only; the request's Accept "
+                               f"({request.headers['Accept'][:200]}) rules it out.")
         job = imports.load(ctx.session, ctx.user, c, job_id)
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\r\n")
@@ -143,7 +146,7 @@ def register_import_routes(api: Api, imports: Imports, importer: Importer) -> No
          {"query": ImportRowsQuery, "response": ImportRowOut, "many": True}),
         ("GET", f"{item}/result", result, f"get_{plural}_import_result",
          "An import's result file (text/csv): row, status, id, error",
-         {"produces": "text/csv"}),
+         {"produces": "text/csv", "errors": (406,)}),
     ]
     for method, rule, handler, name, summary, options in declared:
         handler.__name__ = handler.__qualname__ = name
