@@ -122,23 +122,36 @@ def _upload(client: FlaskClient, token: str, data: bytes, collection: str = "lea
         "collection": collection, "csrf_token": token, "file": (io.BytesIO(data), "leads.csv")})
 
 
-def test_an_upload_creates_the_job_and_appends_the_rest(client: Any) -> None:
+def test_an_upload_of_one_call_goes_to_the_job(client: Any) -> None:
     http, calls = client
     token = _sign_in(http, "marketing")
-    resp = _upload(http, token, b"Title\n" + b"lead\n" * 7000)
+    resp = _upload(http, token, b"Title\n" + b"lead\n" * 5000)
     assert resp.status_code == 302 and resp.headers["Location"] == "/imports/leads/job-1"
-    posted = [(m, p, len(j["rows"])) for m, p, j in calls if m == "POST"]
-    assert posted == [("POST", "/v1/leads/imports", 5000), ("POST", "/v1/leads/imports/job-1/rows", 2000)]
-    created = next(j for m, p, j in calls if m == "POST")
-    assert created["columns"] == ["Title"] and created["file_name"] == "leads.csv"
+    created = [j for m, p, j in calls if m == "POST"]
+    assert len(created) == 1 and created[0]["columns"] == ["Title"] and created[0]["file_name"] == "leads.csv"
+    assert len(created[0]["rows"]) == 5000
+
+
+def test_a_larger_upload_streams_a_line_per_call_then_moves_on(client: Any) -> None:
+    http, calls = client
+    token = _sign_in(http, "marketing")
+    resp = _upload(http, token, b"Title\n" + b"lead\n" * 12_000)
+    assert resp.status_code == 200 and resp.is_streamed
+    page = resp.get_data(as_text=True)  # the appends happen while this is read
+    posted = [(p, len(j["rows"])) for m, p, j in calls if m == "POST"]
+    assert posted == [("/v1/leads/imports", 5000), ("/v1/leads/imports/job-1/rows", 5000),
+                      ("/v1/leads/imports/job-1/rows", 2000)]
+    assert "10,000 of 12,000 rows sent" in page and "12,000 of 12,000 rows sent" in page
+    assert 'hx-get="/imports/leads/job-1/uploaded" hx-trigger="load"' in page
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page)
 
 
 def test_a_refused_append_cancels_the_job_and_says_why(client: Any) -> None:
     http, calls = client
     token = _sign_in(http, "marketing")
-    resp = _upload(http, token, b"Title\n" + b"lead\n" * 5000 + b"refuse me\n")
-    assert resp.status_code == 409
-    assert "at most 200,000 rows" in resp.get_data(as_text=True)
+    page = _upload(http, token, b"Title\n" + b"lead\n" * 5000 + b"refuse me\n").get_data(as_text=True)
+    assert "The upload stopped after 5,000 of 5,001 rows, and the import is cancelled" in page
+    assert "at most 200,000 rows" in page and "/uploaded" not in page
     assert ("DELETE", "/v1/leads/imports/job-1", None) in calls
 
 

@@ -48,6 +48,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    stream_template,
     stream_with_context,
     url_for,
 )
@@ -112,6 +113,11 @@ def may_import() -> bool:
 @bp.app_template_filter("import_status")
 def import_status(value: str | None) -> str:
     return str(STATUSES.get(value or "", value or ""))
+
+
+@bp.app_template_filter("import_number")
+def import_number(value: int) -> str:
+    return str(format_number(value))
 
 
 @bp.before_request
@@ -253,25 +259,37 @@ def chunks(rows: Sequence[Sequence[str]], *, most_rows: int = CHUNK_ROWS,
         yield chunk
 
 
-def upload_job(collection: Collection, file_name: str, parsed: ParsedFile) -> dict[str, Any]:
-    """Create the job with the first chunk and append the rest; on a refusal, cancel it again."""
-    job: dict[str, Any] | None = None
-    try:
-        for chunk in chunks(parsed.rows):
-            if job is None:
-                job = gateway().json(caller(), "POST", _path(collection),
-                                     json={"file_name": file_name, "columns": parsed.columns, "rows": chunk})
-            else:
-                gateway().json(caller(), "POST", _path(collection, job["id"], "/rows"), json={"rows": chunk})
-    except (ApiError, RefusedFileError):
-        if job is not None:
+def create_job(collection: Collection, file_name: str, columns: list[str],
+               first: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """The job, made with the file's first chunk of rows."""
+    return dict(gateway().json(caller(), "POST", _path(collection),
+                               json={"file_name": file_name, "columns": columns, "rows": first}))
+
+
+@dataclass
+class Sent:
+    """How far the upload of a job's rows has come (one per chunk appended), or why it stopped."""
+
+    rows: int
+    error: str = ""
+
+
+def append_rows(collection: Collection, job: Mapping[str, Any], rest: Sequence[Sequence[Sequence[str]]],
+                sent: int) -> Iterator[Sent]:
+    """Append the chunks after the first, saying how far it is after each; on a refusal, cancel the
+    job (nothing half-uploaded is left to check) and say why."""
+    for chunk in rest:
+        try:
+            gateway().json(caller(), "POST", _path(collection, job["id"], "/rows"), json={"rows": chunk})
+        except ApiError as exc:
             try:
                 gateway().json(caller(), "DELETE", _path(collection, job["id"]))
             except ApiError:
                 pass  # the refusal is the news; the job stays as it is
-        raise
-    assert job is not None  # parse_csv refuses a file without rows
-    return job
+            yield Sent(sent, _api_message(exc))
+            return
+        sent += len(chunk)
+        yield Sent(sent)
 
 
 # -- mapping -----------------------------------------------------------------------------------
@@ -395,15 +413,38 @@ def upload() -> Any:
     file_name = file.filename.replace("\\", "/").rsplit("/", 1)[-1][:255]
     try:
         parsed = parse_csv(file.read())
-        job = upload_job(collection, file_name, parsed)
+        parts = list(chunks(parsed.rows))
+        job = create_job(collection, file_name, parsed.columns, parts[0])
     except RefusedFileError as exc:
         return render_index(error=str(exc), chosen=chosen, status=422)
     except ApiError as exc:
         return render_index(error=_api_message(exc), chosen=chosen, status=exc.status if exc.status < 500 else 502)
+    if len(parts) == 1:
+        return _uploaded(collection, job["id"], len(parsed.rows))
+    # More rows than one call takes: the page streams while the rest goes to the API, a line per
+    # call, so neither the browser nor a proxy in between waits on a silent request; at the end
+    # htmx moves on to the job (without JS, a link does).
+    progress = append_rows(collection, job, parts[1:], len(parts[0]))
+    return Response(stream_template("imports/uploading.html", collection=collection, job=job,
+                                    file_name=file_name, total=len(parsed.rows), progress=progress),
+                    mimetype="text/html")
+
+
+def _uploaded(collection: Collection, job_id: str, rows: int) -> Response:
     flash(ngettext("%(num)s row uploaded. Map the columns to fields, then check the rows.",
-                   "%(num)s rows uploaded. Map the columns to fields, then check the rows.",
-                   len(parsed.rows)), "ok")
-    return redirect(url_for("imports.show", collection=collection.name, job_id=job["id"]))
+                   "%(num)s rows uploaded. Map the columns to fields, then check the rows.", rows), "ok")
+    return redirect(url_for("imports.show", collection=collection.name, job_id=job_id))
+
+
+@bp.get(f"/{COLLECTION_RULE}/<job_id>/uploaded")
+def uploaded(collection: str, job_id: str) -> Any:
+    """Where a streamed upload goes once every row is sent: the job page, with the news."""
+    found = collection_of(collection)
+    job = _job(found, job_id)
+    resp = _uploaded(found, job_id, int(job.get("rows") or 0))
+    if request.headers.get("HX-Request"):
+        return Response(status=204, headers={"HX-Redirect": resp.location})
+    return resp
 
 
 def _api_message(exc: ApiError) -> str:
