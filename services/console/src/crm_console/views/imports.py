@@ -426,7 +426,8 @@ def upload() -> Any:
     # htmx moves on to the job (without JS, a link does).
     progress = append_rows(collection, job, parts[1:], len(parts[0]))
     return Response(stream_template("imports/uploading.html", collection=collection, job=job,
-                                    file_name=file_name, total=len(parsed.rows), progress=progress),
+                                    file_name=file_name, total=len(parsed.rows), first_sent=len(parts[0]),
+                                    progress=progress),
                     mimetype="text/html")
 
 
