@@ -337,7 +337,7 @@ def preview(job: Mapping[str, Any], mapping: Mapping[str, str]) -> tuple[list[st
     used = [(i, mapping[c]) for i, c in enumerate(columns) if mapping.get(c)]
     rows = []
     for sample in job.get("sample") or []:
-        cells = list(sample.get("cells") if isinstance(sample, Mapping) else sample)
+        cells = list((sample.get("cells") or []) if isinstance(sample, Mapping) else sample)
         rows.append([cells[i] if i < len(cells) else "" for i, _field in used])
     return [field for _i, field in used], rows
 
@@ -431,7 +431,7 @@ def upload() -> Any:
                     mimetype="text/html")
 
 
-def _uploaded(collection: Collection, job_id: str, rows: int) -> Response:
+def _uploaded(collection: Collection, job_id: str, rows: int) -> Any:
     flash(ngettext("%(num)s row uploaded. Map the columns to fields, then check the rows.",
                    "%(num)s rows uploaded. Map the columns to fields, then check the rows.", rows), "ok")
     return redirect(url_for("imports.show", collection=collection.name, job_id=job_id))
@@ -444,7 +444,8 @@ def uploaded(collection: str, job_id: str) -> Any:
     job = _job(found, job_id)
     resp = _uploaded(found, job_id, int(job.get("rows") or 0))
     if request.headers.get("HX-Request"):
-        return Response(status=204, headers={"HX-Redirect": resp.location})
+        return Response(status=204, headers={"HX-Redirect": url_for("imports.show", collection=found.name,
+                                                                    job_id=job_id)})
     return resp
 
 
