@@ -126,8 +126,14 @@ class CatalogueReferenceError(ValueError):
         return Problem(422, self.message, errors=[{"field": self.field, "message": self.message}])
 
 
+_SINGULAR = {"priorities": "priority", "categories": "category"}
+
+
 def _entity_label(entity: str) -> str:
-    return entity.replace("_", " ").rstrip("s") if entity != "stage" else "stage"
+    """A table's entry in words: "stage_groups" -> "stage group", "priorities" -> "priority"."""
+    if entity == "stage":
+        return "stage"
+    return _SINGULAR.get(entity) or entity.replace("_", " ").removesuffix("s")
 
 
 class CatalogueView:
