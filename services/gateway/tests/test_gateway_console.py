@@ -5,11 +5,14 @@ paths never do."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from gateway_helpers import ServerThread
+
+from crm_kit.settings import MAX_IMPORT_FILE_BYTES, MULTIPART_OVERHEAD
 
 
 def _fake_console() -> Flask:
@@ -63,10 +66,25 @@ def test_redirects_and_uploads_pass_through(make_gateway: Callable[..., Any],
     client = make_gateway("http://127.0.0.1:9", CRM_CONSOLE_URL=console.url).test_client()
     resp = client.get("/go")
     assert resp.status_code == 302 and resp.headers["Location"].endswith("/leads")
-    data = {"file": (__import__("io").BytesIO(b"x" * 300_000), "cv.pdf"), "type": "cv"}
+    data = {"file": (io.BytesIO(b"x" * 300_000), "cv.pdf"), "type": "cv"}
     resp = client.post("/upload", data=data, content_type="multipart/form-data")
     assert resp.status_code == 200
     assert resp.get_json() == {"name": "cv.pdf", "size": 300_000, "form": {"type": "cv"}}
+
+
+def test_a_csv_to_import_may_be_larger_than_an_attachment(make_gateway: Callable[..., Any],
+                                                          serve: Callable[[Any], ServerThread]) -> None:
+    """The console takes CSVs of up to MAX_IMPORT_FILE_BYTES to import: the gateway lets them
+    through even when attachments are limited to less; past that, its own 413."""
+    console = serve(_fake_console())
+    client = make_gateway("http://127.0.0.1:9", CRM_CONSOLE_URL=console.url,
+                          CRM_MAX_UPLOAD_BYTES="100000").test_client()
+    data = {"file": (io.BytesIO(b"x" * 300_000), "leads.csv")}
+    resp = client.post("/upload", data=data, content_type="multipart/form-data")
+    assert resp.status_code == 200 and resp.get_json()["size"] == 300_000
+    too_large = {"file": (io.BytesIO(b"x" * (MAX_IMPORT_FILE_BYTES + MULTIPART_OVERHEAD + 1)), "leads.csv")}
+    resp = client.post("/upload", data=too_large, content_type="multipart/form-data")
+    assert resp.status_code == 413
 
 
 def test_the_api_and_the_gateways_own_paths_never_go_to_the_console(

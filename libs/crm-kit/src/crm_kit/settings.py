@@ -54,6 +54,9 @@ SERVICES = ("catalogue", "leads", "opportunities", "linking", "triggers")
 # CRM_MAX_UPLOAD_BYTES limits an attachment's file; its multipart body may add this much
 # around it (boundaries, part headers, the `type` field), at the gateway and in the services.
 MULTIPART_OVERHEAD = 64 * 1024
+# The largest CSV the console takes to import (its rows go on to the API in chunks); the gateway,
+# which forwards the console's requests under `make run`, lets a body this large through.
+MAX_IMPORT_FILE_BYTES = 50 * 1024 * 1024
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("CRM_SERVICE_NAME", "Which service this process is (set by `crm-service <name>`).", None, ("all",)),

@@ -23,7 +23,7 @@ from crm_gateway.conversion import convert_and_wait
 from crm_gateway.proxy import BAD_RESPONSE, CONNECT_ERROR, TIMEOUT, Upstream, UpstreamError
 from crm_gateway.ratelimit import install_rate_limit
 from crm_gateway.routes import ROUTES, UPLOAD_RULE, MethodNotAllowedError, RouteNotFoundError
-from crm_kit.settings import MULTIPART_OVERHEAD, SERVICES, Settings
+from crm_kit.settings import MAX_IMPORT_FILE_BYTES, MULTIPART_OVERHEAD, SERVICES, Settings
 from crm_kit.web import Api, Problem, RequestContext
 from crm_kit.web import create_app as kit_create_app
 from crm_kit.web.api import Route
@@ -255,7 +255,8 @@ def create_app(settings: Settings) -> Flask:
     app.view_functions["openapi_json"] = openapi_view
     docs.install_docs(app)
     install_console(app, settings.get("CRM_CONSOLE_URL") or "",
-                    max_body=settings["CRM_MAX_UPLOAD_BYTES"] + MULTIPART_OVERHEAD,
+                    # the console's largest upload: an attachment's file or a CSV to import
+                    max_body=max(settings["CRM_MAX_UPLOAD_BYTES"], MAX_IMPORT_FILE_BYTES) + MULTIPART_OVERHEAD,
                     connect_timeout=settings["CRM_UPSTREAM_CONNECT_TIMEOUT"],
                     read_timeout=settings["CRM_UPSTREAM_TIMEOUT"])
     install_cookie(app)

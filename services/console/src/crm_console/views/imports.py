@@ -59,10 +59,11 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from crm_console.gateway import ApiError
 from crm_console.session import caller, can, current_identity, gateway, to_sign_in
+from crm_kit.settings import MAX_IMPORT_FILE_BYTES
 
 bp = Blueprint("imports", __name__, url_prefix="/imports")
 
-MAX_FILE_BYTES = 50 * 1024 * 1024  # the upload's own limit (the app's default is the attachments')
+MAX_FILE_BYTES = MAX_IMPORT_FILE_BYTES  # the upload's own limit (the app's default is the attachments')
 MAX_ROWS = 200_000  # the API's limit of a job
 CHUNK_ROWS = 5_000  # the API's limit of one call
 CHUNK_BYTES = 900 * 1024  # JSON of one call's rows, well within the API's 1 MiB body
