@@ -207,7 +207,23 @@ def _make_world(api: Api) -> World:
         "name": f"H {t}", "kind": "lead", "active": False, "event": {"type": "created"},
         "actions": [{"type": "add_to_group", "group_id": ids["lead_group"]}]})["id"]
     _settled(api, ["/v1/leads/" + ids["lead"], "/v1/opportunities/" + ids["opportunity"]])
+    # Imports: a job still uploading (rows), one to map, and one checked by its service's worker (start).
+    for collection, (columns, mapping) in IMPORTS.items():
+        body = {"file_name": f"h-{t}.csv", "columns": columns, "rows": [[f"H {t} {c}" for c in columns]]}
+        for step in ("rows", "mapping", "start"):
+            ids[f"{collection}_import_{step}"] = api.ok("POST", f"/v1/{collection}/imports", body)["id"]
+        start = f"/v1/{collection}/imports/{ids[f'{collection}_import_start']}"
+        api.ok("PUT", f"{start}/mapping", {"mapping": mapping, "key_column": None})
+        deadline = time.monotonic() + 60
+        while api("GET", start).json()["status"] != "checked":  # waiting for the worker's check
+            assert time.monotonic() < deadline, f"{start} was not checked within 60 s"
+            time.sleep(0.2)
     return w
+
+
+IMPORTS = {"leads": (["Title"], {"Title": "title"}), "opportunities": (["Title"], {"Title": "title"}),
+           "companies": (["Name"], {"Name": "name"}), "contacts": (["First", "Last"], {"First": "first_name",
+                                                                                       "Last": "last_name"})}
 
 
 def _cases(w: World) -> list[Case]:
@@ -295,6 +311,20 @@ def _cases(w: World) -> list[Case]:
                        ("/v1/contacts", {"first_name": "X", "last_name": "Y", "key": "k"})):
         add("POST", f"{base}/bulk", f"{base}/bulk", {"action": "create", "items": [item]}, "action", "action",
             count(base))
+
+    # Imports: the job's own fields are checked as any body; `start` takes no fields (an empty body or {}).
+    for collection, (columns, mapping) in IMPORTS.items():
+        base = f"/v1/{collection}/imports"
+        add("POST", base, base, {"file_name": "x.csv", "columns": columns, "rows": [["x"] * len(columns)]},
+            "file_name", "file_name", count(base))
+        job = f"{base}/{ids[f'{collection}_import_rows']}"
+        add("POST", f"{base}/{{id}}/rows", f"{job}/rows", {"rows": [["y"] * len(columns)]}, "rows", None,
+            version(job))
+        job = f"{base}/{ids[f'{collection}_import_mapping']}"
+        add("PUT", f"{base}/{{id}}/mapping", f"{job}/mapping", {"mapping": mapping, "key_column": columns[0]},
+            "key_column", "key_column", version(job))
+        job = f"{base}/{ids[f'{collection}_import_start']}"
+        add("POST", f"{base}/{{id}}/start", f"{job}/start", {}, "x", None, version(job))
 
     trigger = f"/v1/triggers/{ids['trigger']}"
     add("POST", "/v1/triggers", "/v1/triggers", {
