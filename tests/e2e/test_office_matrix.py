@@ -51,6 +51,10 @@ PLURALS = ("leads", "opportunities")
 KIND_OF = {"leads": "lead", "opportunities": "opportunity"}
 LINK_FIELD = {"leads": "lead_id", "opportunities": "opportunity_id"}  # an activity's link to a record
 SHARED_FILES = ("companies", "contacts", "job-orders", "placements")
+IMPORT_COLUMNS = {"leads": ["Title"], "opportunities": ["Title"], "companies": ["Name"],
+                  "contacts": ["First", "Last"]}
+IMPORT_MAPPING = {"leads": {"Title": "title"}, "opportunities": {"Title": "title"}, "companies": {"Name": "name"},
+                  "contacts": {"First": "first_name", "Last": "last_name"}}
 
 # Phases: cells run in this order, so that a write wrongly let through disturbs as few other cells
 # as possible (a wrongly deleted job order takes its placements along, and would make "delete the
@@ -147,6 +151,7 @@ class World:
     kinds: dict[str, Office1Kind]
     unlinked_activity: dict[str, Any]  # office 1's owner's, on no record
     own_activity: dict[str, Any]  # the stranger's, on no record
+    imports: dict[str, dict[str, Any]] = field(default_factory=dict)  # collection -> office 1's owner's import
 
     @property
     def office1_record_ids(self) -> set[str]:
@@ -215,7 +220,12 @@ def build_world(platform: Any) -> World:
                                     other_role, other_stage, template, own_record)
     unlinked = owner.ok("POST", "/v1/activities", 201, json={"type": "task", "subject": f"{secret} unlinked task"})
     own_activity = stranger.ok("POST", "/v1/activities", 201, json={"type": "task", "subject": f"{own} task"})
-    return World(tag, secret, admin, owner, stranger, kinds, unlinked, own_activity)
+    world = World(tag, secret, admin, owner, stranger, kinds, unlinked, own_activity)
+    for collection, columns in IMPORT_COLUMNS.items():  # an import job is its creator's alone
+        world.imports[collection] = owner.ok("POST", f"/v1/{collection}/imports", 201, json={
+            "file_name": f"{secret} {collection}.csv", "columns": columns,
+            "rows": [[f"{secret} {column}" for column in columns]]})
+    return world
 
 
 # -- cells --------------------------------------------------------------------------------------------
@@ -594,6 +604,44 @@ def _unlink_contact(w: World, k: Office1Kind) -> list[Cell]:
             hidden(w, f"{k.url}/contacts/{k.main_contact['id']}", "unlink the main contact", UNLINK)]
 
 
+def _import_cells(suffix: str, method: str, collection: str | None = None) -> Builder:
+    """Office 1's owner's import job (``World.imports``) and its sub-resources: 404 for anyone else;
+    the stranger's list of imports holds none of it. ``collection`` for the files (no {records})."""
+    def build(w: World, plural: str | None) -> list[Cell]:
+        c = collection or plural
+        assert c is not None
+        job = w.imports[c]
+        base = f"/v1/{c}/imports"
+        if suffix == "" and method == "GET":
+            def check(r: requests.Response) -> str | None:
+                ids = [j.get("id") for j in r.json().get("items", [])]
+                return f"office 1's job {job['id']} listed" if job["id"] in ids else no_trace(w)(r)
+            return [Cell(base, "the list of imports", frozenset({200}), "200 without office 1's job", {}, check)]
+        path = f"{base}/{job['id']}{suffix}"
+        body: dict[str, Any] = {}
+        if suffix == "/rows" and method == "POST":
+            body = {"json": {"rows": [["planted"] * len(IMPORT_COLUMNS[c])]}}
+        elif suffix == "/mapping":
+            body = {"json": {"mapping": IMPORT_MAPPING[c], "key_column": None}}
+        phase = READ if method == "GET" else DELETE_LEAF if method == "DELETE" else WRITE
+        return [hidden(w, path, f"office 1's {c} import", phase, **body)]
+    return build
+
+
+def _import_rules(prefix: str, collection: str | None) -> dict[tuple[str, str], tuple[str, Builder | None, str]]:
+    """The import routes under ``prefix`` (``/v1/{records}``, ``/v1/companies``, ``/v1/contacts``)."""
+    base, item = f"{prefix}/imports", f"{prefix}/imports/{{id}}"
+    rules: dict[tuple[str, str], tuple[str, Builder | None, str]] = {
+        ("POST", base): _unrelated("a new import names nothing of office 1 (its rows follow the bulk create's "
+                                   "office rule when it runs)"),
+        ("GET", base): ("list", _import_cells("", "GET", collection), "200 without office 1's import jobs")}
+    for method, suffix in (("GET", ""), ("DELETE", ""), ("GET", "/rows"), ("POST", "/rows"), ("PUT", "/mapping"),
+                           ("POST", "/start"), ("GET", "/result")):
+        rules[(method, item + suffix)] = ("hidden", _import_cells(suffix, method, collection),
+                                          "404: a job is its creator's alone")
+    return rules
+
+
 def _unrelated(why: str) -> tuple[str, None, str]:
     return ("unrelated", None, why)
 
@@ -620,6 +668,10 @@ RULES: dict[tuple[str, str], tuple[str, Builder | None, str]] = {
     ("GET", "/v1/{records}/reports/funnel"): ("aggregate", _record(_funnel), "counts only what the caller sees"),
     ("POST", "/v1/{records}/bulk"): ("bulk", _record(_bulk),
                                      "200, every office-1 item an error; a create into office 1 refused per item"),
+    # -- imports: a job is seen and changed by its creator only
+    **_import_rules("/v1/{records}", None),
+    **_import_rules("/v1/companies", "companies"),
+    **_import_rules("/v1/contacts", "contacts"),
     # -- records: the office-1 record and its sub-resources
     ("GET", "/v1/{records}/{id}"): ("hidden", _item("GET"), "404"),
     ("PATCH", "/v1/{records}/{id}"): ("hidden+office", _item("PATCH"), "404; own record to office 1: 403"),
@@ -839,6 +891,9 @@ def snapshot(w: World) -> dict[str, Any]:
          fields_of("version", "subject", "lead_id", "opportunity_id"))
     read("the stranger's own activity", w.stranger, f"/v1/activities/{w.own_activity['id']}",
          fields_of("version", "lead_id", "opportunity_id"))
+    for collection, job in w.imports.items():
+        read(f"office 1's {collection} import", o, f"/v1/{collection}/imports/{job['id']}",
+             fields_of("version", "status", "rows", "mapping"))
     for collection in ("activities", "placements", "job-orders", "contacts"):
         read(f"{collection} with the run's tag", w.admin, f"/v1/{collection}", items(lambda f: f["id"]), q=w.tag,
              page_size=200)
