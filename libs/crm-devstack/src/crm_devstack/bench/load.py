@@ -96,7 +96,10 @@ async def _drive(operation: Operation, concurrency: int, seconds: float, warmup:
     stop_at = measure_from + seconds
 
     async def worker(session: aiohttp.ClientSession) -> None:
-        while time.perf_counter() < stop_at and (max_operations is None or result.ok < max_operations):
+        # Past the deadline only while nothing was measured yet: operations slower than the whole
+        # window (a tiny scale on a busy machine) still give one measured answer each, not none.
+        while ((time.perf_counter() < stop_at or not (result.latencies or result.failures))
+               and (max_operations is None or result.ok < max_operations)):
             n = next(sequence)
             if rate:  # paced: operation n starts at n / rate seconds, or as soon as a task is free
                 await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
