@@ -23,6 +23,7 @@ pytestmark = pytest.mark.e2e
 TINY = BenchPlan(scale=0.001, concurrency=4, web_concurrency=1, web_threads=4)
 
 
+@pytest.mark.timeout(900)  # every figure, each with its settling: 4 to 6 minutes here
 def test_bench_reports_every_figure_against_its_baseline(platform, postgres, kafka, tmp_path):
     report = run_bench(TINY, tmp_path, target=Target(platform, postgres, kafka.bootstrap, "e2e"))
 
@@ -46,9 +47,12 @@ def test_bench_reports_every_figure_against_its_baseline(platform, postgres, kaf
     assert (small, large) == (100, 1000)
     assert {m for m, _ in metrics("bulk")} == {"create records/s", "stage change records/s"}
     assert {m for m, _ in metrics("catchup")} == {"drain time"}
+    assert metrics("import") == {("run (start -> done)", "bulk API calls from a script"),
+                                 ("upload + check + run", "bulk API calls from a script")}
     assert metrics("ryw") == {(f"{q} {variant}", RYW_BASELINE)
                               for q in ("p50", "p99") for variant in ("cross-service", "same-service")}
     details = data["details"]
+    assert details["import"]["rows"] == 1000  # the smallest import, every row created (the figure checks)
     assert details["catchup"]["trigger_actions_applied"] == details["catchup"]["stage_changes"] > 0
     assert details["catchup"]["events_in_outboxes"] > 0
     for variant in ("cross_service", "same_service"):
@@ -70,3 +74,6 @@ def test_bench_reports_every_figure_against_its_baseline(platform, postgres, kaf
     leads = requests.get(f"{platform.gateway_url}/v1/leads", params={"office_id": "bench-list-100"},
                          headers=admin, timeout=30).json()["items"]
     assert leads == []
+    for office in details["import"]["offices"]:  # and figure 9's imported leads
+        assert requests.get(f"{platform.gateway_url}/v1/leads", params={"office_id": office},
+                            headers=admin, timeout=30).json()["items"] == []

@@ -107,6 +107,7 @@ class Bench:
         self.writer = platform.auth(("marketing",), user="bench-user", office="bench-office")
         self.details: dict[str, Any] = {}
         self.created_ids: list[str] = []
+        self.import_offices: list[str] = []  # figure 9's offices, for clean_up
         self.stages: dict[str, dict[str, Any]] = {}
         self.source_id = ""
         self.group_id = ""
@@ -163,11 +164,15 @@ class Bench:
         return took
 
     def clean_up(self) -> None:
-        """Delete the bench's trigger and its bulk-loaded list rows (which had no events)."""
+        """Delete the bench's trigger, its bulk-loaded list rows (which had no events) and figure 9's imports."""
         if self.trigger_id:
             self.call("DELETE", f"/v1/triggers/{self.trigger_id}")
         with psycopg.connect(self.dsn("leads"), autocommit=True) as conn:
             conn.execute("DELETE FROM leads WHERE office_id LIKE 'bench-list-%'")
+        if self.import_offices:
+            from crm_devstack.bench import import_run
+
+            import_run.clean_up(self)
 
     # -- set-up ---------------------------------------------------------------------------------------
 
@@ -721,6 +726,12 @@ class Bench:
         return times, unavailable
 
     # -- 8: the console's board page -------------------------------------------------------------------
+
+    def figure_import(self) -> list[Row]:
+        """An import of 100,000 leads vs the same rows as a script's bulk calls (crm_devstack.bench.import_run)."""
+        from crm_devstack.bench import import_run
+
+        return import_run.figure(self)
 
     def figure_board(self) -> list[Row]:
         """The console's board of 500 cards vs the API calls it makes (crm_devstack.bench.board_page)."""

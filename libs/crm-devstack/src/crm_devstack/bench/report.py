@@ -19,6 +19,7 @@ FIGURES = {
     "catchup": "6. catch-up after workers stopped",
     "ryw": "7. read-your-writes",
     "board": "8. console board page (500 cards)",
+    "import": "9. import of leads (CSV)",
 }
 
 

@@ -161,12 +161,14 @@ def measure(plan: BenchPlan, target: Target, baseline_urls: dict[str, str], log:
         bench.settle("figures 1 and 5")
         listing = bench.figure_list()
         bench.settle("figure 4")
+        imports = bench.figure_import()
+        bench.settle("figure 9")
         catchup = bench.figure_catchup()
         board = bench.figure_board()  # last: its 500 leads' events need no settling before anything
     finally:
         if clean_up:
             bench.clean_up()
-    return create + trigger + outbox + listing + bulk + catchup + ryw + board, bench.details
+    return create + trigger + outbox + listing + bulk + catchup + ryw + board + imports, bench.details
 
 
 def run_bench(plan: BenchPlan, out_dir: Path, *, log: Callable[[str], None] = say,
