@@ -111,7 +111,7 @@ def test_leads_import_with_bad_rows_then_again_creates_nothing_twice(console, pa
     # Import: 997 created, visible through the API.
     page.get_by_role("button", name="Import 997 rows").click()
     expect(page.get_by_role("link", name="Download result file")).to_be_visible(timeout=PHASE)
-    assert _fact(page, "Created") == "997" and _fact(page, "Already there") == "0"
+    assert _fact(page, "Created") == "997" and _fact(page, "Already there") == "0" and _fact(page, "Failed") == "3"
     console.assert_accessible(page, "Import (done)")
     made = _list_all(console, "/leads", user, office, roles, q=prefix)
     assert len(made) == 997 and len({m["id"] for m in made}) == 997
@@ -134,7 +134,7 @@ def test_leads_import_with_bad_rows_then_again_creates_nothing_twice(console, pa
     _upload(page, console, "Leads", path)
     page.get_by_label("Column Priority", exact=True).select_option("priority_id")
     _check_and_import(page, 997)
-    assert _fact(page, "Created") == "0" and _fact(page, "Already there") == "997"
+    assert _fact(page, "Created") == "0" and _fact(page, "Already there") == "997" and _fact(page, "Failed") == "3"
     assert len(_list_all(console, "/leads", user, office, roles, q=prefix)) == 997
 
     # Both jobs are in the list of imports.
