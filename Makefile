@@ -5,7 +5,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-LIBS := libs/crm-kit libs/crm-events libs/crm-kafka libs/crm-catalogue-view libs/crm-pipeline libs/crm-devstack
+# libs/ holds the runtime libraries the services' images install; tools/ holds what only
+# developers and CI run (the local platform, pytest plugin, bench and chaos).
+LIBS := libs/crm-kit libs/crm-events libs/crm-kafka libs/crm-catalogue-view libs/crm-pipeline
+TOOLS := tools/crm-devstack
 SERVICES := services/catalogue services/leads services/opportunities services/linking services/triggers services/gateway services/console
 STAMP := $(VENV)/.installed
 # The OpenAPI linters the API's clients use (Redocly CLI, Spectral + OWASP), from the npm registry,
@@ -38,11 +41,11 @@ NAME ?= Dev User
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): constraints.txt requirements-dev.txt $(foreach p,$(LIBS) $(SERVICES),$(p)/pyproject.toml)
+$(STAMP): constraints.txt requirements-dev.txt $(foreach p,$(LIBS) $(TOOLS) $(SERVICES),$(p)/pyproject.toml)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing the platform into $(VENV) (pinned by constraints.txt)"
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -r requirements-dev.txt \
-		$(foreach p,$(LIBS) $(SERVICES),-e $(p))
+		$(foreach p,$(LIBS) $(TOOLS) $(SERVICES),-e $(p))
 	@touch $@
 
 $(LINT_STAMP): $(LINT_TOOLS)/package.json $(LINT_TOOLS)/package-lock.json
@@ -97,8 +100,8 @@ chaos: $(STAMP) ## Fault injection: 10,000+ operations while Kafka, each worker,
 chart: $(STAMP) ## Only the Kubernetes checks: helm lint/template, schema validation, manifests vs code (tests/chart)
 	@$(BIN)/python -m pytest tests/chart
 
-lint: $(STAMP) ## ruff over the whole tree, mypy over libs/, hadolint over the Dockerfile
-	@$(BIN)/ruff check libs services tests charts
+lint: $(STAMP) ## ruff over the whole tree, mypy over libs/ and tools/, hadolint over the Dockerfile
+	@$(BIN)/ruff check libs tools services tests charts
 	@$(BIN)/hadolint Dockerfile
 	@$(BIN)/mypy --ignore-missing-imports -p crm_kit -p crm_kafka -p crm_catalogue_view -p crm_pipeline -p crm_events -p crm_devstack
 
