@@ -16,12 +16,15 @@ from confluent_kafka import Consumer, TopicPartition
 from kafka_roles import TOPIC, make_consumer, prepare
 from test_exactly_once import wait_for, write_events
 
+from crm_kafka.api import build_positions_api
 from crm_kafka.clients import consumer_config, idempotent_producer
 from crm_kafka.relay import OutboxRelay
 from crm_kafka.topics import ensure_topics
 from crm_kit import consistency
 from crm_kit.consistency import ConsistencyError, ReadModels, Requirement, outbox_position
 from crm_kit.db import Database
+from crm_kit.settings import load_settings
+from crm_kit.web import create_app, issue_token
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +64,39 @@ def test_the_outbox_position_covers_every_published_row_and_waits_for_the_rest(a
     # "Everything committed now" is the same here; a number beyond the newest row is capped.
     assert outbox_position("kit-tests", db, None, wait=1.0) == (last, offsets)
     assert outbox_position("kit-tests", db, last + 1000, wait=1.0)[0] == last
+    db.dispose()
+
+
+def test_the_consistency_endpoint_answers_problems_the_gateway_understands(tmp_path, bootstrap):
+    """``GET /internal/consistency``: 400 for an unreadable ``Crm-Require-Wait``, 503 with
+    ``Retry-After`` while a committed row is not on Kafka yet, then the position."""
+    url = f"sqlite:///{tmp_path / 'positions.sqlite3'}"
+    db = prepare(url)
+    secret = "test-secret-that-is-long-enough-for-hs256"
+    settings = load_settings("domain", {"CRM_SERVICE_NAME": "kit-tests", "CRM_DATABASE_URL": url,
+                                        "CRM_KAFKA_BOOTSTRAP": bootstrap, "CRM_JWT_SECRET": secret})
+    app = create_app("kit-tests", settings, [build_positions_api("kit-tests", db, 0.2)], database=db)
+    client = app.test_client()
+    token = issue_token(secret, user_id="u1", name="User One", office_id="o1", roles=["viewer"])
+    auth = {"Authorization": f"Bearer {token}"}
+
+    bad = client.get("/internal/consistency", headers={**auth, consistency.REQUIRE_WAIT: "soon"})
+    assert bad.status_code == 400 and bad.content_type == "application/problem+json"
+    assert bad.json == {"type": "https://crm.example/problems/bad-request", "title": "Bad Request", "status": 400,
+                        "detail": "Crm-Require-Wait must be a number of seconds",
+                        "instance": "/internal/consistency"}
+
+    write_events(db, "api-" + uuid.uuid4().hex[:8], 2)
+    behind = client.get("/internal/consistency", headers=auth)
+    assert behind.status_code == 503 and behind.content_type == "application/problem+json"
+    assert behind.headers["Retry-After"] == str(consistency.RETRY_AFTER_SECONDS)
+    assert behind.json["type"] == "https://crm.example/problems/service-unavailable"
+    assert behind.json["title"] == "Service Unavailable" and behind.json["detail"]
+
+    OutboxRelay(db, lambda: idempotent_producer(bootstrap), "kit-tests").publish_pending()
+    ok = client.get("/internal/consistency", headers=auth)
+    assert ok.status_code == 200, ok.json
+    assert ok.json["outbox_id"] > 0 and ok.json["positions"][TOPIC]
     db.dispose()
 
 

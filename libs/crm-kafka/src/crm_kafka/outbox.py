@@ -45,14 +45,20 @@ def record_event(session: Session, topic: str, envelope: Envelope, key: str | No
 def record_events(session: Session, topic: str, envelopes: Sequence[Envelope]) -> None:
     """``record_event`` for many envelopes in one statement (bulk creates): the same rows, in
     this order, keyed by their aggregate ids."""
-    if not envelopes:
+    record_rows(session, [(topic, envelope, None) for envelope in envelopes])
+
+
+def record_rows(session: Session, events: Sequence[tuple[str, Envelope, str | None]]) -> None:
+    """Outbox rows for ``(topic, envelope, key)`` triples in one statement, in this order; a key of
+    None is the aggregate id. The unit of work's commit calls it."""
+    if not events:
         return
     now = utcnow()
     rows = []
-    for envelope in envelopes:
+    for topic, envelope, key in events:
         if not envelope.correlation_id and correlation.get():
             envelope.correlation_id = correlation.get() or ""
-        rows.append({"event_id": envelope.event_id, "topic": topic, "key": envelope.aggregate_id,
+        rows.append({"event_id": envelope.event_id, "topic": topic, "key": key or envelope.aggregate_id,
                      "payload": encode(envelope),
                      "headers": [[name, value.decode()] for name, value in headers_for(envelope)],
                      "created_at": now})

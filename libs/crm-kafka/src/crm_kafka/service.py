@@ -9,18 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from flask import Flask
 from sqlalchemy import MetaData
 
 from crm_kafka.clients import kafka_ready_check
-from crm_kafka.positions import build_positions_api
 from crm_kafka.worker import WorkerPlan, run_worker
 from crm_kit.consistency import ReadModels
 from crm_kit.db import Database
 from crm_kit.service import ServiceSpec
 from crm_kit.settings import Settings
-from crm_kit.web import Api, create_app
+
+if TYPE_CHECKING:  # the web edge is imported by build_app alone: the worker never loads Flask through here
+    from flask import Flask
+
+    from crm_kit.web import Api
 
 
 def domain_service(
@@ -37,6 +40,9 @@ def domain_service(
     apis = list(apis)
 
     def build_app(settings: Settings) -> Flask:
+        from crm_kafka.api import build_positions_api
+        from crm_kit.web import create_app
+
         database = Database(settings.database_url)
         wait = settings["CRM_CONSISTENCY_WAIT"]
         app = create_app(

@@ -1,4 +1,6 @@
-"""``GET /internal/consistency``: the gateway's question to a service about its own events.
+"""The HTTP edge crm_kafka adds to every domain service (its only module that knows Flask).
+
+``GET /internal/consistency``: the gateway's question to a service about its own events.
 
 "Once your read models have applied these offsets (``Crm-Require-*`` headers, optional), and
 your outbox is on Kafka up to row ``upto`` (default: every row committed now), which outbox
@@ -16,7 +18,8 @@ from marshmallow import Schema, fields, validate
 
 from crm_kit import consistency
 from crm_kit.db import Database
-from crm_kit.web import Api, Problem, RequestContext
+from crm_kit.errors import BadRequest, Unavailable
+from crm_kit.web import Api, RequestContext
 
 
 class PositionQuery(Schema):
@@ -39,11 +42,11 @@ def build_positions_api(service: str, database: Database, default_wait: float) -
         try:
             wait = consistency.wait_from(request.headers, default_wait)
         except consistency.InvalidRequirementError as exc:
-            raise Problem(400, str(exc)) from None
+            raise BadRequest(str(exc)) from None
         try:
             outbox_id, offsets = consistency.outbox_position(service, database, ctx.query["upto"], wait)
         except consistency.ConsistencyError as exc:
-            raise Problem(503, exc.detail, headers={"Retry-After": str(consistency.RETRY_AFTER_SECONDS)}) from None
+            raise Unavailable(exc.detail, retry_after=consistency.RETRY_AFTER_SECONDS) from None
         return {"outbox_id": outbox_id,
                 "positions": {t: {str(p): o for p, o in ps.items()} for t, ps in offsets.items()}}
 
