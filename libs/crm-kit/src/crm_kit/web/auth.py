@@ -19,11 +19,11 @@ API contract ships).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
 
+from crm_kit.identity import Identity
 from crm_kit.web.input import text_error
 from crm_kit.web.limits import REF_LENGTH
 from crm_kit.web.problem import Problem
@@ -44,30 +44,6 @@ DEFAULT_ROLE_PERMISSIONS: dict[str, list[str]] = {
     "account_manager": [*(f"opportunities:{a}" for a in _ACTIONS), "leads:view", "files:view", "files:edit"],
     "viewer": [p for p in ALL_PERMISSIONS if p.endswith(":view")],
 }
-
-
-@dataclass(frozen=True)
-class Identity:
-    """The caller of the current request, as its verified token says."""
-
-    user_id: str
-    name: str
-    office_id: str
-    roles: tuple[str, ...]
-    permissions: frozenset[str] = field(default_factory=frozenset)
-    token: str = ""
-
-    def has(self, permission: str) -> bool:
-        return permission in self.permissions
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.user_id,
-            "name": self.name,
-            "office_id": self.office_id,
-            "roles": list(self.roles),
-            "permissions": sorted(self.permissions),
-        }
 
 
 def _unauthenticated(detail: str) -> Problem:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response
 from marshmallow import ValidationError
-from werkzeug.exceptions import HTTPException
+
+from crm_kit import errors
+
+if TYPE_CHECKING:  # the class itself is Flask-free: a worker that imports it does not load the web stack
+    from flask import Flask, Response
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +95,35 @@ class Problem(Exception):  # noqa: N818 - RFC 9457's name for it
         return body
 
     def response(self, instance: str | None = None) -> Response:
+        from flask import Response
+
         resp = Response(json.dumps(self.to_dict(instance)), status=self.status, mimetype=PROBLEM_JSON)
         for name, value in self.headers.items():
             resp.headers[name] = value
         return resp
+
+
+# The one mapping from the domain's refusals to HTTP (the most specific class wins).
+STATUS_OF_ERROR: Mapping[type[errors.DomainError], int] = {
+    errors.BadRequest: 400,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.ChangedMeanwhile: 412,
+    errors.TooLarge: 413,
+    errors.Invalid: 422,
+    errors.Unavailable: 503,
+}
+
+
+def problem_of(exc: errors.DomainError) -> Problem:
+    """The problem+json answer for a domain error: its category's status, its words and members."""
+    status = next((STATUS_OF_ERROR[cls] for cls in type(exc).__mro__ if cls in STATUS_OF_ERROR), 500)
+    headers = {}
+    if isinstance(exc, errors.Unavailable) and exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    return Problem(status, exc.detail, title=exc.title, type_=exc.type, errors=exc.errors, headers=headers,
+                   **exc.extra)
 
 
 def validation_problem(errors: list[dict[str, str]], detail: str = "The request has invalid fields.") -> Problem:
@@ -127,10 +155,15 @@ def flatten_marshmallow(messages: Any, prefix: str = "") -> list[dict[str, str]]
 def register_problem_handlers(app: Flask) -> None:
     """Make every error of ``app`` a problem+json response; no stack trace ever leaves."""
     from flask import request
+    from werkzeug.exceptions import HTTPException
 
     @app.errorhandler(Problem)
     def _problem(exc: Problem) -> Response:
         return exc.response(request.path)
+
+    @app.errorhandler(errors.DomainError)
+    def _domain(exc: errors.DomainError) -> Response:
+        return problem_of(exc).response(request.path)
 
     @app.errorhandler(ValidationError)
     def _validation(exc: ValidationError) -> Response:

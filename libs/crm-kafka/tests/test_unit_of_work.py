@@ -1,0 +1,90 @@
+"""The unit of work writes a transaction's events at its commit, and only what committed."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from crm.events.v1.envelope_pb2 import Actor
+from crm.events.v1.probe_pb2 import Probe
+from crm_events.envelope import new_envelope
+from crm_kafka.outbox import OUTBOX
+from crm_kafka.unit_of_work import UnitOfWork
+from crm_kit.db import Database
+from crm_kit.migrations import upgrade
+
+
+@pytest.fixture
+def db(tmp_path):
+    url = f"sqlite:///{tmp_path / 'uow.db'}"
+    (tmp_path / "versions").mkdir()
+    upgrade(url, tmp_path / "versions")  # the kit's own tables: the outbox among them
+    database = Database(url)
+    yield database
+    database.dispose()
+
+
+def _event(n: int):
+    return new_envelope("probe.sent", "probe", f"p{n}", 1, Probe(), actor=Actor(kind="system"))
+
+
+def _outbox(db) -> list[tuple[str, str]]:
+    with db.transaction() as session:
+        return [(r.topic, r.key) for r in session.execute(select(OUTBOX).order_by(OUTBOX.c.id))]
+
+
+def test_events_are_written_at_commit_in_order(db):
+    with db.transaction() as session:
+        uow = UnitOfWork.of(session)
+        uow.add("t.a", _event(1))
+        uow.add("t.b", _event(2), key="k2")
+        assert session.execute(select(OUTBOX)).first() is None  # nothing before the commit
+        assert UnitOfWork.of(session) is uow
+    assert _outbox(db) == [("t.a", "p1"), ("t.b", "k2")]
+
+
+def test_a_rolled_back_savepoint_takes_its_events_with_it(db):
+    with db.transaction() as session:
+        UnitOfWork.of(session).add("t", _event(1))
+        savepoint = session.begin_nested()
+        UnitOfWork.of(session).add("t", _event(2))
+        savepoint.rollback()
+        with session.begin_nested():
+            UnitOfWork.of(session).add("t", _event(3))  # a savepoint that commits keeps its events
+    assert _outbox(db) == [("t", "p1"), ("t", "p3")]
+
+
+def test_a_savepoint_begun_before_the_first_event_drops_what_it_added(db):
+    with db.transaction() as session:
+        savepoint = session.begin_nested()
+        UnitOfWork.of(session).add("t", _event(1))
+        savepoint.rollback()
+        UnitOfWork.of(session).add("t", _event(2))
+    assert _outbox(db) == [("t", "p2")]
+
+
+def test_a_transaction_that_rolls_back_writes_nothing(db):
+    with pytest.raises(RuntimeError), db.transaction() as session:
+        UnitOfWork.of(session).add("t", _event(1))
+        raise RuntimeError("the change failed")
+    assert _outbox(db) == []
+    with db.sessions() as session:  # the same session object used again starts empty
+        session.begin()
+        UnitOfWork.of(session).add("t", _event(2))
+        session.rollback()
+        session.begin()
+        UnitOfWork.of(session).add("t", _event(3))
+        session.commit()
+    assert _outbox(db) == [("t", "p3")]
+
+
+def test_a_closed_session_forgets_what_it_did_not_commit(db):
+    session = db.sessions()
+    session.begin()
+    UnitOfWork.of(session).add("t", _event(1))
+    session.close()
+    session.begin()
+    UnitOfWork.of(session).add("t", _event(2))
+    session.commit()
+    session.close()
+    assert _outbox(db) == [("t", "p2")]
