@@ -27,6 +27,15 @@ from crm_events.envelope import new_envelope
 
 __all__ = [
     "AGGREGATE_KEY",
+    "CATALOGUE",
+    "LEADS",
+    "LEADS_COMMANDS",
+    "LINKING",
+    "OPPORTUNITIES",
+    "OPPORTUNITIES_COMMANDS",
+    "PROBES",
+    "RECORD_TOPICS",
+    "TRIGGERS",
     "DLQ_SUFFIX",
     "ENVELOPE_SCHEMA",
     "TOPICS",
@@ -42,6 +51,18 @@ __all__ = [
 ENVELOPE_SCHEMA = "crm.events.v1.Envelope"
 AGGREGATE_KEY = "aggregate_id"
 DLQ_SUFFIX = ".dlq"
+
+# The topics by name: code names a topic only through these (or ``get``/``all_topics``), never a literal.
+CATALOGUE = "crm.catalogue.v1"
+LEADS = "crm.leads.v1"
+OPPORTUNITIES = "crm.opportunities.v1"
+LINKING = "crm.linking.v1"
+TRIGGERS = "crm.triggers.v1"
+LEADS_COMMANDS = "crm.leads.commands.v1"
+OPPORTUNITIES_COMMANDS = "crm.opportunities.commands.v1"
+PROBES = "crm.test.v1"
+# Every lead and opportunity event carries the record after the change: what record read models follow.
+RECORD_TOPICS: tuple[str, ...] = (LEADS, OPPORTUNITIES)
 
 _DAY_MS = 24 * 60 * 60 * 1000
 MAIN_PARTITIONS = 3
@@ -141,7 +162,7 @@ def _delete_after(days: int) -> dict[str, str]:
 
 _MAIN_TOPICS = [
     _main_topic(
-        "crm.catalogue.v1",
+        CATALOGUE,
         "catalogue",
         {"cleanup.policy": "compact"},
         "Catalogue entries (stages, stage groups and other reference tables) of "
@@ -151,7 +172,7 @@ _MAIN_TOPICS = [
         readers=("leads", "opportunities", "linking", "triggers"),
     ),
     _main_topic(
-        "crm.leads.v1",
+        LEADS,
         "leads",
         _delete_after(30),
         "Lead events (created, changed, stage changed, converted, deleted), each "
@@ -159,27 +180,27 @@ _MAIN_TOPICS = [
         readers=("catalogue", "opportunities", "linking", "triggers"),
     ),
     _main_topic(
-        "crm.opportunities.v1",
+        OPPORTUNITIES,
         "opportunities",
         _delete_after(30),
         "Opportunity events, each carrying the opportunity as it is after the change; key = the opportunity id.",
         readers=("catalogue", "leads", "linking", "triggers"),
     ),
     _main_topic(
-        "crm.linking.v1",
+        LINKING,
         "linking",
         _delete_after(30),
         "Events of the links between records; key = the link's aggregate id.",
         readers=("leads", "opportunities"),
     ),
     _main_topic(
-        "crm.triggers.v1",
+        TRIGGERS,
         "triggers",
         _delete_after(7),
         "Events of the triggers service (trigger definitions and executions).",
     ),
     _main_topic(
-        "crm.leads.commands.v1",
+        LEADS_COMMANDS,
         "triggers",
         _delete_after(7),
         "Commands from triggers to the leads service; key = the target lead id. "
@@ -189,7 +210,7 @@ _MAIN_TOPICS = [
         asynchronous=True,
     ),
     _main_topic(
-        "crm.opportunities.commands.v1",
+        OPPORTUNITIES_COMMANDS,
         "triggers",
         _delete_after(7),
         "Commands from triggers to the opportunities service; key = the target "
@@ -198,7 +219,7 @@ _MAIN_TOPICS = [
         asynchronous=True,
     ),
     _main_topic(
-        "crm.test.v1",
+        PROBES,
         "kit-tests",
         _delete_after(1),
         "Probe messages of the Kafka kit's own integration tests and of fault-injection runs; no service consumes it.",
@@ -220,6 +241,16 @@ def get(name: str) -> Topic:
     except KeyError:
         msg = f"unknown topic {name!r}; registered: {', '.join(sorted(TOPICS))}"
         raise KeyError(msg) from None
+
+
+def commands_for(owner: str) -> str:
+    """The topic of the commands that ``owner`` (leads, opportunities) applies."""
+    return next(t.name for t in all_topics(include_dlq=False) if t.asynchronous and t.readers == (owner,))
+
+
+def topic_of(owner: str) -> str:
+    """The events topic that ``owner`` writes (one per service; commands aside)."""
+    return next(t.name for t in all_topics(include_dlq=False) if t.owner == owner and not t.asynchronous)
 
 
 def all_topics(include_dlq: bool = True) -> list[Topic]:
