@@ -6,9 +6,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # libs/ holds the runtime libraries the services' images install; tools/ holds what only
-# developers and CI run (the local platform, pytest plugin, bench and chaos).
+# developers and CI run: the local platform, pytest plugin, bench and chaos (crm-devstack) and
+# the event contracts' code generator (crm-codegen).
 LIBS := libs/crm-kit libs/crm-events libs/crm-kafka libs/crm-catalogue-view libs/crm-pipeline
-TOOLS := tools/crm-devstack
+TOOLS := tools/crm-devstack tools/crm-codegen
 SERVICES := services/catalogue services/leads services/opportunities services/linking services/triggers services/gateway services/console
 STAMP := $(VENV)/.installed
 # The OpenAPI linters the API's clients use (Redocly CLI, Spectral + OWASP), from the npm registry,
@@ -103,13 +104,13 @@ chart: $(STAMP) ## Only the Kubernetes checks: helm lint/template, schema valida
 lint: $(STAMP) ## ruff over the whole tree, mypy over libs/ and tools/, hadolint over the Dockerfile
 	@$(BIN)/ruff check libs tools services tests charts
 	@$(BIN)/hadolint Dockerfile
-	@$(BIN)/mypy --ignore-missing-imports -p crm_kit -p crm_kafka -p crm_catalogue_view -p crm_pipeline -p crm_events -p crm_devstack
+	@$(BIN)/mypy --ignore-missing-imports -p crm_kit -p crm_kafka -p crm_catalogue_view -p crm_pipeline -p crm_events -p crm_devstack -p crm_codegen
 
 proto: $(STAMP) ## Regenerate the Python code of the event contracts in proto/
-	@$(BIN)/python -m crm_events.codegen
+	@$(BIN)/python -m crm_codegen
 
 proto-check: $(STAMP) ## Fail if the generated event code is stale
-	@$(BIN)/python -m crm_events.codegen --check
+	@$(BIN)/python -m crm_codegen --check
 
 config-table: $(STAMP) ## Print the configuration table (the README's is generated from it)
 	@$(BIN)/python -m crm_kit.settings

@@ -4,8 +4,10 @@
 - ``crm_events.envelope``: build, encode and decode envelopes; Kafka headers.
 - ``crm_events.topics``: the topic registry (owners, keys, schemas, settings, DLQs)
   and an example message per topic.
-- ``crm_events.codegen``: regenerate the code, check it is fresh and compatible.
 
-Import the submodules directly; this package imports nothing so that the code
-generator still runs while the generated code is missing or broken.
+The code is regenerated, checked fresh and guarded for compatibility by the build
+tool ``crm_codegen`` (``tools/crm-codegen``, ``make proto``).
+
+Import the submodules directly; this package imports nothing so that it stays
+importable while the generated code is missing or broken.
 """

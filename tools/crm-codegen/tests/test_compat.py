@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from crm_events import codegen
+import crm_codegen as codegen
 
 REPO = codegen.RepoPaths(Path(__file__).resolve().parents[3])
 FIX = (
@@ -22,7 +22,7 @@ def _warn_about_additions(report: codegen.CompatReport) -> None:
         warnings.warn(
             "not in compat.lock.json yet: "
             + ", ".join(report.additions)
-            + "; once final, run `python -m crm_events.codegen --update-lock` "
+            + "; once final, run `python -m crm_codegen --update-lock` "
             "(for additions only)",
             stacklevel=2,
         )

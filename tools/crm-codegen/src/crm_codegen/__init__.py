@@ -2,14 +2,15 @@
 
 Run from the repository (``make proto`` calls the first form)::
 
-    python -m crm_events.codegen                # regenerate, then report compatibility
-    python -m crm_events.codegen --check        # exit 1 listing stale generated files
-    python -m crm_events.codegen --update-lock  # record added fields in compat.lock.json
+    python -m crm_codegen                # regenerate, then report compatibility
+    python -m crm_codegen --check        # exit 1 listing stale generated files
+    python -m crm_codegen --update-lock  # record added fields in compat.lock.json
 
 The generated modules are committed under ``libs/crm-events/src/crm/events/v1``;
 ``--check`` compiles ``proto/`` into a temporary directory and compares bytes, so
-the output depends on the protoc bundled with grpcio-tools (pinned in the
-``codegen`` extra of ``libs/crm-events/pyproject.toml``).
+the output depends on the protoc bundled with grpcio-tools (pinned in
+``tools/crm-codegen/pyproject.toml``). A build tool, so it lives in ``tools/``: the
+runtime library ``crm-events`` holds only what the services import.
 
 The compatibility lock, ``proto/crm/events/v1/compat.lock.json``, is a snapshot of
 every released field (message -> field name -> number, type, label and oneof) and
@@ -116,7 +117,7 @@ def _well_known_include() -> str:
     try:
         return str(resources.files("grpc_tools") / "_proto")
     except ModuleNotFoundError as exc:
-        msg = "grpcio-tools is not installed: pip install -e 'libs/crm-events[codegen]'"
+        msg = "grpcio-tools is not installed: pip install -e tools/crm-codegen"
         raise CodegenError(msg) from exc
 
 
@@ -485,7 +486,7 @@ def format_breaking(report: CompatReport) -> str:
     lines.append(
         "Fix the .proto files: never renumber, retype, rename or remove a released "
         "field; retire one by reserving its number and name. "
-        "`python -m crm_events.codegen --update-lock` records additions only."
+        "`python -m crm_codegen --update-lock` records additions only."
     )
     return "\n".join(lines)
 
@@ -504,7 +505,7 @@ def grpcio_tools_version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the process exit code."""
     parser = argparse.ArgumentParser(
-        prog="python -m crm_events.codegen",
+        prog="python -m crm_codegen",
         description="Generate the Python code of proto/crm/events/v1 and check it.",
     )
     mode = parser.add_mutually_exclusive_group()
@@ -546,7 +547,7 @@ def _cli_check(paths: RepoPaths) -> int:
         )
     print(
         f"(compared with the output of grpcio-tools {grpcio_tools_version()}; "
-        "the pinned version is in libs/crm-events/pyproject.toml)",
+        "the pinned version is in tools/crm-codegen/pyproject.toml)",
         file=sys.stderr,
     )
     return 1
@@ -578,10 +579,6 @@ def _cli_generate(paths: RepoPaths) -> int:
     if report.additions:
         print(
             f"{len(report.additions)} addition(s) not in {LOCK_FILE_NAME} yet; once "
-            "they are final, record them: python -m crm_events.codegen --update-lock"
+            "they are final, record them: python -m crm_codegen --update-lock"
         )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from crm_events import codegen
+import crm_codegen as codegen
 
 REPO = codegen.RepoPaths(Path(__file__).resolve().parents[3])
 
