@@ -113,7 +113,7 @@ proto-check: $(STAMP) ## Fail if the generated event code is stale
 	@$(BIN)/python -m crm_codegen --check
 
 config-table: $(STAMP) ## Print the configuration table (the README's is generated from it)
-	@$(BIN)/python -m crm_kit.settings
+	@$(BIN)/python -m crm_devstack.config_table
 
 console-messages: $(STAMP) ## Re-extract the console's strings, merge them into the Dutch catalogue and compile it (then translate the new ones)
 	@$(BIN)/pybabel -q extract -F services/console/babel.cfg -k lazy_gettext -k _l -o services/console/messages.pot services/console

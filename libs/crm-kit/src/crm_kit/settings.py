@@ -1,7 +1,7 @@
 """Settings from environment variables only.
 
 Every variable the platform reads is declared once in ``SETTINGS`` below; the README's
-configuration table is generated from it (``python -m crm_kit.settings``), so the two
+configuration table is generated from it (``make config-table``, a development tool), so the two
 cannot drift. Required variables that are missing make the process fail at start with
 one message naming all of them.
 """
@@ -211,17 +211,3 @@ def load_settings(role: str, environ: Mapping[str, str] | None = None) -> Settin
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return Settings(values)
-
-
-def markdown_table() -> str:
-    """The configuration table for the README, generated from ``SETTINGS``."""
-    lines = ["| variable | default | required by | meaning |", "| --- | --- | --- | --- |"]
-    for s in SETTINGS:
-        default = "-" if s.default in (None, "") else f"`{s.default}`"
-        required = ", ".join(s.required_for) or "-"
-        lines.append(f"| `{s.env}` | {default} | {required} | {s.description} |")
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":  # pragma: no cover - used by `make config-table`
-    print(markdown_table())

@@ -4,9 +4,10 @@
   ports and data;
 - ``worker_kill``: one service's worker (its consumers and outbox relay) is SIGKILLed and
   started again;
-- ``relay_crash``: one service's worker is started with ``CRM_FAULT_RELAY_EXIT_AFTER_PUBLISH``,
-  so its relay SIGKILLs itself after Kafka confirmed a batch and before the rows are marked
-  sent (those rows are published again after the restart); then it is started normally;
+- ``relay_crash``: one service's worker is replaced by the same worker with a crashing relay
+  (``crm_devstack.chaos.faulty_worker --relay-exit-after-publish``), which SIGKILLs itself after
+  Kafka confirmed a batch and before the rows are marked sent (those rows are published again
+  after the restart); then the plain worker is started again;
 - ``postgres_restart``: ``pg_ctl restart -m fast``: every open connection of every service
   is cut while the server restarts.
 """
@@ -14,21 +15,20 @@
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from crm_devstack.chaos.crashing import RELAY_FAULT_LOG
 from crm_devstack.errors import DevstackError
 from crm_devstack.kafka import KafkaBroker
 from crm_devstack.platform import Platform
 from crm_devstack.postgres import PostgresCluster
 from crm_devstack.stack import SERVICES
 from crm_devstack.supervisor import wait_http_ok
-from crm_kafka.relay import FAULT_EXIT_AFTER_PUBLISH
 
 FAULT_KINDS = ("kafka_kill", "worker_kill", "relay_crash", "postgres_restart")
-# What the relay logs when it kills itself (crm_kafka.relay).
-RELAY_FAULT_LOG = "fault injection: relay killing itself"
 
 
 @dataclass(frozen=True)
@@ -97,23 +97,30 @@ class FaultInjector:
 
     def _relay_crash(self, service: str) -> None:
         name = f"{service}-worker"
+        faulty = f"{service}-worker-faulty"
         processes = self.platform.processes
-        processes.kill(name, signal.SIGKILL)  # quicker than a clean stop; its restart has the fault set
-        self.platform.add_process(service, "worker", {FAULT_EXIT_AFTER_PUBLISH: "1"})
+        processes.kill(name, signal.SIGKILL)  # quicker than a clean stop; the faulty worker takes its place
+        argv = [sys.executable, "-m", "crm_devstack.chaos.faulty_worker", "--relay-exit-after-publish", service]
+        env = self.platform.env_for(service, "worker")
+        if faulty in processes.names():
+            processes.restart(faulty, env=env)
+        else:
+            processes.add(faulty, argv, env, self.platform.config.log_path(name))
         deadline = time.monotonic() + self.relay_deadline
         next_nudge = 0.0
-        while processes.is_running(name):
+        while processes.is_running(faulty):
             if time.monotonic() > deadline:
                 raise DevstackError(f"the {service} relay published nothing within {self.relay_deadline:g} s "
-                                    f"with {FAULT_EXIT_AFTER_PUBLISH} set:\n{processes.log_tail(name)}")
+                                    f"in the faulty worker:\n{processes.log_tail(faulty)}")
             if time.monotonic() >= next_nudge:
                 self.nudge(service)
                 next_nudge = time.monotonic() + 2.0
             time.sleep(0.1)
-        tail = processes.log_tail(name, 200)
+        tail = processes.log_tail(faulty, 200)
+        processes.stop(faulty)  # it ended as planned: not an unexpected exit
         if RELAY_FAULT_LOG not in tail:
-            raise DevstackError(f"the {service} worker ended, but not by the relay fault:\n{tail[-3000:]}")
-        self.platform.add_process(service, "worker")  # without the fault
+            raise DevstackError(f"the {service} faulty worker ended, but not by the relay fault:\n{tail[-3000:]}")
+        processes.restart(name)  # the plain worker again
         self._worker_up(service)
 
     def _worker_up(self, service: str, timeout: float = 120.0) -> None:

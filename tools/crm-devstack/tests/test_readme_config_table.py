@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from crm_kit.settings import markdown_table
+from crm_devstack.config_table import markdown_table
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 
