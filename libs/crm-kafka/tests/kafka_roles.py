@@ -1,14 +1,17 @@
 """The relay and a consumer as separate processes, so tests can SIGKILL them for real.
 
-    python kafka_roles.py relay <db_url> <bootstrap>
-    python kafka_roles.py consume <db_url> <bootstrap> <group> <marker>
+    python kafka_roles.py relay <db_url> <bootstrap> [--exit-after-publish]
+    python kafka_roles.py consume <db_url> <bootstrap> <group> <marker> [--exit-after N]
 
-Fault injection comes from the environment (CRM_FAULT_RELAY_EXIT_AFTER_PUBLISH,
-CRM_FAULT_CONSUMER_EXIT_AFTER), exactly as `make chaos` uses it.
+The faults are the chaos tooling's own crashing components (``crm_devstack.chaos.faulty_worker``,
+exactly as `make chaos` runs them): ``--exit-after-publish`` runs a relay that SIGKILLs itself
+after Kafka confirmed its first batch, before marking it sent; ``--exit-after N`` a consumer that
+SIGKILLs itself once N events are applied, before their offsets are committed to Kafka.
 """
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import threading
@@ -17,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import Column, Integer, MetaData, String, Table
 
 from crm.events.v1.envelope_pb2 import Envelope
+from crm_devstack.chaos.crashing import CrashingConsumer, CrashingRelay
 from crm_events.envelope import payload_of
 from crm_kafka.clients import consumer_config, idempotent_producer
 from crm_kafka.consumer import IdempotentConsumer
@@ -58,11 +62,15 @@ def effect_handler(marker: str, fail_marker: str | None = None):
 
 
 def make_consumer(db: Database, bootstrap: str, group: str, marker: str, fail_marker: str | None = None,
-                  max_attempts: int = 4, backoff: float = 0.05) -> IdempotentConsumer:
-    return IdempotentConsumer(
-        group, [TOPIC], effect_handler(marker, fail_marker), db, consumer_config(bootstrap, group),
-        lambda: idempotent_producer(bootstrap), "kit-tests", max_attempts=max_attempts, backoff=backoff,
-    )
+                  max_attempts: int = 4, backoff: float = 0.05, *, exit_after: int = 0,
+                  **config: object) -> IdempotentConsumer:
+    """The test consumer; ``exit_after`` > 0 makes it the chaos tooling's crashing one, ``config``
+    overrides librdkafka settings."""
+    args = (group, [TOPIC], effect_handler(marker, fail_marker), db, consumer_config(bootstrap, group, **config),
+            lambda: idempotent_producer(bootstrap), "kit-tests")
+    if exit_after > 0:
+        return CrashingConsumer(*args, max_attempts=max_attempts, backoff=backoff, exit_after=exit_after)
+    return IdempotentConsumer(*args, max_attempts=max_attempts, backoff=backoff)
 
 
 def _run_until_signal(target) -> None:
@@ -73,16 +81,22 @@ def _run_until_signal(target) -> None:
 
 
 def main(argv: list[str]) -> int:
-    role, db_url, bootstrap = argv[:3]
-    db = Database(db_url)
-    if role == "relay":
-        relay = OutboxRelay(db, lambda: idempotent_producer(bootstrap), "kit-tests", poll_interval=0.05)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("role", choices=["relay", "consume"])
+    parser.add_argument("db_url")
+    parser.add_argument("bootstrap")
+    parser.add_argument("group", nargs="?")
+    parser.add_argument("marker", nargs="?")
+    parser.add_argument("--exit-after-publish", action="store_true")
+    parser.add_argument("--exit-after", type=int, default=0)
+    args = parser.parse_args(argv)
+    db = Database(args.db_url)
+    if args.role == "relay":
+        relay_type = CrashingRelay if args.exit_after_publish else OutboxRelay
+        relay = relay_type(db, lambda: idempotent_producer(args.bootstrap), "kit-tests", poll_interval=0.05)
         _run_until_signal(relay.run)
-    elif role == "consume":
-        group, marker = argv[3:5]
-        _run_until_signal(make_consumer(db, bootstrap, group, marker).run)
     else:
-        raise SystemExit(f"unknown role {role}")
+        _run_until_signal(make_consumer(db, args.bootstrap, args.group, args.marker, exit_after=args.exit_after).run)
     return 0
 
 

@@ -10,7 +10,6 @@ These are the reliability promises every service relies on:
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -67,9 +66,9 @@ def write_events(db, marker: str, count: int, per_tx: int = 100) -> list[str]:
     return ids
 
 
-def role(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROLES), *args], env={**os.environ, **(env or {})},
-                            cwd=ROLES.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def role(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROLES), *args], cwd=ROLES.parent, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def count_on_topic(bootstrap: str, topic: str, accept: Callable[[bytes, list], bool]) -> int:
@@ -132,7 +131,7 @@ def test_each_event_applied_exactly_once_across_relay_and_consumer_kills(pg_url,
     event_ids = write_events(source, marker, total)
 
     # 1. The relay publishes everything, then dies before marking anything sent.
-    relay = role("relay", pg_url, bootstrap, env={"CRM_FAULT_RELAY_EXIT_AFTER_PUBLISH": "1"})
+    relay = role("relay", pg_url, bootstrap, "--exit-after-publish")
     assert relay.wait(timeout=60) == -9, relay.stderr.read()
     with source.transaction() as s:
         assert s.execute(select(func.count()).where(OUTBOX.c.sent_at.is_(None))).scalar_one() == total
@@ -152,7 +151,7 @@ def test_each_event_applied_exactly_once_across_relay_and_consumer_kills(pg_url,
 
     # 3. A consumer applies 50 events, then dies before committing its offsets.
     group = "g-" + marker
-    consumer = role("consume", target_url, bootstrap, group, marker, env={"CRM_FAULT_CONSUMER_EXIT_AFTER": "50"})
+    consumer = role("consume", target_url, bootstrap, group, marker, "--exit-after", "50")
     assert consumer.wait(timeout=90) == -9, consumer.stderr.read()
     with target.transaction() as s:
         assert s.execute(select(func.count()).select_from(effects)).scalar_one() == 50

@@ -21,8 +21,6 @@ Undecodable messages go to the DLQ at once.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 import time
 import traceback
@@ -45,7 +43,6 @@ log = logging.getLogger(__name__)
 INBOX = new_metadata().tables["inbox"]
 OFFSETS = new_metadata().tables["consumer_offsets"]
 Handler = Callable[[Session, Envelope], None]
-FAULT_EXIT_AFTER = "CRM_FAULT_CONSUMER_EXIT_AFTER"
 
 
 def _database_unavailable(exc: BaseException) -> bool:
@@ -69,7 +66,13 @@ def dispatch(handlers: Mapping[str, Handler], default: Handler | None = None) ->
 
 
 class IdempotentConsumer:
-    """One consumer group over some topics, applying ``handler`` exactly once per event."""
+    """One consumer group over some topics, applying ``handler`` exactly once per event.
+
+    Extension point: ``_after_apply`` runs after an event's effect and inbox row committed and
+    before its offset is committed to Kafka - the window where a crash makes Kafka redeliver an
+    event that is done. It does nothing here; a subclass may observe there (the chaos tooling's
+    ``crm_devstack.chaos.crashing`` dies in it, like a SIGKILL, to prove the inbox).
+    """
 
     def __init__(
         self,
@@ -98,7 +101,6 @@ class IdempotentConsumer:
         self.heartbeat = time.monotonic()
         self.applied = 0
         self._dlq: Producer | None = None
-        self._fault_after = int(os.environ.get(FAULT_EXIT_AFTER, "0") or 0)
         self._last_lag = 0.0
 
     def run(self, stop: threading.Event) -> None:
@@ -185,11 +187,7 @@ class IdempotentConsumer:
                                                    "applied" if applied else "duplicate").inc()
                     if applied:
                         self.applied += 1
-                        if self._fault_after and self.applied >= self._fault_after:
-                            # Fault injection (tests and `make chaos` only): die like a
-                            # SIGKILL after the effect committed, before the offset commit.
-                            log.warning("fault injection: consumer killing itself after %d events", self.applied)
-                            os.kill(os.getpid(), signal.SIGKILL)
+                        self._after_apply(envelope)
                     return True
                 except Exception as exc:  # noqa: BLE001 - any handler error is retried, then dead-lettered
                     if _database_unavailable(exc):
@@ -238,6 +236,10 @@ class IdempotentConsumer:
                 if self._seen(session, envelope.event_id):
                     return False
             raise
+
+    def _after_apply(self, envelope: Envelope) -> None:
+        """Called once ``envelope``'s effect committed (``self.applied`` counts it), before its
+        offset is stored and committed to Kafka."""
 
     # -- offsets kept in the database ------------------------------------------------------------
 

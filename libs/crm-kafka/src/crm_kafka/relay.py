@@ -13,8 +13,6 @@ rows: consumers drop the duplicates by ``event_id`` (the inbox), so the effect i
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -30,11 +28,16 @@ from crm_kit.db import Database, is_postgres, utcnow
 log = logging.getLogger(__name__)
 
 _ADVISORY_LOCK_KEY = 0x0C_0B_0A  # one relay per database
-FAULT_EXIT_AFTER_PUBLISH = "CRM_FAULT_RELAY_EXIT_AFTER_PUBLISH"
 
 
 class OutboxRelay:
-    """Publishes one service's outbox; ``run(stop)`` loops until ``stop`` is set."""
+    """Publishes one service's outbox; ``run(stop)`` loops until ``stop`` is set.
+
+    Extension point: ``_after_publish`` runs between Kafka's confirmation of a batch and the
+    transaction that marks its rows sent - the window the exactly-once design must survive a
+    crash in. It does nothing here; a subclass may observe there (the chaos tooling's
+    ``crm_devstack.chaos.crashing`` dies in it, like a SIGKILL, to prove the republish).
+    """
 
     def __init__(
         self,
@@ -182,12 +185,8 @@ class OutboxRelay:
             log.warning("%d outbox messages not confirmed within %.0f s", remaining, self.delivery_timeout)
         if failures:
             log.error("outbox delivery failed for %d rows, first: %s", len(failures), failures[0])
-        if delivered and os.environ.get(FAULT_EXIT_AFTER_PUBLISH) == "1":
-            # Fault injection (tests and `make chaos` only): die like a SIGKILL between
-            # Kafka's confirmation and marking the rows sent.
-            log.warning("fault injection: relay killing itself after publishing %d rows", len(delivered))
-            os.kill(os.getpid(), signal.SIGKILL)
         if delivered:
+            self._after_publish(delivered)
             now = utcnow()
             with self.database.transaction() as session:
                 session.execute(update(OUTBOX).where(OUTBOX.c.id.in_(delivered)).values(sent_at=now))
@@ -200,6 +199,9 @@ class OutboxRelay:
         if failures and not delivered:
             time.sleep(0.5)  # the broker is away: do not spin
         return len(delivered)
+
+    def _after_publish(self, row_ids: list[int]) -> None:
+        """Called once Kafka confirmed the outbox rows ``row_ids``, before they are marked sent."""
 
     def _update_gauges(self) -> None:
         now = time.monotonic()

@@ -93,7 +93,14 @@ class _Loop:
 
 
 class Worker:
-    """Builds and runs the loops of a ``WorkerPlan``."""
+    """Builds and runs the loops of a ``WorkerPlan``.
+
+    ``relay_type`` and ``consumer_type`` are the components it builds: a tool that runs a
+    service's worker with wrapped components (the chaos run's ``faulty_worker``) sets subclasses.
+    """
+
+    relay_type: type[OutboxRelay] = OutboxRelay
+    consumer_type: type[IdempotentConsumer] = IdempotentConsumer
 
     def __init__(self, settings: Settings, plan: WorkerPlan, database: Database | None = None) -> None:
         self.settings = settings
@@ -105,7 +112,7 @@ class Worker:
         self.kafka_check = kafka_ready_check(bootstrap, extra)
         self.loops: list[_Loop] = []
         if plan.relay:
-            relay = OutboxRelay(
+            relay = self.relay_type(
                 self.database,
                 lambda: idempotent_producer(bootstrap, extra),
                 plan.service,
@@ -117,7 +124,7 @@ class Worker:
         else:
             self.relay = None
         for spec in plan.consumers:
-            consumer = IdempotentConsumer(
+            consumer = self.consumer_type(
                 plan.consumer_name(spec),
                 spec.topics,
                 spec.handler,
