@@ -27,6 +27,7 @@ from crm_devstack.errors import DevstackError
 from crm_devstack.platform import Platform
 from crm_devstack.postgres import PostgresCluster
 from crm_devstack.stack import SERVICES
+from crm_events.topics import LEADS
 
 DEFAULT_SCALE = 0.1
 """BENCH_SCALE when none is given: data sets of 10k and 100k records, every timed phase full length."""
@@ -432,7 +433,7 @@ class Bench:
         samples = self.plan.samples
         self.say(f"figure 3: outbox commit -> event on Kafka ({samples} creates, one at a time)")
         baseline = self.round_trips()
-        clock = EventClock(self.bootstrap, "crm.leads.v1")
+        clock = EventClock(self.bootstrap, LEADS)
         ids: list[str] = []
         try:
             async def run() -> None:
@@ -447,7 +448,7 @@ class Bench:
             run_coroutine(run())
             with psycopg.connect(self.dsn("leads")) as conn:
                 rows = conn.execute("SELECT event_id, created_at, sent_at FROM outbox "
-                                    "WHERE topic = 'crm.leads.v1' AND key = ANY(%s)", (ids,)).fetchall()
+                                    "WHERE topic = %s AND key = ANY(%s)", (LEADS, ids)).fetchall()
             if len(rows) != len(ids):
                 raise DevstackError(f"expected {len(ids)} outbox rows for the created leads, found {len(rows)}")
             clock.wait_for([r[0] for r in rows], timeout=60)
@@ -462,7 +463,7 @@ class Bench:
         self.say(f"    commit -> consumer p50 {_ms(percentile(to_consumer, 50)):.1f} ms, "
                  f"p99 {_ms(percentile(to_consumer, 99)):.1f} ms")
         return _latency_rows("outbox", to_consumer, "raw Kafka produce->consume", baseline,
-                             "outbox row created_at (in the api's transaction) -> a consumer of crm.leads.v1 "
+                             f"outbox row created_at (in the api's transaction) -> a consumer of {LEADS} "
                              f"holds the event; relay's own view (to Kafka's ack) p50 "
                              f"{_ms(percentile(to_ack, 50)):.1f} ms")
 

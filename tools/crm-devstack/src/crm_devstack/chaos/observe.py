@@ -8,6 +8,9 @@ dropped as duplicates.
 ``caught_up`` asks the databases and the broker, not the processes: nothing is left unsent in
 any outbox, and every consumer's offsets (kept in its service's database with its effects) are
 at the end of every partition it reads.
+
+Which consumer groups there are and which topics each reads is not written down here: it comes
+from the services' own worker plans (``subscriptions``), the same declaration their workers run.
 """
 
 from __future__ import annotations
@@ -26,23 +29,34 @@ from sqlalchemy.exc import OperationalError
 from crm_devstack.platform import Platform
 from crm_devstack.stack import SERVICES
 from crm_kit.db import new_metadata
+from crm_kit.service import find_service
+from crm_kit.settings import Settings, load_settings
 
 OUTBOX = new_metadata().tables["outbox"]
 OFFSETS = new_metadata().tables["consumer_offsets"]
 
-# Each service's consumer groups and the topics they read (the services' worker plans).
-SUBSCRIPTIONS: dict[str, dict[str, tuple[str, ...]]] = {
-    "catalogue": {"catalogue.usage": ("crm.leads.v1", "crm.opportunities.v1")},
-    "leads": {"leads.catalogue": ("crm.catalogue.v1",), "leads.commands": ("crm.leads.commands.v1",)},
-    "opportunities": {"opportunities.catalogue": ("crm.catalogue.v1",),
-                      "opportunities.commands": ("crm.opportunities.commands.v1",),
-                      "opportunities.conversions": ("crm.leads.v1",)},
-    "linking": {"linking.records": ("crm.leads.v1", "crm.opportunities.v1"),
-                "linking.catalogue": ("crm.catalogue.v1",),
-                "linking.reactions": ("crm.leads.v1", "crm.opportunities.v1")},
-    "triggers": {"triggers.catalogue": ("crm.catalogue.v1",),
-                 "triggers.evaluate": ("crm.leads.v1", "crm.opportunities.v1")},
-}
+Subscriptions = dict[str, dict[str, tuple[str, ...]]]
+"""Service -> its consumer groups (as named in ``consumer_offsets`` and ``inbox``) -> their topics."""
+
+
+def consumer_groups(service: str, settings: Settings) -> dict[str, tuple[str, ...]]:
+    """``service``'s consumer groups and the topics each reads, from its worker plan.
+
+    The kit keeps the plan's readers (topic -> group names) as the app's read models
+    (``crm_kafka.service``); building the app connects to nothing.
+    """
+    readers = find_service(service).build_app(settings).extensions["crm_read_models"].readers
+    groups: dict[str, list[str]] = {}
+    for topic, names in readers.items():
+        for name in names:
+            groups.setdefault(name, []).append(topic)
+    return {name: tuple(sorted(topics)) for name, topics in sorted(groups.items())}
+
+
+def subscriptions(platform: Platform) -> Subscriptions:
+    """Every domain service's consumer groups, from the worker plans with the platform's settings."""
+    return {service: consumer_groups(service, load_settings("domain", platform.env_for(service, "worker")))
+            for service in SERVICES}
 
 
 class RedeliveryWatch:
@@ -125,24 +139,24 @@ def high_watermarks(bootstrap: str, topics: set[str]) -> dict[tuple[str, int], i
         consumer.close()
 
 
-def backlog(engines: Mapping[str, Engine], bootstrap: str) -> Backlog:
+def backlog(engines: Mapping[str, Engine], bootstrap: str, groups: Subscriptions) -> Backlog:
     """Unsent outbox rows and consumer lag, from the databases and the broker."""
     result = Backlog()
-    topics = {t for consumers in SUBSCRIPTIONS.values() for ts in consumers.values() for t in ts}
+    topics = {t for consumers in groups.values() for ts in consumers.values() for t in ts}
     ends = high_watermarks(bootstrap, topics)
     for service, engine in engines.items():
         with engine.connect() as conn:
             result.unsent[service] = conn.execute(
                 select(func.count()).select_from(OUTBOX).where(OUTBOX.c.sent_at.is_(None))).scalar_one()
             stored = {(r.consumer, r.topic, r.partition): r.next_offset for r in conn.execute(select(OFFSETS))}
-        for consumer, consumer_topics in SUBSCRIPTIONS[service].items():
+        for consumer, consumer_topics in groups[service].items():
             result.lag[consumer] = sum(max(0, end - stored.get((consumer, topic, partition), 0))
                                        for (topic, partition), end in ends.items() if topic in consumer_topics)
     return result
 
 
-def wait_caught_up(platform: Platform, engines: Mapping[str, Engine], bootstrap: str, timeout: float,
-                   ) -> tuple[bool, float, Backlog]:
+def wait_caught_up(platform: Platform, engines: Mapping[str, Engine], bootstrap: str, groups: Subscriptions,
+                   timeout: float) -> tuple[bool, float, Backlog]:
     """Poll until nothing is left to do, twice in a row; (done, seconds waited, last backlog).
 
     A worker that died on its own meanwhile ends the wait at once (ProcessGroup.check raises).
@@ -153,7 +167,7 @@ def wait_caught_up(platform: Platform, engines: Mapping[str, Engine], bootstrap:
     while time.monotonic() - started < timeout:
         platform.processes.check()
         try:
-            last = backlog(engines, bootstrap)
+            last = backlog(engines, bootstrap, groups)
         except (OperationalError, KafkaException) as exc:  # still coming back after a fault: ask again
             last = Backlog(unsent={f"(unreachable: {type(exc).__name__})": 1})
         quiet = quiet + 1 if last.empty else 0

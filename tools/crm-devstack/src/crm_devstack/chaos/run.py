@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine
 
 from crm_devstack.chaos.faults import FAULT_KINDS, Fault, FaultInjector, InjectedFault, plan_faults
-from crm_devstack.chaos.observe import Backlog, RedeliveryWatch, wait_caught_up
+from crm_devstack.chaos.observe import Backlog, RedeliveryWatch, subscriptions, wait_caught_up
 from crm_devstack.chaos.verify import Verification, Verifier
 from crm_devstack.chaos.workload import Api, Client, KindSetup, Pace, RecordLedger, Stats, configure
 from crm_devstack.kafka import KafkaBroker, ensure_kafka_jars
@@ -208,6 +208,7 @@ def _run(platform: Platform, kafka: KafkaBroker, postgres: PostgresCluster, conf
     admin = Api(platform.gateway_url, headers, Stats(), stop)
     log(f"chaos {tag}: configuring stages, sources, groups and triggers")
     setups: dict[str, KindSetup] = configure(admin, tag)
+    groups = subscriptions(platform)  # the consumers to wait for and to check, from the worker plans
 
     done = 0
     lock = threading.Lock()
@@ -265,7 +266,8 @@ def _run(platform: Platform, kafka: KafkaBroker, postgres: PostgresCluster, conf
     stats.merge(admin.stats)
     log(f"chaos {tag}: load done ({done} operations in {seconds:.0f} s); waiting for the catch-up")
     try:
-        caught_up, waited, left = wait_caught_up(platform, engines, kafka.bootstrap, config.catch_up_timeout)
+        caught_up, waited, left = wait_caught_up(platform, engines, kafka.bootstrap, groups,
+                                                  config.catch_up_timeout)
     except Exception as exc:  # noqa: BLE001 - a process that died on its own
         caught_up, waited, left = False, 0.0, Backlog()
         errors.append(f"catch-up failed: {exc}")
@@ -277,7 +279,7 @@ def _run(platform: Platform, kafka: KafkaBroker, postgres: PostgresCluster, conf
     if caught_up:
         log(f"chaos {tag}: caught up in {waited:.0f} s; verifying against the databases")
         records: list[RecordLedger] = [r for c in clients for r in c.records]
-        verification = Verifier(engines, kafka.bootstrap, setups, records, tag).run()
+        verification = Verifier(engines, kafka.bootstrap, groups, setups, records, tag).run()
     operations: Counter[str] = Counter()
     operations.update(stats.operations)
     return ChaosReport(operations, seconds, injected, stats, waited, caught_up, left, watch.duplicates_dropped,

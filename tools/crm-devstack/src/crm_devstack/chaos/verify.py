@@ -22,10 +22,10 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from sqlalchemy import Engine, MetaData, Table, select
 
-from crm_devstack.chaos.observe import SUBSCRIPTIONS
+from crm_devstack.chaos.observe import Subscriptions
 from crm_devstack.chaos.workload import KINDS, KindSetup, RecordLedger
 from crm_events.envelope import decode, record_state
-from crm_events.topics import all_topics
+from crm_events.topics import all_topics, get
 from crm_kit.db import new_metadata
 
 OUTBOX = new_metadata().tables["outbox"]
@@ -132,10 +132,11 @@ def scan_topics(bootstrap: str, topics: Iterable[str]) -> dict[str, Counter[str]
 
 
 class Verifier:
-    def __init__(self, engines: Mapping[str, Engine], bootstrap: str, setups: Mapping[str, KindSetup],
-                 records: list[RecordLedger], tag: str) -> None:
+    def __init__(self, engines: Mapping[str, Engine], bootstrap: str, groups: Subscriptions,
+                 setups: Mapping[str, KindSetup], records: list[RecordLedger], tag: str) -> None:
         self.engines = engines
         self.bootstrap = bootstrap
+        self.groups = groups
         self.setups = setups
         self.records = records
         self.tag = tag
@@ -181,10 +182,10 @@ class Verifier:
                 published.checked += 1
                 if not on_kafka.get(topic, Counter()).get(event_id):
                     published.missing(1, f"event {event_id} of {topic} is not on the topic")
-        republished = sum(n - 1 for t in topics if not t.endswith(".dlq") for n in on_kafka[t].values() if n > 1)
-        dead_lettered = sum(sum(on_kafka[t].values()) for t in topics if t.endswith(".dlq"))
+        republished = sum(n - 1 for t in topics if not get(t).is_dlq for n in on_kafka[t].values() if n > 1)
+        dead_lettered = sum(sum(on_kafka[t].values()) for t in topics if get(t).is_dlq)
         consumed = self.check("events in each consumer's inbox")
-        for service, consumers in SUBSCRIPTIONS.items():
+        for service, consumers in self.groups.items():
             inbox = _rows(self.engines[service], select(INBOX.c.consumer, INBOX.c.event_id))
             done: dict[str, set[str]] = defaultdict(set)
             for row in inbox:
