@@ -116,12 +116,17 @@ def test_crud_etag_and_listing(env):
     assert r.json["actions"] == [{"type": "set_stage", "stage_id": lead["next"]}] and r.headers["ETag"] == '"2"'
     assert c.patch(url, json={"kind": "lead"}, headers=auth()).status_code == 200
     r = c.patch(url, json={"kind": "opportunity"}, headers=auth())
-    assert r.status_code == 422 and r.json["errors"][0]["field"] == "kind"
+    assert r.status_code == 422 and {k: r.json[k] for k in ("type", "title", "status", "detail", "errors")} == {
+        "type": "https://crm.example/problems/validation-error", "title": "Unprocessable Content", "status": 422,
+        "detail": "A trigger's kind cannot change; create a new trigger instead.",
+        "errors": [{"field": "kind", "message": "Cannot change."}]}
     assert c.get(url, headers=auth()).json["version"] == 3
 
     assert c.delete(url, headers={**auth(), "If-Match": '"1"'}).status_code == 412
     assert c.delete(url, headers={**auth(), "If-Match": '"3"'}).status_code == 204
-    assert c.get(url, headers=auth()).status_code == 404
+    r = c.get(url, headers=auth())
+    assert (r.status_code, r.json["type"], r.json["title"], r.json["detail"]) == (
+        404, "https://crm.example/problems/not-found", "Not Found", f"No trigger with id {t['id']!r}.")
     assert c.patch(url, json={"name": "x"}, headers=auth()).status_code == 404
     assert c.delete(url, headers=auth()).status_code == 404
 

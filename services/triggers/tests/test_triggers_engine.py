@@ -281,10 +281,12 @@ def test_dry_run(env):
     assert any("not in the stage" in reason for reason in r.json["reasons"])
     r = app.post(f"/v1/triggers/{timed}/dry-run", json={"record_id": inside}, headers=auth())
     assert r.json["would_fire"] is False and r.json["due_at"] and "Not due yet" in " ".join(r.json["reasons"])
-    assert app.post(f"/v1/triggers/{uuid.uuid4()}/dry-run", json={"record_id": inside},
-                    headers=auth()).status_code == 404
-    assert app.post(f"/v1/triggers/{t}/dry-run", json={"record_id": str(uuid.uuid4())},
-                    headers=auth()).status_code == 422
+    nobody, nothing = str(uuid.uuid4()), str(uuid.uuid4())
+    r = app.post(f"/v1/triggers/{nobody}/dry-run", json={"record_id": inside}, headers=auth())
+    assert (r.status_code, r.json["title"], r.json["detail"]) == (404, "Not Found", f"There is no trigger {nobody!r}.")
+    r = app.post(f"/v1/triggers/{t}/dry-run", json={"record_id": nothing}, headers=auth())
+    assert (r.status_code, r.json["detail"], r.json["errors"]) == (
+        422, f"There is no lead {nothing!r}.", [{"field": "record_id", "message": f"There is no lead {nothing!r}."}])
     assert app.post(f"/v1/triggers/{t}/dry-run", json={}, headers=auth()).status_code == 422
     assert app.post(f"/v1/triggers/{t}/dry-run", json={"record_id": inside},
                     headers=auth(("viewer",))).status_code == 403

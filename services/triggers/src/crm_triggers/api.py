@@ -17,8 +17,9 @@ from sqlalchemy import Row, and_, delete, select, true, update
 
 from crm_catalogue_view import CatalogueView
 from crm_kit.db import utcnow
-from crm_kit.web import Api, ListResult, Problem, Reply, RequestContext, SortKey, check_if_match
+from crm_kit.web import Api, ListResult, Reply, RequestContext, SortKey, check_if_match
 from crm_triggers import rules
+from crm_triggers.errors import KindCannotChange, UnknownTrigger
 from crm_triggers.schemas import (
     ExecutionOut,
     ExecutionQuery,
@@ -50,7 +51,7 @@ def present(row: Row[Any]) -> dict[str, Any]:
 def _load(ctx: RequestContext, trigger_id: str) -> Row[Any]:
     row = ctx.session.execute(select(trigger_rules).where(trigger_rules.c.id == trigger_id)).first()
     if row is None:
-        raise Problem(404, f"No trigger with id {trigger_id!r}.")
+        raise UnknownTrigger(f"No trigger with id {trigger_id!r}.")
     return row
 
 
@@ -138,8 +139,7 @@ def build_triggers_api(view: CatalogueView | None = None) -> Api:
             check_if_match(row.version)
         body = ctx.body
         if "kind" in body and body["kind"] != row.kind:
-            raise Problem(422, "A trigger's kind cannot change; create a new trigger instead.",
-                          errors=[{"field": "kind", "message": "Cannot change."}])
+            raise KindCannotChange()
         old = present(row)
         definition = {key: body.get(key, old[key]) for key in _DEFINITION}
         if any(key in body for key in _DEFINITION):

@@ -10,9 +10,10 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from crm_kit.db import utcnow
-from crm_kit.web import Api, Problem, RequestContext, limits
+from crm_kit.web import Api, RequestContext, limits
 from crm_kit.web.fields import Timestamp
 from crm_triggers.engine import TIME_TYPE, conditions_failing, plan_actions
+from crm_triggers.errors import UnknownRecord, UnknownTrigger
 from crm_triggers.tables import record_states, schedule, trigger_rules
 
 PERMISSION = "triggers:admin"
@@ -98,6 +99,18 @@ def evaluate(session: Any, trigger: Any, record: Any) -> dict[str, Any]:
             "actions": actions, "due_at": due_at}
 
 
+def dry_run_of(session: Any, trigger_id: str, record_id: str) -> dict[str, Any]:
+    """The dry run of the trigger ``trigger_id`` for the live record ``record_id`` of its kind."""
+    trigger = session.execute(select(trigger_rules).where(trigger_rules.c.id == trigger_id)).first()
+    if trigger is None:
+        raise UnknownTrigger(f"There is no trigger {trigger_id!r}.")
+    record = session.execute(select(record_states).where(record_states.c.id == record_id,
+                                                         record_states.c.deleted.is_(False))).first()
+    if record is None or record.kind != trigger.kind:
+        raise UnknownRecord(trigger.kind, record_id)
+    return evaluate(session, trigger, record)
+
+
 def build_dryrun_api() -> Api:
     api = Api("triggers")
 
@@ -105,16 +118,6 @@ def build_dryrun_api() -> Api:
               status=200, idempotent=False, errors=(404, 422))
     def dry_run(ctx: RequestContext, trigger_id: str) -> Any:
         """Whether the trigger would fire for a record now, and what it would do (changes nothing)"""
-        session = ctx.session
-        trigger = session.execute(select(trigger_rules).where(trigger_rules.c.id == trigger_id)).first()
-        if trigger is None:
-            raise Problem(404, f"There is no trigger {trigger_id!r}.")
-        record_id = ctx.body["record_id"]
-        record = session.execute(select(record_states).where(record_states.c.id == record_id,
-                                                             record_states.c.deleted.is_(False))).first()
-        if record is None or record.kind != trigger.kind:
-            message = f"There is no {trigger.kind} {record_id!r}."
-            raise Problem(422, message, errors=[{"field": "record_id", "message": message}])
-        return evaluate(session, trigger, record)
+        return dry_run_of(ctx.session, trigger_id, ctx.body["record_id"])
 
     return api

@@ -1,7 +1,7 @@
 """What a trigger may say, and which saved triggers would call each other in a loop.
 
 - Every catalogue id a trigger names must be an active entry of the trigger's kind in this
-  service's catalogue copy (422 naming the field: ``event.stage_id``, ``actions.0.group_id``,
+  service's catalogue copy (``UnusableReferences`` naming the field: ``event.stage_id``, ``actions.0.group_id``,
   ``conditions.source_id``).
 - Loops are allowed (the engine stops chains at depth 5 and logs ``skipped_loop``) but
   reported: an edge A -> B when one of A's actions can cause B's event (``set_stage X``
@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crm_catalogue_view import CatalogueReferenceError, CatalogueView
-from crm_kit.web import Problem
+from crm_triggers.errors import UnusableReferences
 from crm_triggers.tables import trigger_rules
 
 MAX_DEPTH = 5
@@ -32,7 +32,7 @@ _CONDITION_REFS = {"stage_id": "stage", "stage_group_id": "stage_groups", "sourc
 
 
 def validate_definition(session: Session, view: CatalogueView, kind: str, definition: Mapping[str, Any]) -> None:
-    """422 listing every field whose id is not an active catalogue entry of ``kind``."""
+    """Refuse (``UnusableReferences``, listing every field) ids that are no active catalogue entry of ``kind``."""
     errors: list[dict[str, str]] = []
 
     def check(entry_id: str, entity: str, field_name: str) -> None:
@@ -55,7 +55,7 @@ def validate_definition(session: Session, view: CatalogueView, kind: str, defini
             if key in action:
                 check(action[key], entity, f"actions.{i}.{key}")
     if errors:
-        raise Problem(422, "; ".join(e["message"] for e in errors), errors=errors)
+        raise UnusableReferences("; ".join(e["message"] for e in errors), errors=errors)
 
 
 # -- loops ---------------------------------------------------------------------------------------
