@@ -22,12 +22,12 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from crm.events.v1.envelope_pb2 import Actor, Envelope
-from crm.events.v1.records_pb2 import PipelineRecord, RecordCommand
+from crm.events.v1.envelope_pb2 import Envelope
+from crm.events.v1.records_pb2 import PipelineRecord
 from crm_catalogue_view import CatalogueReferenceError, CatalogueView
-from crm_events.envelope import new_envelope, record_state
-from crm_kafka.outbox import record_event
+from crm_events.envelope import record_state
 from crm_kit.db import utcnow
+from crm_triggers.events import PLURALS, send_commands
 from crm_triggers.tables import catalogue_view, executions, record_states, schedule, trigger_rules
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 # Command ids are uuid5(NAMESPACE, "<trigger>:<record>:<causing event>:<action index>").
 NAMESPACE = uuid.UUID("5b0f4a8e-3c1d-4e7a-9f2b-7d6c5e4a3b21")
 MAX_DEPTH = 5
-PLURALS = {"lead": "leads", "opportunity": "opportunities"}
 TOPICS = [f"crm.{plural}.v1" for plural in PLURALS.values()]
 # The list-filter fields a condition can name (besides ``group_id``: membership).
 STATE_FIELDS = ("stage_id", "stage_group_id", "owner_id", "office_id", "source_id", "priority_id", "category_id",
@@ -257,17 +256,7 @@ def fire(session: Session, trigger: Any, record_id: str, kind: str, causing_even
         id=str(uuid.uuid4()), trigger_id=trigger.id, record_id=record_id, kind=kind, event_id=causing_event_id,
         actions=planned, result=result, reason=reason, trigger_depth=depth, event_at=event_at, at=now))
     if result == "applied":
-        topic = f"crm.{PLURALS[kind]}.commands.v1"
-        actor = Actor(user_id=f"trigger:{trigger.id}", name=getattr(trigger, "name", "") or "Automation",
-                      kind=f"trigger:{trigger.id}")
-        for item in planned:
-            command = RecordCommand(record_id=record_id, kind=kind, action=item["type"],
-                                    stage_id=item.get("stage_id", ""), group_id=item.get("group_id", ""),
-                                    trigger_id=trigger.id)
-            envelope = new_envelope(f"{kind}.command.{item['type']}", kind, record_id, 0, command, actor=actor,
-                                    causation_id=_uuid_or_none(causing_event_id), trigger_depth=depth + 1,
-                                    producer="triggers", event_id=item["command_id"], occurred_at=now)
-            record_event(session, topic, envelope, key=record_id)
+        send_commands(session, trigger, record_id, kind, planned, causing_event_id, depth, now)
         if event_at is not None:
             EVALUATION_LATENCY.observe(max(0.0, (now - event_at).total_seconds()))
     else:
@@ -275,7 +264,3 @@ def fire(session: Session, trigger: Any, record_id: str, kind: str, causing_even
     EXECUTIONS.labels(result).inc()
     return result
 
-
-def _uuid_or_none(value: str) -> str | None:
-    # A time-based firing's cause ("time:<armed_at>") is no event id.
-    return None if value.startswith("time:") else value
