@@ -1,13 +1,13 @@
 """Evaluation of trigger rules from record events, and firing with exactly-once actions.
 
-``record_event_handler`` runs in the ``evaluate`` consumer (crm.leads.v1, crm.opportunities.v1)
+``record_event_handler`` runs in the ``evaluate`` consumer (the record topics, ``RECORD_TOPICS``)
 inside the consumer's transaction with its inbox. It keeps ``record_states``, arms the
 time-based triggers' ``schedule`` rows and fires the event triggers whose event is this one.
 
-``fire`` turns a firing into commands on ``crm.<records>.commands.v1`` through the outbox,
-with command ids derived from (trigger, record, causing event), and one ``executions`` row
-(UNIQUE per trigger, record and causing event): a redelivered event or a re-run firing
-finds the row and does nothing again.
+``fire`` turns a firing into commands on the record service's command topic (``commands_for``)
+through the transaction's unit of work, with command ids derived from (trigger, record,
+causing event), and one ``executions`` row (UNIQUE per trigger, record and causing event): a
+redelivered event or a re-run firing finds the row and does nothing again.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 # Command ids are uuid5(NAMESPACE, "<trigger>:<record>:<causing event>:<action index>").
 NAMESPACE = uuid.UUID("5b0f4a8e-3c1d-4e7a-9f2b-7d6c5e4a3b21")
 MAX_DEPTH = 5
-TOPICS = [f"crm.{plural}.v1" for plural in PLURALS.values()]
 # The list-filter fields a condition can name (besides ``group_id``: membership).
 STATE_FIELDS = ("stage_id", "stage_group_id", "owner_id", "office_id", "source_id", "priority_id", "category_id",
                 "procedure_id", "company_id", "contact_id", "lead_id")
@@ -173,7 +172,7 @@ def arm_existing(session: Session, trigger: Any) -> int:
 # --------------------------------------------------------------------------- the handler
 
 def record_event_handler(session: Session, envelope: Envelope) -> None:
-    """The ``evaluate`` consumer's handler for crm.leads.v1 and crm.opportunities.v1."""
+    """The ``evaluate`` consumer's handler for the record topics (leads and opportunities)."""
     kind, _, what = envelope.event_type.partition(".")
     if kind not in PLURALS:
         return

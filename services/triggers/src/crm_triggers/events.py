@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from crm.events.v1.envelope_pb2 import Actor, Envelope
 from crm.events.v1.records_pb2 import RecordCommand
 from crm_events.envelope import new_envelope
+from crm_events.topics import commands_for
 from crm_kafka.unit_of_work import UnitOfWork
 
 PRODUCER = "triggers"
@@ -48,6 +49,6 @@ def send_commands(session: Session, trigger: Any, record_id: str, kind: str, pla
                   causing_event_id: str, depth: int, at: dt.datetime) -> None:
     """Send the planned commands to the record's service when ``session``'s transaction commits."""
     uow = UnitOfWork.of(session)
-    topic = f"crm.{PLURALS[kind]}.commands.v1"
+    topic = commands_for(PLURALS[kind])
     for item in planned:
         uow.add(topic, command_envelope(trigger, record_id, kind, item, causing_event_id, depth, at), key=record_id)
