@@ -23,11 +23,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Envelope
-from crm.events.v1.records_pb2 import PipelineRecord
 from crm_catalogue_view import CatalogueReferenceError, CatalogueView
-from crm_events.envelope import record_state
 from crm_kit.db import utcnow
 from crm_triggers.events import PLURALS, send_commands
+from crm_triggers.records import RECORDS, is_converted, modified_at, occurred_at, state_of
 from crm_triggers.tables import catalogue_view, executions, record_states, schedule, trigger_rules
 
 log = logging.getLogger(__name__)
@@ -35,9 +34,6 @@ log = logging.getLogger(__name__)
 # Command ids are uuid5(NAMESPACE, "<trigger>:<record>:<causing event>:<action index>").
 NAMESPACE = uuid.UUID("5b0f4a8e-3c1d-4e7a-9f2b-7d6c5e4a3b21")
 MAX_DEPTH = 5
-# The list-filter fields a condition can name (besides ``group_id``: membership).
-STATE_FIELDS = ("stage_id", "stage_group_id", "owner_id", "office_id", "source_id", "priority_id", "category_id",
-                "procedure_id", "company_id", "contact_id", "lead_id")
 # Event types (after "<kind>.") that are a modification of the record.
 MODIFICATIONS = frozenset({"created", "updated", "stage_changed", "stage_group_changed", "added_to_group",
                            "removed_from_group", "converted"})
@@ -54,29 +50,6 @@ SCHEDULER_LAG = Gauge("crm_trigger_scheduler_lag_seconds", "How late the oldest 
                       multiprocess_mode="max")
 
 _VIEW = CatalogueView(catalogue_view)
-
-
-# --------------------------------------------------------------------------- record state
-
-def _ts(value: Any) -> dt.datetime | None:
-    if value is None or (value.seconds == 0 and value.nanos == 0):
-        return None
-    result: dt.datetime = value.ToDatetime(tzinfo=dt.UTC)
-    return result
-
-
-def state_of(record: PipelineRecord) -> dict[str, Any]:
-    """The fields conditions are checked against (empty strings are None)."""
-    state: dict[str, Any] = {name: getattr(record, name) or None for name in STATE_FIELDS}
-    state["group_ids"] = sorted(record.group_ids)
-    state["converted"] = bool(record.converted_opportunity_id)
-    return state
-
-
-def _converted(session: Session, record_id: str) -> bool:
-    """Whether the record is a converted lead (which stays in end stages)."""
-    state = session.execute(select(record_states.c.state).where(record_states.c.id == record_id)).scalar()
-    return bool((state or {}).get("converted"))
 
 
 def conditions_failing(conditions: Mapping[str, Any], state: Mapping[str, Any]) -> list[str]:
@@ -116,32 +89,6 @@ def triggers_of(session: Session, kind: str) -> list[Any]:
                                 .order_by(trigger_rules.c.id)).all())
 
 
-def _store_state(session: Session, kind: str, record: PipelineRecord, modified_at: dt.datetime) -> bool:
-    """Keep the newest version of the record; False when the stored one is newer or deleted."""
-    current = session.execute(select(record_states.c.version, record_states.c.deleted)
-                              .where(record_states.c.id == record.id)).first()
-    values = {"kind": kind, "state": state_of(record), "version": record.version, "modified_at": modified_at,
-              "deleted": False}
-    if current is None:
-        session.execute(record_states.insert().values(id=record.id, **values))
-        return True
-    if current.deleted or current.version > record.version:
-        return False
-    session.execute(update(record_states).where(record_states.c.id == record.id).values(**values))
-    return True
-
-
-def _forget(session: Session, kind: str, record_id: str, version: int) -> None:
-    current = session.execute(select(record_states.c.version).where(record_states.c.id == record_id)).first()
-    values = {"deleted": True, "version": max(version, current.version if current else 0)}
-    if current is None:
-        session.execute(record_states.insert().values(id=record_id, kind=kind, state={}, modified_at=utcnow(),
-                                                      **values))
-    else:
-        session.execute(update(record_states).where(record_states.c.id == record_id).values(**values))
-    session.execute(delete(schedule).where(schedule.c.record_id == record_id))
-
-
 def arm(session: Session, trigger: Any, record_id: str, kind: str, armed_at: dt.datetime) -> None:
     """Arm the time-based ``trigger`` for the record's modification at ``armed_at`` (an older or
     the same modification again: nothing changes, so a firing is never repeated for it)."""
@@ -176,17 +123,17 @@ def record_event_handler(session: Session, envelope: Envelope) -> None:
     kind, _, what = envelope.event_type.partition(".")
     if kind not in PLURALS:
         return
-    if what == "deleted":
-        gone = envelope.record_deleted
-        _forget(session, kind, gone.id or envelope.aggregate_id, envelope.aggregate_version)
+    seen = RECORDS.apply(session, envelope)
+    if seen.deleted is not None:
+        session.execute(delete(schedule).where(schedule.c.record_id == seen.deleted))
         return
-    record = record_state(envelope)
-    if record is None or not record.id:
+    # Not stored: no record, deleted meanwhile, or an older version than the one we know. The
+    # same version again is stored and evaluated again (a firing happens once per causing event).
+    if seen.record is None or not seen.stored:
         return
-    occurred_at = _ts(envelope.occurred_at) or utcnow()
-    modified_at = _ts(record.modified_at) or occurred_at
-    if not _store_state(session, kind, record, modified_at):
-        return  # deleted meanwhile, or an older version than the one we know
+    record = seen.record
+    event_at = occurred_at(envelope)
+    armed_at = modified_at(record, envelope)
     state = state_of(record)
     for trigger in triggers_of(session, kind):
         event = trigger.definition.get("event") or {}
@@ -194,10 +141,10 @@ def record_event_handler(session: Session, envelope: Envelope) -> None:
             # Inactive ones are armed too, so their schedule always counts from the latest
             # modification; the scheduler fires only active ones.
             if what in MODIFICATIONS and envelope.actor.kind != f"trigger:{trigger.id}":
-                arm(session, trigger, record.id, kind, modified_at)
+                arm(session, trigger, record.id, kind, armed_at)
         elif trigger.active and event_matches(event, what, envelope) and not conditions_failing(
                 trigger.definition.get("conditions") or {}, state):
-            fire(session, trigger, record.id, kind, envelope.event_id, occurred_at, envelope.trigger_depth)
+            fire(session, trigger, record.id, kind, envelope.event_id, event_at, envelope.trigger_depth)
 
 
 # --------------------------------------------------------------------------- firing
@@ -217,7 +164,7 @@ def plan_actions(session: Session, trigger: Any, record_id: str, kind: str,
             if action_type == "set_stage":
                 stage = _VIEW.require(session, action.get("stage_id") or "", kind=kind, entity="stage",
                                       field_name="stage_id")
-                if not stage.attr("is_end") and _converted(session, record_id):
+                if not stage.attr("is_end") and is_converted(session, record_id):
                     return [], (f"Action {index} (set_stage): the lead was converted and stays in end stages; "
                                 f"{stage.code!r} is not an end stage.")
             elif action_type in ("add_to_group", "remove_from_group"):

@@ -6,14 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from crm_catalogue_view import consumer_spec
-from crm_events.topics import RECORD_TOPICS
 from crm_kafka.service import domain_service
-from crm_kafka.worker import ConsumerSpec, WorkerPlan
+from crm_kafka.worker import WorkerPlan
 from crm_kit.db import Database
 from crm_kit.settings import Settings
 from crm_triggers.api import build_triggers_api
 from crm_triggers.dryrun import build_dryrun_api
 from crm_triggers.engine import record_event_handler
+from crm_triggers.records import RECORDS
 from crm_triggers.scheduler import scheduler_loop
 from crm_triggers.tables import metadata
 
@@ -21,7 +21,7 @@ from crm_triggers.tables import metadata
 def worker_plan(settings: Settings, database: Database) -> WorkerPlan:
     """The catalogue copy, the evaluation of record events, and the time-based scheduler."""
     return WorkerPlan(service="triggers",
-                      consumers=[consumer_spec(), ConsumerSpec("evaluate", list(RECORD_TOPICS), record_event_handler)],
+                      consumers=[consumer_spec(), RECORDS.consumer("evaluate", record_event_handler)],
                       extra_loops=[("scheduler", scheduler_loop(database))])
 
 
