@@ -18,11 +18,12 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from crm_catalogue import rules, schemas
+from crm_catalogue.errors import UnknownEntity, UnknownTable
 from crm_catalogue.events import actor_of
 from crm_catalogue.journal import Journal
 from crm_catalogue.tables import KINDS, TABLES, stage_templates, stages, table_entries, templates
 from crm_catalogue.views import STAGE, TABLE_ENTRY, TEMPLATE, Aggregate, View
-from crm_kit.web import Api, ListResult, Problem, Reply, RequestContext, SortKey, check_if_match
+from crm_kit.web import Api, ListResult, Reply, RequestContext, SortKey, check_if_match
 
 ADMIN = "catalogue:admin"
 
@@ -73,7 +74,7 @@ def _register(api: Api, res: Resource) -> None:
         table = res.aggregate.table
         row = ctx.session.execute(select(table).where(table.c.id == entity_id, *res.scope(args))).first()
         if row is None:
-            raise Problem(404, f"No {res.label} with id {entity_id!r}.")
+            raise UnknownEntity(f"No {res.label} with id {entity_id!r}.")
         return res.aggregate.views(ctx.session, [row])[0]
 
     def reply(ctx: RequestContext, entity_id: str) -> View:
@@ -159,7 +160,7 @@ def _table_scope(kind: str) -> Callable[[Mapping[str, str]], Where]:
     def scope(args: Mapping[str, str]) -> Where:
         table_name = TABLES.get(args["table"])
         if table_name is None:
-            raise Problem(404, f"There is no table {args['table']!r}; the tables are {', '.join(TABLES)}.")
+            raise UnknownTable(f"There is no table {args['table']!r}; the tables are {', '.join(TABLES)}.")
         return [table_entries.c.kind == kind, table_entries.c.table_name == table_name]
 
     return scope

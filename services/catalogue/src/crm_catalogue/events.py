@@ -16,7 +16,7 @@ from crm.events.v1.envelope_pb2 import Actor
 from crm_catalogue.views import View
 from crm_events.envelope import new_envelope
 from crm_kafka.outbox import record_event
-from crm_kit.web import Identity
+from crm_kit.identity import Identity
 
 TOPIC = "crm.catalogue.v1"
 PRODUCER = "catalogue"

@@ -14,10 +14,10 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Actor
+from crm_catalogue.errors import ChangedMeanwhile
 from crm_catalogue.events import emit
 from crm_catalogue.views import Aggregate, View
 from crm_kit.db import utcnow
-from crm_kit.web import Problem
 
 
 class Journal:
@@ -37,7 +37,7 @@ class Journal:
         """The view of ``entity_id`` changes: its version goes up by one (once per transaction).
 
         With ``expected_version`` the bump is also the optimistic-concurrency check: a writer
-        that committed since the entity was read makes it a 412.
+        that committed since the entity was read makes it ``ChangedMeanwhile``.
         """
         if (aggregate.name, entity_id) in self._events:
             return
@@ -59,8 +59,8 @@ class Journal:
             stmt = stmt.where(table.c.version == expected_version)
         result: Any = self.session.execute(stmt)
         if result.rowcount != 1:
-            raise Problem(412, f"The {aggregate.name.replace('_', ' ')} changed while this request was processed; "
-                               "fetch it again and retry.")
+            raise ChangedMeanwhile(f"The {aggregate.name.replace('_', ' ')} changed while this request was processed; "
+                                   "fetch it again and retry.")
 
     def publish(self) -> None:
         """Write one event per touched entity, with its state at the end of the change."""

@@ -2,9 +2,10 @@
 
 Each ``save_*`` creates (``current=None``) or changes (``current`` = the view read) an entity
 from a validated body, checks the rules on the state it would leave, and reports every
-entity whose view changes to the ``Journal``. A refused write raises a ``Problem`` (422 for
-an invalid field, 409 for a business rule) before or during its writes; the request's
-transaction is rolled back then, so nothing of it remains.
+entity whose view changes to the ``Journal``. A refused write raises a domain error of
+``crm_catalogue.errors`` (``InvalidFields`` for bad fields, a ``Conflict`` named for the rule
+it breaks) before or during its writes; the transaction is rolled back then, so nothing of it
+remains.
 """
 
 from __future__ import annotations
@@ -18,6 +19,16 @@ from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import Table, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from crm_catalogue.errors import (
+    CodeTaken,
+    DefaultStageRequired,
+    EntryInUse,
+    InactiveDefaultStage,
+    InvalidFields,
+    LinksStranded,
+    ProtectedEntry,
+    StageInUse,
+)
 from crm_catalogue.journal import Journal
 from crm_catalogue.tables import (
     PLURALS,
@@ -32,7 +43,6 @@ from crm_catalogue.tables import (
 from crm_catalogue.usage import records_in_stage
 from crm_catalogue.views import STAGE, TABLE_ENTRY, TEMPLATE, Aggregate, View
 from crm_kit.db import utcnow
-from crm_kit.web import Problem
 
 # A stage's references to entries of its own kind's tables.
 STAGE_REFERENCES = {"procedure_id": "procedures", "stage_group_id": "stage_groups"}
@@ -46,7 +56,7 @@ _JINJA = SandboxedEnvironment()
 
 
 class FieldErrors:
-    """Collects 422 errors, so a client learns about every bad field at once."""
+    """Collects the bad fields of a body, so a client learns about every one at once."""
 
     def __init__(self) -> None:
         self.errors: list[dict[str, Any]] = []
@@ -57,8 +67,7 @@ class FieldErrors:
 
     def raise_any(self) -> None:
         if self.errors:
-            first = self.errors[0]
-            raise Problem(422, f"{first['field']}: {first['message']}", errors=self.errors)
+            raise InvalidFields(self.errors)
 
 
 def _changes(body: Mapping[str, Any], current: View | None) -> dict[str, Any]:
@@ -115,15 +124,15 @@ def save_entry(session: Session, journal: Journal, kind: str, table_name: str, b
         return str(current["id"])
     if current is not None and current["protected"]:
         if "code" in changes:
-            raise Problem(409, f"{current['code']} is a protected entry: its code cannot change.")
+            raise ProtectedEntry(f"{current['code']} is a protected entry: its code cannot change.")
         if changes.get("active") is False:
-            raise Problem(409, f"{current['code']} is a protected entry: it cannot be deactivated.")
+            raise ProtectedEntry(f"{current['code']} is a protected entry: it cannot be deactivated.")
     scope = (table_entries.c.kind == kind, table_entries.c.table_name == table_name)
     entry_id = None if current is None else current["id"]
     taken = _code_taken(session, table_entries, changes["code"], entry_id, *scope) if "code" in changes else None
     if taken is not None:
         same = "" if taken == changes["code"] else f" ({taken!r}: codes are the same whatever their case)"
-        raise Problem(409, f"The {kind} {table_name} table has an entry with code {changes['code']!r} already{same}.")
+        raise CodeTaken(f"The {kind} {table_name} table has an entry with code {changes['code']!r} already{same}.")
     if current is None and changes.get("index") is None:
         changes["index"] = _next_index(session, table_entries, *scope)
     return _write(session, journal, TABLE_ENTRY, current, changes,
@@ -133,14 +142,14 @@ def save_entry(session: Session, journal: Journal, kind: str, table_name: str, b
 def delete_entry(session: Session, journal: Journal, entry: View) -> None:
     """Delete a table entry: not a protected one, nor one a stage refers to."""
     if entry["protected"]:
-        raise Problem(409, f"{entry['code']} is a protected entry: it cannot be deleted.")
+        raise ProtectedEntry(f"{entry['code']} is a protected entry: it cannot be deleted.")
     users = session.execute(
         select(stages.c.code).where(or_(stages.c.procedure_id == entry["id"], stages.c.stage_group_id == entry["id"]))
         .order_by(stages.c.index)
     ).scalars().all()
     if users:
-        raise Problem(409, f"The {entry['kind']} stage(s) {', '.join(users)} refer to this entry; "
-                           "deactivate it instead, or change those stages first.", stages=list(users))
+        raise EntryInUse(f"The {entry['kind']} stage(s) {', '.join(users)} refer to this entry; "
+                         "deactivate it instead, or change those stages first.", stages=list(users))
     journal.deleted(TABLE_ENTRY, entry)
     session.execute(delete(table_entries).where(table_entries.c.id == entry["id"]))
 
@@ -208,30 +217,31 @@ def _check_stage_rules(session: Session, kind: str, state: View, current: View |
                         stages.c.kind == kind) if "code" in changes else None
     if taken is not None:
         same = "" if taken == changes["code"] else f" ({taken!r}: codes are the same whatever their case)"
-        raise Problem(409, f"A {kind} stage with code {changes['code']!r} exists already{same}.")
+        raise CodeTaken(f"A {kind} stage with code {changes['code']!r} exists already{same}.")
     if current is not None and current["is_default"] and changes.get("is_default") is False:
-        raise Problem(409, f"This is the default stage of {PLURALS[kind]}, and there must be one: make another "
-                           "stage the default instead (PATCH it with is_default true), which clears this one.")
+        raise DefaultStageRequired(f"This is the default stage of {PLURALS[kind]}, and there must be one: "
+                                   "make another stage the default instead (PATCH it with is_default true), "
+                                   "which clears this one.")
     if state["active"]:
         return
     for flag, what in (("is_default", "default stage"), ("is_default_end", "default end stage")):
         if not state[flag]:
             continue
         if current is not None and current[flag]:
-            raise Problem(409, f"The {what} cannot be deactivated; make another stage the {what} first.")
-        raise Problem(409, f"An inactive stage cannot be the {what}; activate it as well.")
+            raise InactiveDefaultStage(f"The {what} cannot be deactivated; make another stage the {what} first.")
+        raise InactiveDefaultStage(f"An inactive stage cannot be the {what}; activate it as well.")
 
 
 def delete_stage(session: Session, journal: Journal, stage: View) -> None:
     """Delete a stage no record uses that is neither the default nor the default end stage."""
     for flag, what in (("is_default", "default stage"), ("is_default_end", "default end stage")):
         if stage[flag]:
-            raise Problem(409, f"The {what} cannot be deleted; make another stage the {what} first.")
+            raise DefaultStageRequired(f"The {what} cannot be deleted; make another stage the {what} first.")
     used = records_in_stage(session, stage["id"])
     if used:
         records = PLURALS[stage["kind"]] if used != 1 else stage["kind"]
-        raise Problem(409, f"{used} {records} {'is' if used == 1 else 'are'} in this stage, so it cannot be deleted; "
-                           "deactivate it instead.", records=used)
+        raise StageInUse(f"{used} {records} {'is' if used == 1 else 'are'} in this stage, so it cannot be deleted; "
+                         "deactivate it instead.", records=used)
     journal.deleted(STAGE, stage)
     for template_kind in TEMPLATE_KINDS:  # print templates may be linked from their side
         _link_stage(session, journal, stage["id"], template_kind, [])
@@ -282,8 +292,8 @@ def save_template(session: Session, journal: Journal, body: Mapping[str, Any], c
         if wrong and "stage_ids" not in body:  # the change would strand the existing links
             errors.raise_any()
             where = f"are not {stage_kind} stages" if stage_kind else "would be visible at no stage"
-            raise Problem(409, f"This template is linked to {len(wrong)} stage(s) that {where}; "
-                               "set stage_ids (or unlink them) in the same request.", stage_ids=wrong)
+            raise LinksStranded(f"This template is linked to {len(wrong)} stage(s) that {where}; "
+                                "set stage_ids (or unlink them) in the same request.", stage_ids=wrong)
         if wrong:
             errors.add("stage_ids", f"Not {stage_kind} stages: {', '.join(wrong)}." if stage_kind
                        else "A template visible at no stage (visible_at null) cannot have stage_ids.")
