@@ -1,23 +1,10 @@
 """opportunities: its copy of the catalogue
 
-Revision ID: opportunities_0002
-Revises: opportunities_0001
-Create Date: 2026-11-23
+Created 2026-11-23.
 """
 
-from alembic import op
-
-from crm_catalogue_view import create_catalogue_view_table
+from crm_pipeline import schema_migrations
 
 revision = "opportunities_0002"
 down_revision = "opportunities_0001"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    create_catalogue_view_table(op)
-
-
-def downgrade() -> None:
-    op.drop_table("catalogue_view")
+upgrade, downgrade = schema_migrations.catalogue_view()

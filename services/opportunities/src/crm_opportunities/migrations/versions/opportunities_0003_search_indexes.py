@@ -1,23 +1,10 @@
 """opportunities: trigram indexes for simple search (PostgreSQL)
 
-Revision ID: opportunities_0003
-Revises: opportunities_0002
-Create Date: 2026-11-23
+Created 2026-11-23.
 """
 
-from alembic import op
-
-from crm_pipeline.tables import create_search_indexes, drop_search_indexes
+from crm_pipeline import schema_migrations
 
 revision = "opportunities_0003"
 down_revision = "opportunities_0002"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    create_search_indexes(op, "opportunities")
-
-
-def downgrade() -> None:
-    drop_search_indexes(op, "opportunities")
+upgrade, downgrade = schema_migrations.search_indexes("opportunities")
