@@ -37,7 +37,7 @@ OFFICE ?= office-1
 ROLES ?= admin
 NAME ?= Dev User
 
-.PHONY: help install run start stop status token test test-fast bench chaos chart lint proto proto-check config-table console-messages clean distclean
+.PHONY: help install run start stop status token test test-fast bench chaos chart lint proto proto-check routes routes-check config-table console-messages clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -111,6 +111,12 @@ proto: $(STAMP) ## Regenerate the Python code of the event contracts in proto/
 
 proto-check: $(STAMP) ## Fail if the generated event code is stale
 	@$(BIN)/python -m crm_codegen --check
+
+routes: $(STAMP) ## Derive the gateway's route table from the routes and permissions the services declare (commit the file)
+	@$(BIN)/python tools/gateway-routes/gateway_routes.py
+
+routes-check: $(STAMP) ## Fail if the gateway's route table differs from what the services declare
+	@$(BIN)/python tools/gateway-routes/gateway_routes.py --check
 
 config-table: $(STAMP) ## Print the configuration table (the README's is generated from it)
 	@$(BIN)/python -m crm_devstack.config_table

@@ -27,11 +27,13 @@ def closed_port() -> Iterator[ClosedPort]:
 
 @pytest.fixture
 def make_gateway() -> Iterator[Callable[..., Any]]:
-    """``make_gateway(urls, **env)`` -> the gateway's Flask app (every service at ``urls``)."""
+    """``make_gateway(urls, routes=None, **env)`` -> the gateway's Flask app (every service at
+    ``urls``; ``routes``: another route table than the committed one)."""
     apps: list[Any] = []
 
-    def make(urls: dict[str, str] | str, **env: str) -> Any:
-        app = create_app(gateway_settings(urls, **env))
+    def make(urls: dict[str, str] | str, routes: Any = None, **env: str) -> Any:
+        settings = gateway_settings(urls, **env)
+        app = create_app(settings) if routes is None else create_app(settings, routes)
         apps.append(app)
         return app
 

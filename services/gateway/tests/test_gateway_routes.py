@@ -1,4 +1,8 @@
-"""The route table: every path family of the API contract -> owning service and permission."""
+"""The route table: every path family of the API contract -> owning service and permission.
+
+The table is derived from the services' declarations (``route_table.json``, ``make routes``);
+``EXPECTED`` is the API contract's, written out, so a change of a service's declaration that
+changes the contract shows here."""
 
 from __future__ import annotations
 
@@ -8,17 +12,21 @@ from pathlib import Path
 import pytest
 
 from crm_gateway.routes import (
-    CATALOGUE_TABLES,
     ROUTES,
+    SEGMENT_CHOICES,
     GatewayRoute,
     MethodNotAllowedError,
     RouteNotFoundError,
     RouteTable,
+    load_routes,
     route,
+    template,
 )
 from crm_kit.settings import SERVICES
 
 ANY = None  # any valid token
+CATALOGUE_TABLES = ("attributes", "categories", "groups", "priorities", "procedures", "roles", "sources",
+                    "stage-groups")
 
 # (method, path, service, permission): one line per path family and method of API.md.
 EXPECTED = [
@@ -157,9 +165,44 @@ def test_table_is_consistent():
             assert permission is None or re.fullmatch(r"[a-z]+:[a-z]+", permission)
     # Every route is reachable: no earlier pattern swallows it.
     for r in ROUTES:
-        sample = re.sub(r"\{table\}", CATALOGUE_TABLES[0], r.pattern)
+        sample = r.pattern
+        for name, choices in r.choices.items():
+            sample = sample.replace(f"{{{name}}}", choices[0])
         sample = re.sub(r"\{[a-z_]+\}", "x1", sample)
         assert ROUTES.route_for_path(sample)[0] is r, r.pattern
+
+
+def test_closed_segment_sets_come_from_the_declarations():
+    assert SEGMENT_CHOICES["table"] == CATALOGUE_TABLES
+    assert ROUTES.resolve("GET", "/v1/lead-tables/stage-groups").template == "/v1/lead-tables/{table}"
+    with pytest.raises(RouteNotFoundError):
+        ROUTES.resolve("GET", "/v1/lead-tables/colours")
+
+
+def test_uploads_come_from_the_declarations():
+    assert {r.pattern: sorted(r.uploads) for r in ROUTES if r.uploads} == {
+        "/v1/leads/{id}/attachments": ["POST"], "/v1/opportunities/{id}/attachments": ["POST"]}
+
+
+def test_templates_name_the_first_id_as_the_contract_does():
+    assert template("/v1/leads/{record_id}/groups/{group_id}", {}) == "/v1/leads/{id}/groups/{group_id}"
+    assert template("/v1/lead-tables/{table}/{entry_id}", {"table": ("sources",)}) == "/v1/lead-tables/{table}/{id}"
+    assert template("/v1/lead-tables/{table}", {"table": ("sources",)}) == "/v1/lead-tables/{table}"
+    assert template("/v1/leads", {}) == "/v1/leads"
+
+
+def test_the_order_puts_fixed_words_before_closed_sets_before_ids():
+    data = {"routes": [  # as route_table.json lists them: by path
+        {"path": "/v1/things/{thing_id}", "service": "leads", "permissions": {"GET": "leads:view"}},
+        {"path": "/v1/things/{kind}", "service": "linking", "permissions": {"GET": "files:view"},
+         "choices": {"kind": ["big", "small"]}},
+        {"path": "/v1/things/special", "service": "catalogue", "permissions": {"GET": None}},
+    ]}
+    table = RouteTable(load_routes(data))
+    assert [r.pattern for r in table] == ["/v1/things/special", "/v1/things/{kind}", "/v1/things/{id}"]
+    assert table.resolve("GET", "/v1/things/special").service == "catalogue"
+    assert table.resolve("GET", "/v1/things/big").service == "linking"
+    assert table.resolve("GET", "/v1/things/other").service == "leads"
 
 
 def test_first_matching_pattern_wins():

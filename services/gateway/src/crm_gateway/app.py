@@ -22,7 +22,7 @@ from crm_gateway.console import gateway_own_methods, install_console
 from crm_gateway.conversion import convert_and_wait
 from crm_gateway.proxy import BAD_RESPONSE, CONNECT_ERROR, TIMEOUT, Upstream, UpstreamError
 from crm_gateway.ratelimit import install_rate_limit
-from crm_gateway.routes import ROUTES, UPLOAD_RULE, MethodNotAllowedError, RouteNotFoundError
+from crm_gateway.routes import ROUTES, MethodNotAllowedError, RouteNotFoundError, RouteTable
 from crm_kit.settings import MAX_IMPORT_FILE_BYTES, MULTIPART_OVERHEAD, SERVICES, Settings
 from crm_kit.web import Api, Problem, RequestContext
 from crm_kit.web import create_app as kit_create_app
@@ -90,6 +90,7 @@ class GatewayState:
     upstreams: dict[str, Upstream]
     executor: ThreadPoolExecutor
     consistency: Consistency
+    routes: RouteTable = ROUTES
     documents: openapi.DocumentCache | None = None
     own_document: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -159,7 +160,7 @@ def forward_view(**_: str) -> Response:
     if own:
         raise Problem(405, f"{request.method} is not allowed here.", headers={"Allow": _allow_header(own)})
     try:
-        match = ROUTES.resolve(request.method, request.path)
+        match = _gateway().routes.resolve(request.method, request.path)
     except RouteNotFoundError:
         raise Problem(404, "There is no such endpoint.") from None
     except MethodNotAllowedError as exc:
@@ -201,8 +202,9 @@ def _own_api() -> Api:
 
 # -- the app -----------------------------------------------------------------------------------
 
-def create_app(settings: Settings) -> Flask:
-    """Build the gateway's app from ``settings`` (``load_settings("gateway")``)."""
+def create_app(settings: Settings, routes: RouteTable = ROUTES) -> Flask:
+    """Build the gateway's app from ``settings`` (``load_settings("gateway")``); ``routes`` is the
+    table derived from the services' declarations (``crm_gateway.routes``)."""
     threads = int(settings.get("CRM_WEB_THREADS") or 4)
     upstreams = {
         name: Upstream(
@@ -217,7 +219,7 @@ def create_app(settings: Settings) -> Flask:
     }
     executor = ThreadPoolExecutor(max_workers=4 * len(SERVICES), thread_name_prefix="crm-gateway")
     consistency = Consistency(upstreams, settings["CRM_JWT_SECRET"], settings["CRM_CONSISTENCY_WAIT"], executor)
-    state = GatewayState(settings, upstreams, executor, consistency)
+    state = GatewayState(settings, upstreams, executor, consistency, routes)
     app = kit_create_app(
         "gateway", settings, [_own_api()],
         readiness={name: state.readiness_check(name) for name in SERVICES},
@@ -225,8 +227,9 @@ def create_app(settings: Settings) -> Flask:
     )
     app.extensions["crm_gateway"] = state
 
-    # Forwarding: one catch-all rule, and a POST rule for uploads (more specific, so it wins)
-    # whose declared route tells the kit's edge to take multipart bodies up to the upload limit.
+    # Forwarding: one catch-all rule, and a rule for each path of the table that takes uploads
+    # (more specific, so it wins) whose declared route tells the kit's edge to take multipart
+    # bodies up to the upload limit.
     # Any path, newlines included: werkzeug's ``path`` converter stops at a "\n" (its "." does
     # not match it), and the upload rule below would then answer such a GET with a 405.
     app.url_map.converters["anypath"] = AnyPathConverter
@@ -238,10 +241,11 @@ def create_app(settings: Settings) -> Flask:
         return forward_view(**view_args)
 
     upload_view.crm_route = Route(  # type: ignore[attr-defined]  # read by the kit's edge rules
-        method="POST", rule=UPLOAD_RULE, handler=upload_view, accepts="multipart/form-data",
+        method="POST", rule="/v1/<upload>", handler=upload_view, accepts="multipart/form-data",  # each rule below
         max_body=settings["CRM_MAX_UPLOAD_BYTES"] + MULTIPART_OVERHEAD,  # the limit is the file's
     )
-    app.add_url_rule(UPLOAD_RULE, "gateway_upload", upload_view, methods=["POST"])
+    for upload in (r for r in routes if r.uploads):
+        app.add_url_rule(upload.flask_rule, "gateway_upload", upload_view, methods=sorted(upload.uploads))
 
     # /openapi.json: the kit serves the gateway's own routes there; serve the merged one instead.
     def own_document() -> dict[str, Any]:
@@ -251,7 +255,7 @@ def create_app(settings: Settings) -> Flask:
         return state.own_document
 
     state.documents = openapi.DocumentCache(SERVICES, state.fetch_document, own_document, state.executor,
-                                            fetch_timeout=SPEC_FETCH_TIMEOUT)
+                                            fetch_timeout=SPEC_FETCH_TIMEOUT, table=routes)
     app.view_functions["openapi_json"] = openapi_view
     docs.install_docs(app)
     install_console(app, settings.get("CRM_CONSOLE_URL") or "",
@@ -280,7 +284,7 @@ def _install_route_labels(app: Flask) -> None:
         if rule is not None and rule.endpoint in _FORWARD_ENDPOINTS:
             template = g.get("gateway_route")
             if template is None:
-                found = ROUTES.route_for_path(request.path)
+                found = _gateway().routes.route_for_path(request.path)
                 template = found[0].pattern if found else None
             g.crm_route_label = template or "unmatched"
         return resp
@@ -349,7 +353,7 @@ def _install_options(app: Flask) -> None:
             return None  # Flask answers, or the console's forwarding
         if not methods:
             try:
-                methods = set(ROUTES.resolve("OPTIONS", request.path).route.methods)
+                methods = set(_gateway().routes.resolve("OPTIONS", request.path).route.methods)
             except (RouteNotFoundError, MethodNotAllowedError):
                 return None  # forward_view answers 404
         resp = Response(status=204, headers={"Allow": _allow_header(methods)})

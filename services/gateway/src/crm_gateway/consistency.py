@@ -266,7 +266,8 @@ class Consistency:
         one), asking again once, fresh, when a refusal may come from a lagging copy."""
         upstream = self.upstreams[service]
         deadline = time.monotonic() + self.wait
-        auth = {name: headers[name] for name in ("Authorization", "X-Correlation-ID") if name in headers}
+        auth: dict[str, str] = {name: headers[name] for name in ("Authorization", "X-Correlation-ID")
+                                if name in headers}
         # A tokenless POST that can be sent again goes at once: if it is refused, it is sent again
         # after waiting for the latest writes (below). Creates, the hot path, so ask nobody first.
         # Not bulk: it answers 200 with a refusal per item, which cannot be told from outside.

@@ -100,4 +100,4 @@ def install_console(app: Flask, console_url: str, *, max_body: int, connect_time
     declared = Route(method="POST", rule="/<anypath:path>", handler=forward_to_console, accepts=ANY_BODY,
                      max_body=max_body)
     for endpoint in ("console_forward", "console_forward_path"):
-        app.view_functions[endpoint].crm_route = declared  # type: ignore[attr-defined]  # read by the kit's edge
+        app.view_functions[endpoint].crm_route = declared  # type: ignore[union-attr]  # read by the kit's edge

@@ -216,7 +216,7 @@ def _with_edge_responses(path: str, operation: Any, method: str = "get") -> Any:
     return out
 
 
-def _unique_operation_ids(paths: Mapping[str, Mapping[str, Any]], owners: Mapping[tuple[str, str], str]) -> None:
+def _unique_operation_ids(paths: Mapping[str, dict[str, Any]], owners: Mapping[tuple[str, str], str]) -> None:
     """Services name their operations alone; one that another service also uses gets its service's
     prefix (``leadsGetThing``), so the merged document's operationIds stay unique."""
     seen: dict[str, int] = {}
@@ -226,9 +226,9 @@ def _unique_operation_ids(paths: Mapping[str, Mapping[str, Any]], owners: Mappin
                 seen[op["operationId"]] = seen.get(op["operationId"], 0) + 1
     for path, item in paths.items():
         for key, op in list(item.items()):
-            if key in HTTP_METHODS and isinstance(op, Mapping) and seen.get(op.get("operationId"), 0) > 1:
+            name = op.get("operationId") if key in HTTP_METHODS and isinstance(op, Mapping) else None
+            if isinstance(name, str) and seen.get(name, 0) > 1:
                 source = owners.get((path, key), "gateway")
-                name = op["operationId"]
                 item[key] = {**op, "operationId": source.replace("-", "_").split("_")[0] + name[:1].upper() + name[1:]}
 
 
@@ -349,6 +349,7 @@ class DocumentCache:
         partial_ttl: float = 5.0,
         fetch_timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        table: RouteTable = ROUTES,
     ) -> None:
         self.services = tuple(services)
         self._fetch = fetch
@@ -356,6 +357,7 @@ class DocumentCache:
         self._executor = executor
         self.ttl, self.partial_ttl, self.fetch_timeout = ttl, partial_ttl, fetch_timeout
         self._clock = clock
+        self.table = table
         self._lock = threading.Lock()
         self._document: dict[str, Any] | None = None
         self._expires = 0.0
@@ -388,4 +390,4 @@ class DocumentCache:
                 stale.append(name)
             else:
                 missing.append(name)
-        return merge_documents(self._own(), docs, missing=missing, stale=stale)
+        return merge_documents(self._own(), docs, missing=missing, stale=stale, table=self.table)

@@ -1,51 +1,56 @@
 """The gateway's route table: every public path family -> owning service and permission.
 
-One declarative table, read top to bottom: the first route whose *pattern* matches the
-path decides (so fixed words such as ``/v1/leads/overview`` come before ``/v1/leads/{id}``);
-if that route does not take the request's method the answer is 405 with its ``Allow``.
-A path no route matches is 404. ``HEAD`` goes wherever ``GET`` goes, with its permission;
-``OPTIONS`` is answered by the gateway itself from the table.
+Derived, never written by hand: ``route_table.json`` beside this module holds what the
+services declare - every ``/v1`` path of their own OpenAPI documents, the service serving it,
+the permission of each method (``x-permission``; ``null``: any valid token), the closed sets
+of its path segments and the methods that take uploads. ``make routes`` writes it
+(``tools/gateway-routes``) and a test fails when it is stale; the gateway's image carries the
+file, not the services. Services check the same permission again themselves.
 
-Patterns use ``{name}`` for one path segment (never ``.`` or ``..``); a few names are
-restricted to a closed set (``{table}``: the eight catalogue tables). A route's pattern is
-also its metrics label (the route template), so labels stay few whatever the ids are.
+What the gateway adds to that data:
 
-Permissions are the API contract's: ``None`` means any valid token (catalogue reads);
-services check the same permission again themselves.
+* **Order.** The first route whose *pattern* matches the path decides, and the routes are
+  ordered segment by segment: fixed words, then closed sets, then any segment - so
+  ``/v1/leads/overview`` comes before ``/v1/leads/{id}``. If that route does not take the
+  request's method the answer is 405 with its ``Allow``; a path no route matches is 404.
+  ``HEAD`` goes wherever ``GET`` goes, with its permission; ``OPTIONS`` is answered by the
+  gateway itself from the table.
+* **Segments.** ``{name}`` is one path segment (never ``.`` or ``..``), or one of its closed
+  set where the service declares one (``{table}``: the eight catalogue tables).
+* **Templates.** A route's pattern names the path's first id ``{id}``, as API.md does
+  (``/v1/leads/{id}/contacts/{contact_id}``), whatever the service calls it; the pattern is
+  also the route's metrics label, so labels stay few whatever the ids are.
+* **Uploads.** The paths that take a multipart body get the upload limit (``crm_gateway.app``).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from crm_kit.settings import SERVICES
 
 ANY_TOKEN: None = None  # a route permission of None: any valid token will do
+ROUTE_TABLE = Path(__file__).with_name("route_table.json")
 
-KINDS = ("lead", "opportunity")
-CATALOGUE_TABLES = (
-    "attributes", "categories", "groups", "priorities", "procedures", "roles", "sources", "stage-groups",
-)
-FILE_COLLECTIONS = ("companies", "contacts", "job-orders", "placements", "activities")
-BULK_FILE_COLLECTIONS = ("companies", "contacts")  # bulk create (imports)
-
-# Placeholder names restricted to a closed set; every other name is one path segment.
-SEGMENT_CHOICES: Mapping[str, tuple[str, ...]] = MappingProxyType({"table": CATALOGUE_TABLES})
 _ANY_SEGMENT = r"(?!\.\.?(?:/|$))[^/]+"  # one segment, never a dot segment
-_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
-def _compile(pattern: str) -> re.Pattern[str]:
+def _compile(pattern: str, choices: Mapping[str, tuple[str, ...]]) -> re.Pattern[str]:
     out, pos = [], 0
     for m in _PLACEHOLDER.finditer(pattern):
         out.append(re.escape(pattern[pos:m.start()]))
         name = m.group(1)
-        choices = SEGMENT_CHOICES.get(name)
-        body = "|".join(re.escape(c) for c in choices) if choices else _ANY_SEGMENT
+        closed = choices.get(name)
+        body = "|".join(re.escape(c) for c in closed) if closed else _ANY_SEGMENT
         out.append(f"(?P<{name}>{body})")
         pos = m.end()
     out.append(re.escape(pattern[pos:]))
@@ -54,11 +59,16 @@ def _compile(pattern: str) -> re.Pattern[str]:
 
 @dataclass(frozen=True)
 class GatewayRoute:
-    """One path family: its pattern, the service that owns it and a permission per method."""
+    """One path family: its pattern, the service that owns it and a permission per method.
+
+    ``choices`` restricts placeholders to closed sets; ``uploads`` are the methods that take
+    a multipart body."""
 
     pattern: str
     service: str
     permissions: Mapping[str, str | None]
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    uploads: frozenset[str] = frozenset()
     regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -67,8 +77,15 @@ class GatewayRoute:
         unknown = set(self.permissions) - _METHODS
         if unknown or not self.permissions:
             raise ValueError(f"{self.pattern}: methods must be some of {sorted(_METHODS)}, not {sorted(unknown)}")
+        names = set(_PLACEHOLDER.findall(self.pattern))
+        if set(self.choices) - names or any(not c for c in self.choices.values()):
+            raise ValueError(f"{self.pattern}: closed sets {sorted(self.choices)} for placeholders {sorted(names)}")
+        if set(self.uploads) - set(self.permissions):
+            raise ValueError(f"{self.pattern}: uploads {sorted(self.uploads)} are not among its methods")
         object.__setattr__(self, "permissions", MappingProxyType(dict(self.permissions)))
-        object.__setattr__(self, "regex", _compile(self.pattern))
+        object.__setattr__(self, "choices", MappingProxyType({k: tuple(v) for k, v in self.choices.items()}))
+        object.__setattr__(self, "uploads", frozenset(self.uploads))
+        object.__setattr__(self, "regex", _compile(self.pattern, self.choices))
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -76,8 +93,7 @@ class GatewayRoute:
         methods = set(self.permissions) | {"OPTIONS"}
         if "GET" in methods:
             methods.add("HEAD")
-        order = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-        return tuple(m for m in order if m in methods)
+        return tuple(m for m in _METHOD_ORDER if m in methods)
 
     def takes(self, method: str) -> bool:
         return method in self.methods
@@ -86,7 +102,14 @@ class GatewayRoute:
         """The permission ``method`` needs here (``None``: any valid token)."""
         return self.permissions["GET" if method == "HEAD" else method]
 
+    @property
+    def flask_rule(self) -> str:
+        """The pattern as a werkzeug rule (``<name>``; a closed set as ``<any(a, b):name>``)."""
+        def variable(m: re.Match[str]) -> str:
+            closed = self.choices.get(m.group(1))
+            return f"<any({', '.join(map(repr, closed))}):{m.group(1)}>" if closed else f"<{m.group(1)}>"
 
+        return _PLACEHOLDER.sub(variable, self.pattern)
 @dataclass(frozen=True)
 class Match:
     """The route that serves a request, the permission it needs and the path's variables."""
@@ -167,7 +190,8 @@ class RouteTable:
                 pattern_segments = route.pattern.strip("/").split("/")
                 if len(pattern_segments) != len(segments):
                     continue
-                if all(_segment_fits(seg, pat, strict) for seg, pat in zip(segments, pattern_segments, strict=True)):
+                if all(_segment_fits(seg, pat, strict, route.choices)
+                       for seg, pat in zip(segments, pattern_segments, strict=True)):
                     if route.takes(method):
                         permission = None if method == "OPTIONS" else route.permission_for(method)
                         return Match(route, method, permission, {})
@@ -176,137 +200,66 @@ class RouteTable:
         return None
 
 
-def _segment_fits(segment: str, pattern_segment: str, strict: bool) -> bool:
-    if "{" in segment:  # a variable in the documented path
+def _segment_fits(segment: str, pattern_segment: str, strict: bool, choices: Mapping[str, tuple[str, ...]]) -> bool:
+    if _PLACEHOLDER.fullmatch(segment):  # a variable in the documented path
         return "{" in pattern_segment or not strict
-    return _compile(pattern_segment).fullmatch(segment) is not None
+    if "{" in segment:  # a variable inside a word ("{kind}-tables"): a fixed word must fit it
+        return "{" in pattern_segment or _compile(segment, {}).fullmatch(pattern_segment) is not None
+    return _compile(pattern_segment, choices).fullmatch(segment) is not None
 
 
-def route(pattern: str, service: str, **permissions: str | None) -> GatewayRoute:
+def route(pattern: str, service: str, *, choices: Mapping[str, Iterable[str]] | None = None,
+          uploads: Iterable[str] = (), **permissions: str | None) -> GatewayRoute:
     """``route("/v1/leads", "leads", GET="leads:view", POST="leads:create")``."""
-    return GatewayRoute(pattern, service, permissions)
+    return GatewayRoute(pattern, service, permissions, {k: tuple(v) for k, v in (choices or {}).items()},
+                        frozenset(uploads))
 
 
-# -- the table ----------------------------------------------------------------------------------
+# -- from the services' declarations --------------------------------------------------------------
 
-CATALOGUE_ADMIN = "catalogue:admin"
-TRIGGERS_ADMIN = "triggers:admin"
-FILES_VIEW, FILES_EDIT = "files:view", "files:edit"
-
-
-def _catalogue_routes() -> list[GatewayRoute]:
-    routes: list[GatewayRoute] = []
-    read_write = {"GET": ANY_TOKEN, "POST": CATALOGUE_ADMIN}
-    item = {"GET": ANY_TOKEN, "PATCH": CATALOGUE_ADMIN, "DELETE": CATALOGUE_ADMIN}
-    for kind in KINDS:
-        routes += [
-            route(f"/v1/{kind}-stages", "catalogue", **read_write),
-            route(f"/v1/{kind}-stages/{{id}}", "catalogue", **item),
-            route(f"/v1/{kind}-tables/{{table}}", "catalogue", **read_write),
-            route(f"/v1/{kind}-tables/{{table}}/{{id}}", "catalogue", **item),
-        ]
-    routes += [
-        route("/v1/templates", "catalogue", **read_write),
-        route("/v1/templates/{id}", "catalogue", **item),
-    ]
-    return routes
+def template(path: str, choices: Mapping[str, Iterable[str]]) -> str:
+    """The gateway's pattern for a declared path: its first id (a placeholder without a closed
+    set) named ``{id}``: ``/v1/leads/{record_id}/groups/{group_id}`` -> ``/v1/leads/{id}/groups/{group_id}``."""
+    for m in _PLACEHOLDER.finditer(path):
+        if m.group(1) not in choices:
+            return f"{path[:m.start()]}{{id}}{path[m.end():]}"
+    return path
 
 
-def _record_routes(records: str) -> list[GatewayRoute]:
-    """Leads or opportunities: the record service's own paths and the linking service's tabs.
-
-    ``/v1/{records}/wizard`` is not here: the gateway serves it itself (``crm_gateway.wizard``).
-    """
-    view, create, edit, delete = (f"{records}:{a}" for a in ("view", "create", "edit", "delete"))
-    base, item = f"/v1/{records}", f"/v1/{records}/{{id}}"
-    routes = [
-        route(base, records, GET=view, POST=create),
-        # Fixed words under the collection, before {id} would take them as an id.
-        route(f"{base}/overview", records, GET=view),
-        route(f"{base}/bulk", records, POST=edit),  # the service checks each action (delete: :delete, create: :create)
-        route(f"{base}/reports/stages", records, GET=view),
-        *_import_routes(base, records, create),
-    ]
-    if records == "leads":
-        routes.append(route(f"{base}/reports/funnel", records, GET=view))
-    routes += [
-        route(item, records, GET=view, PATCH=edit, DELETE=delete),
-        route(f"{item}/stage-history", records, GET=view),
-        route(f"{item}/groups", records, POST=edit),
-        route(f"{item}/groups/{{group_id}}", records, DELETE=edit),
-        route(f"{item}/copy", records, POST=create),
-        route(f"{item}/templates", records, GET=view),
-        route(f"{item}/print", records, POST=view),  # renders, changes nothing
-        route(f"{item}/attachments", records, GET=view, POST=edit),
-        route(f"{item}/attachments/{{attachment_id}}", records, GET=view, DELETE=edit),
-    ]
-    if records == "leads":
-        routes.append(route(f"{item}/convert", records, POST=edit))
-    # Detail tabs: the links between records and files live in the linking service.
-    routes += [
-        route(f"{item}/contacts", "linking", GET=view, POST=edit),
-        route(f"{item}/contacts/{{contact_id}}", "linking", PATCH=edit, DELETE=edit),
-        route(f"{item}/job-orders", "linking", GET=view, POST=edit),
-        route(f"{item}/job-orders/{{job_order_id}}", "linking", DELETE=edit),
-        route(f"{item}/activities", "linking", GET=view),
-        route(f"{item}/placements", "linking", GET=view),
-        route(f"{item}/timeline", "linking", GET=view),
-    ]
-    return routes
+def _order(route: GatewayRoute) -> tuple[tuple[int, str], ...]:
+    """Segment by segment: a fixed word (0) before a closed set (1) before any segment (2)."""
+    key = []
+    for segment in route.pattern.strip("/").split("/"):
+        m = _PLACEHOLDER.fullmatch(segment)
+        key.append((0, segment) if m is None else (1 if m.group(1) in route.choices else 2, ""))
+    return tuple(key)
 
 
-def _import_routes(base: str, service: str, create: str) -> list[GatewayRoute]:
-    """A collection's CSV imports (``crm_kit.imports``): every route needs its create permission."""
-    jobs, job = f"{base}/imports", f"{base}/imports/{{id}}"
-    return [
-        route(jobs, service, GET=create, POST=create),
-        route(job, service, GET=create, DELETE=create),
-        route(f"{job}/rows", service, GET=create, POST=create),
-        route(f"{job}/mapping", service, PUT=create),
-        route(f"{job}/start", service, POST=create),
-        route(f"{job}/result", service, GET=create),
-    ]
+def load_routes(data: Mapping[str, Any]) -> list[GatewayRoute]:
+    """The routes of the table's data (``route_table.json``), in the order they are tried."""
+    routes = []
+    for entry in data["routes"]:
+        choices = {name: tuple(values) for name, values in (entry.get("choices") or {}).items()}
+        routes.append(GatewayRoute(template(entry["path"], choices), entry["service"], entry["permissions"],
+                                   choices, frozenset(entry.get("uploads") or ())))
+    return sorted(routes, key=_order)
 
 
-def _file_routes() -> list[GatewayRoute]:
-    routes: list[GatewayRoute] = []
-    for collection in FILE_COLLECTIONS:
-        routes.append(route(f"/v1/{collection}", "linking", GET=FILES_VIEW, POST=FILES_EDIT))
-        if collection in BULK_FILE_COLLECTIONS:  # fixed words, before {id} would take them as an id
-            routes.append(route(f"/v1/{collection}/bulk", "linking", POST=FILES_EDIT))
-            routes += _import_routes(f"/v1/{collection}", "linking", FILES_EDIT)
-        routes.append(route(f"/v1/{collection}/{{id}}", "linking", GET=FILES_VIEW, PATCH=FILES_EDIT,
-                            DELETE=FILES_EDIT))
-    # Lists of records reached from a file show record data: they need the record's view.
-    routes += [
-        route("/v1/contacts/{id}/leads", "linking", GET="leads:view"),
-        route("/v1/contacts/{id}/opportunities", "linking", GET="opportunities:view"),
-        route("/v1/companies/{id}/leads", "linking", GET="leads:view"),
-    ]
-    return routes
+def read_route_table(path: Path = ROUTE_TABLE) -> RouteTable:
+    """The table of ``route_table.json`` (``make routes``)."""
+    return RouteTable(load_routes(json.loads(path.read_text(encoding="utf-8"))))
 
 
-def _trigger_routes() -> list[GatewayRoute]:
-    return [
-        route("/v1/triggers", "triggers", GET=TRIGGERS_ADMIN, POST=TRIGGERS_ADMIN),
-        route("/v1/triggers/{id}", "triggers", GET=TRIGGERS_ADMIN, PATCH=TRIGGERS_ADMIN, DELETE=TRIGGERS_ADMIN),
-        route("/v1/triggers/{id}/executions", "triggers", GET=TRIGGERS_ADMIN),
-        route("/v1/triggers/{id}/dry-run", "triggers", POST=TRIGGERS_ADMIN),
-        route("/v1/trigger-executions", "triggers", GET=TRIGGERS_ADMIN),
-    ]
+def segment_choices(table: Iterable[GatewayRoute]) -> Mapping[str, tuple[str, ...]]:
+    """Every closed set of the table, by placeholder name."""
+    out: dict[str, tuple[str, ...]] = {}
+    for r in table:
+        for name, values in r.choices.items():
+            out[name] = tuple(dict.fromkeys((*out.get(name, ()), *values)))
+    return MappingProxyType(out)
 
 
-def build_routes() -> list[GatewayRoute]:
-    return [
-        *_catalogue_routes(),
-        *_record_routes("leads"),
-        *_record_routes("opportunities"),
-        *_file_routes(),
-        *_trigger_routes(),
-    ]
+ROUTES = read_route_table()
+SEGMENT_CHOICES = segment_choices(ROUTES)
 
 
-ROUTES = RouteTable(build_routes())
-
-# Multipart uploads (attachments) take CRM_MAX_UPLOAD_BYTES instead of the JSON body limit.
-UPLOAD_RULE = "/v1/<any(leads, opportunities):records>/<record_id>/attachments"

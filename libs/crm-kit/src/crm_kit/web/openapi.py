@@ -6,6 +6,8 @@ What the document says is what the edge enforces, in the form the clients' tools
   ``listOpportunityContacts``, ``convertLead``), unique within the document.
 * ``pattern``: marshmallow's ``Regexp`` is Python syntax applied with ``re.match``; the
   document carries its ECMA-262 equivalent (anchored at the start, ``\\Z`` as ``$``).
+* ``x-permission``: the permission the route is declared with (``null``: any valid token),
+  on every operation that takes a token; the gateway's route table is derived from it.
 * limits: lengths, ranges and item counts come from the fields' validators; what a field's
   type implies is added here (a ``Timestamp`` is at most ``Timestamp.MAX_LENGTH``
   characters, a date 10, a UUID 36; every integer says ``int32`` or ``int64`` by its range).
@@ -76,6 +78,10 @@ _ERROR_TEXT = {
     429: "Rate limited (see Retry-After).",
     503: "A dependency is unavailable.",
 }
+
+# Every operation that takes a token names the permission it needs (null: any valid token);
+# the gateway's route table is derived from it (tools/gateway-routes, `make routes`).
+PERMISSION_EXTENSION = "x-permission"
 
 _RULE_VAR = re.compile(r"<(?:[a-zA-Z_]+:)?([a-zA-Z_][a-zA-Z0-9_]*)>")
 
@@ -275,6 +281,7 @@ def _operation(route: Route, op_id: str) -> dict[str, Any]:
     if not route.public:
         errors |= {401, 403}
         op["security"] = [{"bearerAuth": []}]
+        op[PERMISSION_EXTENSION] = route.permission
     else:
         op["security"] = []
     if route.body is not None or route.query is not None or route.idempotent:
