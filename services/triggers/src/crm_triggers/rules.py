@@ -39,7 +39,7 @@ def validate_definition(session: Session, view: CatalogueView, kind: str, defini
         try:
             view.require(session, entry_id, kind=kind, entity=entity, field_name=field_name)
         except CatalogueReferenceError as exc:
-            errors.append({"field": exc.field, "message": exc.message})
+            errors.append({"field": field_name, "message": exc.message})
 
     event = definition["event"]
     for key, entity in _EVENT_REFS.items():
