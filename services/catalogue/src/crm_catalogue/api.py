@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 
 from crm_catalogue import rules, schemas
 from crm_catalogue.errors import UnknownEntity, UnknownTable
-from crm_catalogue.events import actor_of
 from crm_catalogue.journal import Journal
 from crm_catalogue.tables import KINDS, TABLES, stage_templates, stages, table_entries, templates
 from crm_catalogue.views import STAGE, TABLE_ENTRY, TEMPLATE, Aggregate, View
@@ -84,7 +83,7 @@ def _register(api: Api, res: Resource) -> None:
 
     def create(ctx: RequestContext, **args: str) -> Reply:
         res.scope(args)  # an unknown <table> is a 404 before anything else
-        journal = Journal(ctx.session, actor_of(ctx.user))
+        journal = Journal(ctx.session, ctx.user)
         entity_id = res.save(ctx.session, journal, args, ctx.body, None)
         journal.publish()
         location = res.path.replace("<table>", args.get("table", "")) + f"/{entity_id}"
@@ -105,7 +104,7 @@ def _register(api: Api, res: Resource) -> None:
     def patch(ctx: RequestContext, **args: str) -> View:
         current = load(ctx, args)
         check_if_match(current["version"])
-        journal = Journal(ctx.session, actor_of(ctx.user))
+        journal = Journal(ctx.session, ctx.user)
         entity_id = res.save(ctx.session, journal, args, ctx.body, current)
         journal.publish()
         return reply(ctx, entity_id)
@@ -113,7 +112,7 @@ def _register(api: Api, res: Resource) -> None:
     def remove(ctx: RequestContext, **args: str) -> None:
         current = load(ctx, args)
         check_if_match(current["version"])
-        journal = Journal(ctx.session, actor_of(ctx.user))
+        journal = Journal(ctx.session, ctx.user)
         res.remove(ctx.session, journal, current)
         journal.publish()
 

@@ -1,24 +1,21 @@
-"""The one place where catalogue entities become events (``CatalogueEntry`` on ``crm.catalogue.v1``).
+"""The one place where catalogue entities become events (``CatalogueEntry`` on the catalogue topic).
 
 Every event carries the whole entity as it is after the change; the topic is compacted, so
 the latest event per id is the entity's state, and a deletion is an entry with
-``deleted = true``. Read models of other services depend on exactly these fields.
+``deleted = true``. Read models of other services depend on exactly these fields. Who made
+the change (a user, or the catalogue itself for the starter data) is mapped here too.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from crm.events.v1.catalogue_pb2 import CatalogueEntry
-from crm.events.v1.envelope_pb2 import Actor
+from crm.events.v1.envelope_pb2 import Actor, Envelope
 from crm_catalogue.views import View
 from crm_events.envelope import new_envelope
-from crm_kafka.outbox import record_event
 from crm_kit.identity import Identity
 
-TOPIC = "crm.catalogue.v1"
 PRODUCER = "catalogue"
 SYSTEM = Actor(kind="system", name="catalogue")
 
@@ -28,8 +25,10 @@ _STAGE_ATTRIBUTES = ("is_default", "is_end", "is_default_end", "color", "remarks
 _TEMPLATE_ATTRIBUTES = ("name", "subject", "body", "visible_at", "stage_ids")
 
 
-def actor_of(identity: Identity) -> Actor:
-    """The user who made the change, as events name them."""
+def actor_of(identity: Identity | None) -> Actor:
+    """The user who made the change, as events name them; ``None``: the catalogue itself (starter data)."""
+    if identity is None:
+        return SYSTEM
     return Actor(user_id=identity.user_id, name=identity.name, office_id=identity.office_id, kind="user")
 
 
@@ -51,12 +50,9 @@ def catalogue_entry(aggregate: str, view: View, *, deleted: bool = False) -> Cat
     return entry
 
 
-def emit(session: Session, aggregate: str, what: str, view: View, actor: Actor) -> None:
-    """Write ``catalogue.<aggregate>.<what>`` (created, updated, deleted) for ``view`` to the outbox.
-
-    It joins the change's transaction; the Kafka key is the entity id.
-    """
+def entry_event(aggregate: str, what: str, view: View, identity: Identity | None) -> Envelope:
+    """The event ``catalogue.<aggregate>.<what>`` (created, updated, deleted) of ``view``, made by
+    ``identity``; its Kafka key is the entity id (the envelope's aggregate id)."""
     payload = catalogue_entry(aggregate, view, deleted=what == "deleted")
-    envelope = new_envelope(f"catalogue.{aggregate}.{what}", aggregate, view["id"], view["version"], payload,
-                            actor=actor, producer=PRODUCER)
-    record_event(session, TOPIC, envelope)
+    return new_envelope(f"catalogue.{aggregate}.{what}", aggregate, view["id"], view["version"], payload,
+                        actor=actor_of(identity), producer=PRODUCER)

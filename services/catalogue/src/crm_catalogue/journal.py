@@ -2,8 +2,9 @@
 
 A write often changes more than the entity it names (a new default stage clears the old
 one; linking a template changes the template's ``stage_ids`` too). Every rule reports each
-entity whose view changes here; ``publish`` then writes one event per entity with its
-final state, however often it was touched.
+entity whose view changes here; ``publish`` then hands one event per entity, with its
+final state however often it was touched, to the transaction's unit of work, which writes
+them to the outbox when the transaction commits (and drops them when it rolls back).
 """
 
 from __future__ import annotations
@@ -13,19 +14,24 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from crm.events.v1.envelope_pb2 import Actor
 from crm_catalogue.errors import ChangedMeanwhile
-from crm_catalogue.events import emit
+from crm_catalogue.events import entry_event
 from crm_catalogue.views import Aggregate, View
+from crm_events.topics import CATALOGUE
+from crm_kafka.unit_of_work import UnitOfWork
 from crm_kit.db import utcnow
+from crm_kit.identity import Identity
 
 
 class Journal:
-    """Bumps versions (once per entity and transaction) and writes the events of a change."""
+    """Bumps versions (once per entity and transaction) and collects the events of a change.
 
-    def __init__(self, session: Session, actor: Actor) -> None:
+    ``identity``: who makes the change; ``None`` for the catalogue itself (the starter data).
+    """
+
+    def __init__(self, session: Session, identity: Identity | None) -> None:
         self.session = session
-        self.actor = actor
+        self.identity = identity
         # (aggregate, id) -> (what, snapshot of a deleted entity), in the order things happened.
         self._events: dict[tuple[str, str], tuple[Aggregate, str, View | None]] = {}
 
@@ -63,9 +69,11 @@ class Journal:
                                    "fetch it again and retry.")
 
     def publish(self) -> None:
-        """Write one event per touched entity, with its state at the end of the change."""
+        """Add one event per touched entity, with its state at the end of the change, to the unit of
+        work; call it when the change is complete (the commit writes them)."""
+        unit_of_work = UnitOfWork.of(self.session)
         for (_name, entity_id), (aggregate, what, snapshot) in self._events.items():
             view = snapshot or aggregate.load(self.session, entity_id)
             assert view is not None, f"{aggregate.name} {entity_id} vanished within its own transaction"
-            emit(self.session, aggregate.name, what, view, self.actor)
+            unit_of_work.add(CATALOGUE, entry_event(aggregate.name, what, view, self.identity))
         self._events.clear()

@@ -23,7 +23,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from crm_catalogue.events import SYSTEM
 from crm_catalogue.journal import Journal
 from crm_catalogue.rules import save_entry, save_stage
 from crm_catalogue.tables import KINDS, catalogue_meta
@@ -103,7 +102,7 @@ def load_starter_data(settings: Settings) -> None:
     database = Database(settings.database_url)
     try:
         with database.transaction() as session:
-            journal = Journal(session, SYSTEM)
+            journal = Journal(session, None)  # the catalogue itself
             for key, load in steps:
                 if _done(session, key):
                     continue
