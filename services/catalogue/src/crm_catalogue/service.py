@@ -1,7 +1,7 @@
 """The catalogue service: stages, the 8 tables per kind and templates of leads and opportunities.
 
-It owns them and publishes every change on ``crm.catalogue.v1``; its worker relays the
-outbox and learns from record events which stages are in use (``usage``).
+It owns them and publishes every change on the catalogue topic (``crm_events.topics.CATALOGUE``);
+its worker relays the outbox and learns from record events which stages are in use (``usage``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Which stage each lead and opportunity is in, learned from their events.
 
-The catalogue never asks the record services: it keeps ``stage_usage`` from
-``crm.leads.v1`` and ``crm.opportunities.v1`` (the worker's ``usage`` consumer), so a stage
+The catalogue never asks the record services: it keeps ``stage_usage`` from the lead and
+opportunity events (``RECORD_TOPICS``, the worker's ``usage`` consumer), so a stage
 that records use can refuse deletion. Events of one record arrive in order (key = record
 id); versions guard against replays anyway.
 """
@@ -15,9 +15,10 @@ from crm.events.v1.envelope_pb2 import Envelope
 from crm.events.v1.records_pb2 import PipelineRecord, RecordDeleted
 from crm_catalogue.tables import stage_usage
 from crm_events.envelope import record_state
+from crm_events.topics import RECORD_TOPICS
 from crm_kafka.worker import ConsumerSpec
 
-TOPICS = ["crm.leads.v1", "crm.opportunities.v1"]
+TOPICS = list(RECORD_TOPICS)
 
 
 def apply_record_event(session: Session, envelope: Envelope) -> None:
