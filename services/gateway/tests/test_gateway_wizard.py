@@ -16,9 +16,9 @@ import pytest
 from flask import Flask, Response, request
 from gateway_helpers import PROBLEM, ServerThread, auth
 
-from crm_gateway import wizard
 from crm_gateway.openapi import merge_documents
 from crm_gateway.routes import ROUTES, MethodNotAllowedError
+from crm_gateway.wizard_client import DELETE_ATTEMPTS
 
 MAIN_ROLE_ID = "role-main"
 
@@ -241,7 +241,7 @@ def test_an_undo_that_fails_is_retried_logged_and_reported(gateway, services, ca
     company_id = next(path for path in services.entities if path.startswith("/v1/companies/")).split("/")[-1]
     assert r.json["not_undone"] == [{"step": "company", "id": company_id}]
     assert f"company {company_id} could not be deleted" in r.json["detail"]
-    assert services.deletes() == ["contacts"] + ["companies"] * wizard.DELETE_ATTEMPTS
+    assert services.deletes() == ["contacts"] + ["companies"] * DELETE_ATTEMPTS
     assert company_id in caplog.text
     assert "127.0.0.1" not in r.get_data(as_text=True)
 

@@ -196,7 +196,7 @@ def _own_api() -> Api:
         """The caller, as the bearer token says: id, name, office, roles and permissions."""
         return ctx.user.to_dict()
 
-    wizard.declare(api)  # POST /v1/{records}/wizard: orchestrated here, see crm_gateway.wizard
+    wizard.declare(api)  # POST /v1/{records}/wizard: orchestrated here, see crm_gateway.wizard_flow
     return api
 
 
