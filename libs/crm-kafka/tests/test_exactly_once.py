@@ -10,14 +10,12 @@ These are the reliability promises every service relies on:
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,23 +24,15 @@ from kafka_roles import TOPIC, effects, make_consumer, prepare
 from sqlalchemy import func, select
 
 from crm.events.v1.probe_pb2 import Probe
-from crm_devstack.postgres import PostgresCluster
 from crm_events.envelope import decode, encode, new_envelope
 from crm_events.topics import dlq_name
 from crm_kafka.clients import consumer_config, idempotent_producer
 from crm_kafka.consumer import INBOX
 from crm_kafka.outbox import OUTBOX, record_event
 from crm_kafka.relay import OutboxRelay
-from crm_kafka.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 ROLES = Path(__file__).parent / "kafka_roles.py"
-
-
-@pytest.fixture(scope="module")
-def bootstrap(kafka) -> str:
-    ensure_topics(kafka.bootstrap, [TOPIC])
-    return kafka.bootstrap
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -295,17 +285,6 @@ def test_a_fresh_database_replays_the_topic_from_offset_zero(postgres, pg_url, b
     run_consumer_until(fresh, bootstrap, group, marker, lambda: effects_in(fresh) == 5)
     first.dispose()
     fresh.dispose()
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresCluster]:
-    """A PostgreSQL cluster this test alone uses: it stops the server."""
-    base = Path(tempfile.mkdtemp(prefix="crm-kafka-outage-pg-"))
-    cluster = PostgresCluster(base)
-    cluster.start()
-    yield cluster
-    cluster.stop()
-    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_the_consumer_outlives_a_database_outage_and_dead_letters_nothing(own_postgres, bootstrap):

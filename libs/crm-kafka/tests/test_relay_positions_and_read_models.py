@@ -19,7 +19,6 @@ from test_exactly_once import wait_for, write_events
 from crm_kafka.api import build_positions_api
 from crm_kafka.clients import consumer_config, idempotent_producer
 from crm_kafka.relay import OutboxRelay
-from crm_kafka.topics import ensure_topics
 from crm_kit import consistency
 from crm_kit.consistency import ConsistencyError, ReadModels, Requirement, outbox_position
 from crm_kit.db import Database
@@ -27,12 +26,6 @@ from crm_kit.settings import load_settings
 from crm_kit.web import create_app, issue_token
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def bootstrap(kafka) -> str:
-    ensure_topics(kafka.bootstrap, [TOPIC])
-    return kafka.bootstrap
 
 
 def high_watermarks(bootstrap: str) -> dict[int, int]:

@@ -15,7 +15,15 @@ Kafka's committed offsets are still kept, for lag monitoring.
 
 A failing handler is retried with exponential backoff; after ``max_attempts`` the message
 goes to ``<topic>.dlq`` with the error and its origin in headers, and the consumer goes on.
-Undecodable messages go to the DLQ at once.
+Undecodable messages go to the DLQ at once. A database that cannot be reached is waited for
+(backoff up to 5 s) however long it takes, without using up the event's attempts.
+
+Backpressure: the consumer never sleeps while it waits to retry. It pauses its partitions,
+rewinds each to its first message not done (the failed one), and keeps calling ``poll`` -
+which returns nothing from paused partitions but tells the group this member is alive - until
+the wait is over; then it resumes and the messages come again in their order. So an outage
+longer than ``max.poll.interval.ms`` does not make it leave its group (a rebalance of every
+member), and ``stop`` is honoured within half a second.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
@@ -50,6 +59,16 @@ def _database_unavailable(exc: BaseException) -> bool:
     another transient condition PostgreSQL reports as operational: a deadlock, a shutdown)."""
     return isinstance(exc, OperationalError | InterfaceError) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+@dataclass
+class _Failure:
+    """What went wrong so far with the event at ``offset`` of a partition."""
+
+    offset: int
+    attempts: int = 0  # failed attempts of its own (handler errors), up to max_attempts
+    outages: int = 0  # attempts that found the database unavailable: they do not count
+    dead_lettered: bool = False  # the DLQ has it; only its offset is left to store
 
 
 def dispatch(handlers: Mapping[str, Handler], default: Handler | None = None) -> Handler:
@@ -102,6 +121,8 @@ class IdempotentConsumer:
         self.applied = 0
         self._dlq: Producer | None = None
         self._last_lag = 0.0
+        self._failures: dict[tuple[str, int], _Failure] = {}  # per partition: its event waiting to be retried
+        self._resume_at: float | None = None  # while paused: when the partitions resume
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set, then commit what was done and leave the group.
@@ -120,22 +141,25 @@ class IdempotentConsumer:
 
     def _consume(self, stop: threading.Event) -> None:
         consumer = Consumer(self.config)
-        consumer.subscribe(self.topics, on_assign=self._on_assign)
+        consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self._resume_at = None
         try:
             while not stop.is_set():
-                self.heartbeat = time.monotonic()
-                messages = self._next_batch(consumer)
+                self.heartbeat = time.monotonic()  # also while paused: waiting is not being stuck
+                messages = self._poll(consumer)
                 done = False
-                for msg in messages:
+                for index, msg in enumerate(messages):
                     if stop.is_set():
-                        break
+                        break  # the rest is not stored: it comes again after the restart
                     err = msg.error()
                     if err is not None:
                         if err.code() != KafkaError._PARTITION_EOF:
                             log.warning("consumer %s: %s", self.name, err)
                         continue
-                    if not self._process(msg, stop):
-                        break  # stopping mid-retry: leave the offset, the event comes again
+                    delay = self._process(msg)
+                    if delay is not None:
+                        self._pause(consumer, messages[index:], delay)
+                        break
                     consumer.store_offsets(message=msg)
                     done = True
                 if done:
@@ -148,6 +172,31 @@ class IdempotentConsumer:
                 consumer.close()
                 if self._dlq is not None:
                     self._dlq.flush(5)
+
+    def _poll(self, consumer: Consumer) -> list[Message]:
+        """The next messages; while paused, at most one (from a partition a rebalance assigned
+        meanwhile) after a poll of at most 0.5 s, and the partitions resume when the wait is over."""
+        if self._resume_at is not None:
+            remaining = self._resume_at - time.monotonic()
+            if remaining > 0:
+                # Paused partitions give nothing, but the poll tells the group this member is alive.
+                msg = consumer.poll(min(remaining, 0.5))
+                return [msg] if msg is not None else []
+            consumer.resume(consumer.assignment())
+            self._resume_at = None
+        return self._next_batch(consumer)
+
+    def _pause(self, consumer: Consumer, unprocessed: list[Message], delay: float) -> None:
+        """Stop fetching until ``delay`` seconds have passed, and rewind each partition to its
+        first message not done (the failed one first), so nothing is skipped or reordered."""
+        consumer.pause(consumer.assignment())
+        first: dict[tuple[str, int], int] = {}
+        for msg in unprocessed:
+            if msg.error() is None:
+                first.setdefault((msg.topic() or "", msg.partition() or 0), msg.offset() or 0)
+        for (topic, partition), offset in first.items():
+            consumer.seek(TopicPartition(topic, partition, offset))
+        self._resume_at = time.monotonic() + delay
 
     def _next_batch(self, consumer: Consumer) -> list[Message]:
         """Up to ``batch_size`` messages, returned as soon as the first is there.
@@ -166,55 +215,68 @@ class IdempotentConsumer:
 
     # -- one message ----------------------------------------------------------------------------
 
-    def _process(self, msg: Message, stop: threading.Event) -> bool:
-        """Apply, skip as duplicate, or dead-letter one message; False if stopped first."""
+    def _process(self, msg: Message) -> float | None:
+        """Apply, skip as a duplicate, or dead-letter one message: None once it is done, else
+        the seconds to wait before its next attempt (its partitions paused meanwhile)."""
+        key = (msg.topic() or "", msg.partition() or 0)
+        failure = self._failures.pop(key, None)
+        if failure is None or failure.offset != msg.offset():
+            failure = _Failure(msg.offset() or 0)
+        try:
+            delay = None if failure.dead_lettered else self._attempt(msg, failure)
+            if failure.dead_lettered:
+                self._store_offset(msg)  # the DLQ has it: a restart must not dead-letter it again
+        except Exception as exc:
+            if not _database_unavailable(exc):
+                raise
+            delay = self._wait_for_database(msg, failure, exc, f"message {key[0]}/{key[1]}@{failure.offset}")
+        if delay is not None:
+            self._failures[key] = failure
+        return delay
+
+    def _attempt(self, msg: Message, failure: _Failure) -> float | None:
+        """One attempt at the message; None when applied, a duplicate or dead-lettered
+        (``failure.dead_lettered``), else the seconds until the next attempt."""
         topic = msg.topic() or ""
         try:
             envelope = decode(msg.value() or b"")
         except EnvelopeDecodeError as exc:
             self._dead_letter(msg, exc, attempts=1)
-            self._store_offset(msg)
-            return True
+            failure.dead_lettered = True
+            return None
         token = correlation.set(envelope.correlation_id or correlation.new_id())
         try:
-            attempt = 0
-            outage = 0
-            while True:
-                attempt += 1
-                try:
-                    applied = self._apply_once(envelope, msg)
-                    metrics.EVENTS_CONSUMED.labels(self.service, self.name, topic,
-                                                   "applied" if applied else "duplicate").inc()
-                    if applied:
-                        self.applied += 1
-                        self._after_apply(envelope)
-                    return True
-                except Exception as exc:  # noqa: BLE001 - any handler error is retried, then dead-lettered
-                    if _database_unavailable(exc):
-                        # Not the event's fault: wait for the database however long it takes
-                        # (a restart, a failover), without using up the event's attempts.
-                        attempt -= 1
-                        outage += 1
-                        metrics.EVENT_RETRIES.labels(self.service, self.name, topic).inc()
-                        delay = min(self.backoff * (2 ** min(outage - 1, 8)), 5.0)
-                        log.warning("event %s: the database is unavailable, retrying in %.2f s: %s",
-                                    envelope.event_id, delay, exc)
-                        if stop.wait(delay):
-                            return False
-                        continue
-                    if attempt >= self.max_attempts:
-                        log.error("event %s failed %d times; sending to DLQ: %s", envelope.event_id, attempt, exc)
-                        self._dead_letter(msg, exc, attempts=attempt)
-                        self._store_offset(msg)
-                        return True
-                    metrics.EVENT_RETRIES.labels(self.service, self.name, topic).inc()
-                    delay = self.backoff * (2 ** (attempt - 1))
-                    log.warning("event %s failed (attempt %d of %d), retrying in %.2f s: %s",
-                                envelope.event_id, attempt, self.max_attempts, delay, exc)
-                    if stop.wait(delay):
-                        return False
+            applied = self._apply_once(envelope, msg)
+        except Exception as exc:  # noqa: BLE001 - any handler error is retried, then dead-lettered
+            if _database_unavailable(exc):
+                return self._wait_for_database(msg, failure, exc, f"event {envelope.event_id}")
+            failure.attempts += 1
+            if failure.attempts >= self.max_attempts:
+                log.error("event %s failed %d times; sending to DLQ: %s", envelope.event_id, failure.attempts, exc)
+                self._dead_letter(msg, exc, attempts=failure.attempts)
+                failure.dead_lettered = True
+                return None
+            metrics.EVENT_RETRIES.labels(self.service, self.name, topic).inc()
+            delay = self.backoff * (2 ** (failure.attempts - 1))
+            log.warning("event %s failed (attempt %d of %d), retrying in %.2f s: %s",
+                        envelope.event_id, failure.attempts, self.max_attempts, delay, exc)
+            return delay
         finally:
             correlation.reset(token)
+        metrics.EVENTS_CONSUMED.labels(self.service, self.name, topic, "applied" if applied else "duplicate").inc()
+        if applied:
+            self.applied += 1
+            self._after_apply(envelope)
+        return None
+
+    def _wait_for_database(self, msg: Message, failure: _Failure, exc: BaseException, what: str) -> float:
+        """Not the event's fault: wait for the database however long it takes (a restart, a
+        failover), without using up the event's attempts."""
+        failure.outages += 1
+        metrics.EVENT_RETRIES.labels(self.service, self.name, msg.topic() or "").inc()
+        delay = min(self.backoff * (2 ** min(failure.outages - 1, 8)), 5.0)
+        log.warning("%s: the database is unavailable, retrying in %.2f s: %s", what, delay, exc)
+        return delay
 
     def _apply_once(self, envelope: Envelope, msg: Message) -> bool:
         """Apply the event in one transaction with its inbox row and the partition's next
@@ -253,6 +315,14 @@ class IdempotentConsumer:
         for tp in partitions:
             tp.offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
         consumer.assign(partitions)
+        self._resume_at = None  # the partitions start afresh, unpaused
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """A rebalance takes these partitions away (to this member again, or to another): their
+        waits are over; whoever gets them starts at the database's offsets."""
+        for tp in partitions:
+            self._failures.pop((tp.topic, tp.partition), None)
+        self._resume_at = None
 
     def _write_offset(self, session: Session, msg: Message) -> None:
         key = (OFFSETS.c.consumer == self.name, OFFSETS.c.topic == msg.topic(),
