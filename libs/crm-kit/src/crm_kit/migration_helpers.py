@@ -73,14 +73,26 @@ class Table:
             ops.create_index(name, self.name, list(cols))
 
 
-def table(name: str, *items: Any, key: Sequence[str] = ("id",), indexes: Sequence[str | Sequence[str]] = (),
-          named_indexes: Mapping[str, Sequence[str]] | None = None) -> Table:
-    """Table ``name`` of ``items`` (columns and constraints) with its primary key ``pk_<name>`` on
-    ``key`` (none if empty), an index ``ix_<name>_<columns>`` for each of ``indexes`` (a column or
-    a sequence of columns) and the ``named_indexes`` (name: columns)."""
+def table(name: str, *items: Any, key: Sequence[str] = ("id",), references: Mapping[str, str] | None = None,
+          ondelete: str | None = None, unique: Mapping[str, Sequence[str]] | None = None,
+          indexes: Sequence[str | Sequence[str]] = (), named_indexes: Mapping[str, Sequence[str]] | None = None,
+          ) -> Table:
+    """Table ``name`` of ``items`` (columns, constraints) and:
+
+    - its primary key ``pk_<name>`` on ``key`` (none if empty);
+    - for each of ``references`` (column: table), a foreign key ``fk_<name>_<column>_<table>`` to
+      that table's ``id``, ``ondelete`` as given;
+    - the ``unique`` constraints (name: columns), made after the foreign keys;
+    - an index ``ix_<name>_<columns>`` for each of ``indexes`` (a column or a sequence of columns),
+      and the ``named_indexes`` (name: columns).
+    """
+    fks = [sa.ForeignKeyConstraint([column], [f"{target}.id"], name=f"fk_{name}_{column}_{target}", ondelete=ondelete)
+           for column, target in (references or {}).items()]
+    uqs = [sa.UniqueConstraint(*cols, name=uq) for uq, cols in (unique or {}).items()]
     ixs = [(ix,) if isinstance(ix, str) else tuple(ix) for ix in indexes]
-    return Table(name, items, tuple(key), (*((f"ix_{name}_{'_'.join(cols)}", cols) for cols in ixs),
-                                            *((ix, tuple(cols)) for ix, cols in (named_indexes or {}).items())))
+    return Table(name, (*items, *fks, *uqs), tuple(key),
+                 (*((f"ix_{name}_{'_'.join(cols)}", cols) for cols in ixs),
+                  *((ix, tuple(cols)) for ix, cols in (named_indexes or {}).items())))
 
 
 def create_tables(ops: Operations, *tables: Table) -> None:

@@ -1,8 +1,6 @@
 """linking: one MAIN and one SIGN contact per record (a database rule), role-less links, activities' office
 
-Revision ID: linking_0002
-Revises: linking_0001
-Create Date: 2026-12-01
+Created 2026-12-01.
 
 - ``record_contacts.role_id`` becomes nullable (a former main contact stays linked without a
   role; a conversion carries a contact over without one when there is no matching role).
@@ -23,8 +21,6 @@ from alembic import op
 
 revision = "linking_0002"
 down_revision = "linking_0001"
-branch_labels = None
-depends_on = None
 
 EXCLUSIVE = ("MAIN", "SIGN")
 
