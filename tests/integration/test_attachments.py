@@ -27,14 +27,8 @@ from crm_kit.service import find_service
 from crm_kit.settings import ConfigError, load_settings
 from crm_kit.web import issue_token
 from crm_kit.web.api import request_session
-from crm_pipeline.attachments import (
-    _Outcome,
-    attachment_store,
-    build_attachments_api,
-    clean_content_type,
-    delete_blobs_with_record,
-    sanitize_filename,
-)
+from crm_pipeline.attachment_routes import attachment_store, build_attachments_api, delete_blobs_with_record
+from crm_pipeline.attachments import _Outcome, clean_content_type, sanitize_filename
 from crm_pipeline.kind import LEAD, OPPORTUNITY, RecordKind
 from crm_pipeline.storage import (
     BlobNotFound,

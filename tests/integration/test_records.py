@@ -23,9 +23,10 @@ from crm_events.envelope import decode, new_envelope
 from crm_kafka.outbox import OUTBOX
 from crm_kit.cli import migrate
 from crm_kit.db import Database
+from crm_kit.errors import ChangedMeanwhile
 from crm_kit.service import find_service
 from crm_kit.settings import load_settings
-from crm_kit.web import Problem, issue_token
+from crm_kit.web import issue_token
 from crm_pipeline.commands import command_handler
 from crm_pipeline.conversion import conversion_handler
 from crm_pipeline.kind import LEAD, OPPORTUNITY
@@ -281,7 +282,7 @@ def test_a_command_that_loses_a_race_with_a_user_write_is_retried_whole(postgres
     user.commit()
     worker.join(30)
     user.close()
-    assert len(outcome) == 1 and isinstance(outcome[0], Problem) and outcome[0].status == 412, outcome
+    assert len(outcome) == 1 and isinstance(outcome[0], ChangedMeanwhile), outcome
     with db.transaction() as s:
         assert s.execute(select(records.groups)).all() == []  # nothing half-done
     # The consumer's retry, on a fresh read: applied once, with its version bump and event.

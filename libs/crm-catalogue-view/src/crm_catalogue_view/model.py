@@ -11,12 +11,13 @@ from sqlalchemy import JSON, Boolean, Column, Index, Integer, MetaData, String, 
 from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Envelope
+from crm_events.topics import CATALOGUE
 from crm_kafka.consumer import dispatch
 from crm_kafka.worker import ConsumerSpec
 from crm_kit.db import UTCDateTime, utcnow
-from crm_kit.web import Problem
+from crm_kit.errors import Invalid
 
-TOPIC = "crm.catalogue.v1"
+TOPIC = CATALOGUE  # what the copy is kept from (the registry's name)
 # The catalogue's 8 tables per kind, as the events name them (``entity``).
 TABLE_NAMES = ("attributes", "categories", "groups", "priorities", "procedures", "roles", "sources", "stage_groups")
 _EVENT_TYPES = tuple(f"catalogue.{entity}.{what}" for entity in ("stage", "table_entry", "template")
@@ -113,17 +114,20 @@ class CatalogueEntryView:
         return self.attributes.get(key, default)
 
 
-class CatalogueReferenceError(ValueError):
-    """An id a request names is not a usable catalogue entry; ``field`` says which."""
+class CatalogueReferenceError(Invalid, ValueError):
+    """An id a request names is not a usable catalogue entry; ``field`` says which.
+
+    A domain error (``Invalid``): raised through to the web edge, it is the 422 naming the field."""
 
     def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field_name
+        super().__init__(message, errors=[{"field": field_name, "message": message}])
+        # The field's name (on the instance it stands for ``Invalid.field``, which makes such an error).
+        self.field = field_name  # type: ignore[method-assign,assignment]
         self.message = message
 
-    def to_problem(self) -> Problem:
-        """The 422 a request with this reference gets."""
-        return Problem(422, self.message, errors=[{"field": self.field, "message": self.message}])
+    def to_problem(self) -> CatalogueReferenceError:
+        """The error itself (kept for callers that still convert it: raising it answers the same 422)."""
+        return self
 
 
 _SINGULAR = {"priorities": "priority", "categories": "category"}

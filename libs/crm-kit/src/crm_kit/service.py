@@ -6,11 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from flask import Flask
 from sqlalchemy import MetaData
 
 from crm_kit.settings import Settings
+
+if TYPE_CHECKING:  # only the api builds an app: a worker that reads its ServiceSpec does not load Flask
+    from flask import Flask
 
 ENTRY_POINT_GROUP = "crm.services"
 

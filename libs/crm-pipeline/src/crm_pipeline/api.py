@@ -9,19 +9,21 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from sqlalchemy import Table, select
 
 from crm_catalogue_view import CatalogueView
-from crm_kit.web import Api, ListResult, Problem, Reply, RequestContext, check_if_match, limits
-from crm_pipeline.attachments import delete_blobs_with_record
+from crm_kit.bulk import MAX_BULK_CREATE
+from crm_kit.errors import DomainError, NotFound
+from crm_kit.web import Api, ListResult, Reply, RequestContext, check_if_match, limits
+from crm_pipeline.attachment_routes import delete_blobs_with_record
 from crm_pipeline.bulk import bulk_create as create_in_bulk
 from crm_pipeline.bulk import bulk_item_schema
 from crm_pipeline.bulk import check_office as check_record_office
 from crm_pipeline.conversion import convert
+from crm_pipeline.errors import MissingPermission, TitleRequired
 from crm_pipeline.kind import OPPORTUNITY, RecordKind
 from crm_pipeline.queries import list_statement, load_visible, overview
 from crm_pipeline.records import Actor, Records, new_group_ids
 from crm_pipeline.references import OpportunityViews
 from crm_pipeline.schemas import (
     CREATE,
-    MAX_BULK_CREATE,
     BulkOut,
     GroupIn,
     HistoryOut,
@@ -141,7 +143,7 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
         check_if_match(row.version)
         check_office(ctx, ctx.body)
         if ctx.body.get("title", "x") is None:
-            raise Problem(422, "title cannot be null.", errors=[{"field": "title", "message": "Cannot be null."}])
+            raise TitleRequired()
         return present.one(ctx, records.update(ctx.session, row, ctx.body, Actor.of(ctx.user)))
 
     @api.delete(f"{base}/<record_id>", permission=kind.permission("delete"), status=204,
@@ -189,7 +191,7 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
 
     def bulk_create(ctx: RequestContext) -> dict[str, Any]:
         if not ctx.user.has(kind.permission("create")):
-            raise Problem(403, f"Creating needs the permission {kind.permission('create')!r}.")
+            raise MissingPermission("Creating", kind.permission("create"))
         return {"results": create_in_bulk(records, ctx.session, ctx.user, item_schema, ctx.body["items"])}
 
     @api.post(f"{base}/bulk", permission=kind.permission("edit"), body=bulk_body, response=BulkOut, status=200,
@@ -209,7 +211,7 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
         if action == CREATE:
             return bulk_create(ctx)
         if action == "delete" and not ctx.user.has(kind.permission("delete")):
-            raise Problem(403, f"Deleting needs the permission {kind.permission('delete')!r}.")
+            raise MissingPermission("Deleting", kind.permission("delete"))
         actor = Actor.of(ctx.user, cause="bulk")
         results = []
         for record_id in dict.fromkeys(ctx.body["ids"]):
@@ -230,11 +232,11 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
                     records.delete(ctx.session, row, actor)
                 savepoint.commit()
                 results.append({"id": record_id, "status": "ok", "error": None})
-            except Problem as exc:
+            except DomainError as exc:
                 savepoint.rollback()
                 # Missing or not visible to the caller: the same answer, so other offices' ids do not leak.
                 results.append({"id": record_id, "status": "error",
-                                "error": "not found" if exc.status == 404 and row is None else exc.detail})
+                                "error": "not found" if isinstance(exc, NotFound) and row is None else exc.detail})
         return {"results": results}
 
     if kind.is_lead:

@@ -12,22 +12,24 @@ from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from crm_kit.imports import Importer
-from crm_kit.web import Identity, Problem
-from crm_kit.web.input import item_result_error, load_item
+from crm_kit.bulk import item_error, load_item
+from crm_kit.errors import DomainError
+from crm_kit.identity import Identity
+from crm_kit.imports.jobs import Importer
+from crm_pipeline.errors import KeysBusy, OtherOffice
 from crm_pipeline.kind import RecordKind
 from crm_pipeline.records import Actor, Records
-from crm_pipeline.schemas import IMPORT_KEY_LENGTH, bulk_schemas, record_schemas
+from crm_pipeline.schemas import bulk_schemas, record_schemas
 from crm_pipeline.tables import IMPORT_KEY
 
 Pending = tuple[int, dict[str, Any], str, str]  # (index, data, key, office)
 
 
 def check_office(identity: Identity, data: Mapping[str, Any]) -> None:
-    """403 unless the record stays in the caller's office or the caller is an admin."""
+    """``OtherOffice`` unless the record stays in the caller's office or the caller is an admin."""
     office = data.get("office_id")
     if office and office != identity.office_id and "admin" not in identity.roles:
-        raise Problem(403, "Only an admin may put a record in another office.")
+        raise OtherOffice()
 
 
 def bulk_create(records: Records, session: Session, identity: Identity, item_schema: Schema,
@@ -42,8 +44,8 @@ def bulk_create(records: Records, session: Session, identity: Identity, item_sch
         try:
             data = load_item(raw, item_schema)
             check_office(identity, data)
-        except Problem as exc:
-            results[index] = {"index": index, "status": "error", "id": None, **item_result_error(exc)}
+        except DomainError as exc:
+            results[index] = {"index": index, "status": "error", "id": None, **item_error(exc)}
             continue
         key = data.pop("key")
         pending.append((index, data, key, data.get("office_id") or identity.office_id))
@@ -88,13 +90,13 @@ def _create_round(records: Records, session: Session, items: list[Pending], acto
             items = fresh
             continue
         for (index, _, key, office), row in zip(fresh, rows, strict=True):
-            if isinstance(row, Problem):
-                results[index] = {"index": index, "status": "error", "id": None, **item_result_error(row)}
+            if isinstance(row, DomainError):
+                results[index] = {"index": index, "status": "error", "id": None, **item_error(row)}
             else:
                 made[(office, key)] = row.id
                 results[index] = {"index": index, "status": "created", "id": row.id, "error": None}
         return
-    raise Problem(409, "Another call is creating records with the same keys right now; retry shortly.")
+    raise KeysBusy()
 
 
 def bulk_item_schema(kind: RecordKind) -> Schema:
@@ -114,5 +116,5 @@ def importer(kind: RecordKind, tables: Mapping[str, Table]) -> Importer:
         return bulk_create(records, session, identity, item_schema, items)
 
     return Importer(collection=kind.plural, permission=kind.permission("create"), item_schema=item_schema,
-                    create_batch=create_batch, key_length=IMPORT_KEY_LENGTH,
+                    create_batch=create_batch,
                     example_columns=("Title", "Description") if kind.is_lead else ("Title", "Amount", "Currency"))

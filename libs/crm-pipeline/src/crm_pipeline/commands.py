@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Envelope
 from crm_kafka.consumer import Handler
-from crm_kit.web import Problem
+from crm_kit.errors import ChangedMeanwhile, DomainError
 from crm_pipeline.records import Actor, Records
 
 log = logging.getLogger(__name__)
@@ -46,12 +46,12 @@ def command_handler(records: Records) -> Handler:
                     records.remove_group(session, row, command.group_id, actor)
                 else:
                     log.warning("command %s: unknown action %r", envelope.event_id, command.action)
-        except Problem as exc:
-            if exc.status == 412:
-                # A user's write to the record committed between our read and our write: the
-                # command is still due. Raising rolls the event back; the consumer retries it
-                # on a fresh read.
-                raise
+        except ChangedMeanwhile:
+            # A user's write to the record committed between our read and our write: the
+            # command is still due. Raising rolls the event back; the consumer retries it
+            # on a fresh read.
+            raise
+        except DomainError as exc:
             # A rule refused it (inactive stage, not a member...): retrying cannot help.
             log.warning("command %s refused: %s", envelope.event_id, exc.detail)
 

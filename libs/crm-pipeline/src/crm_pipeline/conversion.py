@@ -29,10 +29,17 @@ from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Envelope
 from crm.events.v1.records_pb2 import LeadConverted, PipelineRecord
-from crm_catalogue_view import CatalogueReferenceError
 from crm_kafka.consumer import Handler
 from crm_kit.db import utcnow
-from crm_kit.web import Identity, Problem
+from crm_kit.identity import Identity
+from crm_pipeline.errors import (
+    AlreadyConverted,
+    MissingPermission,
+    NoDefaultEndStage,
+    NoDefaultOpportunityStage,
+    OpportunityHasLead,
+    UnknownOpportunity,
+)
 from crm_pipeline.queries import ALL_OFFICES_ROLE
 from crm_pipeline.records import REFERENCES, Actor, Records
 from crm_pipeline.references import DELETED, FILE_FIELDS, OpportunityViews
@@ -52,25 +59,22 @@ def _require_opportunity_refs(records: Records, session: Session, data: Mapping[
         checks.append((data["stage_id"], "stage", "stage_id"))
     for value, entity, field in checks:
         if value:
-            try:
-                records.view.require(session, value, kind=OPPORTUNITY, entity=entity, field_name=field)
-            except CatalogueReferenceError as exc:
-                raise exc.to_problem() from None
+            records.view.require(session, value, kind=OPPORTUNITY, entity=entity, field_name=field)
 
 
 def _existing_opportunity(records: Records, views: OpportunityViews, session: Session, identity: Identity,
                           opportunity_id: str) -> Any:
-    """The opportunity a lead converts into: one the caller may see (404 when missing or not
-    visible; the permission to edit it is checked first) that has no lead yet (409)."""
+    """The opportunity a lead converts into: one the caller may see (``UnknownOpportunity`` when
+    missing or not visible; the permission to edit it is checked first) that has no lead yet
+    (``OpportunityHasLead``)."""
     found = views.get(session, opportunity_id)
     if found is None or (ALL_OFFICES_ROLE not in identity.roles and found.office_id != identity.office_id):
-        raise Problem(404, f"No opportunity with id {opportunity_id!r} (or not visible to you).")
+        raise UnknownOpportunity(opportunity_id)
     other = session.execute(select(records.table.c.id).where(
         records.table.c.converted_opportunity_id == opportunity_id)).scalar()
     lead_id = found.lead_id or other
     if lead_id:
-        raise Problem(409, f"Opportunity {opportunity_id} has a lead already ({lead_id}): a lead converts into an "
-                           "opportunity that has none.", lead_id=lead_id)
+        raise OpportunityHasLead(opportunity_id, lead_id)
     return found
 
 
@@ -78,17 +82,15 @@ def convert(records: Records, session: Session, lead: Any, data: Mapping[str, An
             identity: Identity | None = None, views: OpportunityViews | None = None) -> tuple[Any, str]:
     """Step 1: move the lead and emit ``lead.converted``; returns (lead, opportunity id)."""
     if lead.converted_opportunity_id:
-        raise Problem(409, f"This lead was already converted, to opportunity {lead.converted_opportunity_id}.",
-                      opportunity_id=lead.converted_opportunity_id)
+        raise AlreadyConverted(lead.converted_opportunity_id)
     existing_id = data.get("opportunity_id")
     if existing_id and (identity is None or views is None):
         raise ValueError("converting into an existing opportunity needs the caller and the opportunity views")
     if existing_id and not identity.has(EDIT_OPPORTUNITIES):  # type: ignore[union-attr]
-        raise Problem(403, f"Converting into an existing opportunity needs the permission {EDIT_OPPORTUNITIES!r}.")
+        raise MissingPermission("Converting into an existing opportunity", EDIT_OPPORTUNITIES)
     end = records.view.default_end_stage(session, records.kind.kind)
     if end is None:
-        raise Problem(409, "No default end stage is configured for leads: an administrator must mark one lead "
-                           "stage as the default end stage before leads can be converted.")
+        raise NoDefaultEndStage()
     if existing_id:
         _existing_opportunity(records, views, session, identity, existing_id)  # type: ignore[arg-type]
         opportunity_id = existing_id
@@ -100,8 +102,7 @@ def convert(records: Records, session: Session, lead: Any, data: Mapping[str, An
         start = records.view.get(session, data["stage_id"]) if data.get("stage_id") \
             else records.view.default_stage(session, OPPORTUNITY)
         if start is None:
-            raise Problem(409, "No default opportunity stage is configured: an administrator must mark one "
-                               "opportunity stage as the default before leads can be converted.")
+            raise NoDefaultOpportunityStage()
         opportunity_id = str(uuid.uuid4())
     conversion = actor.because("conversion")
     try:
@@ -110,8 +111,7 @@ def convert(records: Records, session: Session, lead: Any, data: Mapping[str, An
                                                    "converted_at": utcnow()}, conversion)
     except IntegrityError:
         # Another lead was converted into this opportunity at the same moment and won.
-        raise Problem(409, f"Opportunity {opportunity_id} has a lead already: another lead was just converted "
-                           "into it.") from None
+        raise OpportunityHasLead(opportunity_id) from None
     fields = {} if existing_id else data
     draft = _draft(lead, fields, opportunity_id, start.id if start else "",
                    (start.attr("stage_group_id") or "") if start else "", actor)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+
+from crm_events.topics import commands_for, topic_of
 
 # Fields only opportunities have (API.md: "Opportunities also: ...").
 OPPORTUNITY_FIELDS = ("amount", "currency", "probability", "expected_close_date", "lead_id")
@@ -15,15 +18,15 @@ class RecordKind:
     kind: str  # "lead": event types are "<kind>.created", ...
     plural: str  # "leads": URL segment, table name, permission prefix
 
-    @property
+    @cached_property
     def topic(self) -> str:
-        """Where the service publishes its records' events."""
-        return f"crm.{self.plural}.v1"
+        """Where the service publishes its records' events (the registry's topic of the service)."""
+        return topic_of(self.plural)
 
-    @property
+    @cached_property
     def commands_topic(self) -> str:
         """Where the triggers service sends commands for this kind."""
-        return f"crm.{self.plural}.commands.v1"
+        return commands_for(self.plural)
 
     @property
     def collection_path(self) -> str:

@@ -28,38 +28,29 @@ never forked).
 from __future__ import annotations
 
 import html
-import json
 import logging
 import math
 import multiprocessing
 import os
 import re
 import resource
-from collections.abc import Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from flask import Response, request
 from fpdf import FPDF, FontFace
 from fpdf.enums import ResourceAccessPolicy
 from fpdf.errors import FPDFResourceAccessError, FPDFUnicodeEncodingException
 from jinja2 import ChainableUndefined, TemplateError, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
-from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from crm_catalogue_view import CatalogueView
 from crm_catalogue_view.model import CatalogueEntryView
-from crm_kit.web import Api, ListResult, Problem, RequestContext, limits
-from crm_kit.web.fields import Text
-from crm_pipeline.api import Presenter
+from crm_kit.identity import Identity
+from crm_pipeline.errors import PreviewNeedsPermission, RenderFailed, TemplateNotPrintable
 from crm_pipeline.kind import RecordKind
-from crm_pipeline.queries import load_visible
-from crm_pipeline.records import Records
-from crm_pipeline.schemas import record_schemas
 
 TEMPLATE_KINDS = ("email", "document", "print")
 TEMPLATE_BODY_LENGTH = 500_000  # the catalogue's limit on a template's body
@@ -107,107 +98,6 @@ class RenderError(Exception):
         self.line = line
 
 
-class TemplatesQuery(Schema):
-    kind = fields.String(validate=validate.OneOf(TEMPLATE_KINDS))
-
-
-class TemplateOut(Schema):
-    # The catalogue's limits (the validators only document them: this is a response).
-    id = fields.String(validate=limits.ID)
-    kind = fields.String(validate=validate.OneOf(TEMPLATE_KINDS))
-    name = fields.String(validate=validate.Length(max=limits.CATALOGUE_NAME_LENGTH))
-    subject = fields.String(allow_none=True, validate=validate.Length(max=500))
-
-
-class InlineTemplateIn(Schema):
-    """A template that is not saved: rendered once, stored nowhere (``catalogue:admin`` only)."""
-
-    kind = fields.String(required=True, validate=validate.OneOf(TEMPLATE_KINDS))
-    subject = Text(load_default=None, allow_none=True, validate=validate.Length(max=500),
-                   metadata={"description": "Email templates only; the document's title."})
-    body = Text(multiline=True, load_default="", validate=validate.Length(max=TEMPLATE_BODY_LENGTH),
-                metadata={"description": "Jinja template text; the record is `lead`/`opportunity` and `record`."})
-
-
-class PrintIn(Schema):
-    template_id = fields.String(validate=validate.Length(min=1, max=36),
-                                metadata={"description": "A saved template visible at the record's stage."})
-    template = fields.Nested(InlineTemplateIn, metadata={
-        "description": "Instead of template_id: an unsaved template to preview (needs catalogue:admin). "
-                       "A syntax error is a 422 whose error has the body's `line`."})
-
-    @validates_schema
-    def _one_template(self, data: dict[str, Any], **_: Any) -> None:
-        if ("template_id" in data) == ("template" in data):
-            raise ValidationError("Send either template_id or template.", "template_id")
-
-
-def build_printing_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView | None = None,
-                       limits: RenderLimits | None = None) -> Api:
-    """``GET {records}/<id>/templates`` and ``POST {records}/<id>/print`` for ``kind``."""
-    api = Api(kind.plural)
-    base = kind.collection_path
-    view = view or CatalogueView()
-    limits = limits or RenderLimits()
-    table = tables["records"]
-    present = Presenter(kind, Records(kind, tables, view))
-    out = record_schemas(kind).out()
-
-    @api.get(f"{base}/<record_id>/templates", permission=kind.permission("view"), query=TemplatesQuery,
-             response=TemplateOut, many=True, summary=f"Templates visible at the {kind.kind}'s current stage")
-    def list_templates(ctx: RequestContext, record_id: str) -> ListResult:
-        row = load_visible(ctx.session, table, kind, ctx.user, record_id)
-        found = templates_at_stage(ctx.session, view, kind, row.stage_id, ctx.query.get("kind"))
-        return ListResult([template_item(t) for t in found], None)
-
-    @api.post(f"{base}/<record_id>/print", permission=kind.permission("view"), body=PrintIn, status=200,
-              idempotent=False, produces=HTML, errors=(406,),
-              summary=f"The {kind.kind} rendered with a template (text/html, or application/pdf by Accept)")
-    def print_record(ctx: RequestContext, record_id: str) -> Response:
-        # Printing changes nothing, so a retry simply renders again: no Idempotency-Key
-        # protocol (its replay store keeps text, not PDF bytes).
-        media_type = negotiate()
-        inline = ctx.body.get("template")
-        if inline is not None and not ctx.user.has(PREVIEW_PERMISSION):
-            raise Problem(403, f"Printing with a template that is not saved needs {PREVIEW_PERMISSION}.")
-        row = load_visible(ctx.session, table, kind, ctx.user, record_id)
-        if inline is not None:
-            name = str(inline.get("subject") or "preview")
-            body, field = str(inline["body"]), "template.body"
-        else:
-            template_id = ctx.body["template_id"]
-            known = view.get(ctx.session, template_id)
-            template = known if known is not None and printable(known, kind, row.stage_id) else None
-            if template is None:
-                message = (f"Template {template_id!r} is not visible at this {kind.kind}'s stage."
-                           if known is not None and known.entity == "template"
-                           else f"There is no template with id {template_id!r}.")
-                raise Problem(422, message, errors=[{"field": "template_id", "message": message}])
-            name = str(template.attr("name") or "document")
-            body, field = str(template.attr("body") or ""), "template_id"
-        # The record exactly as GET shows it, as JSON types: the template sees data, not rows.
-        record = json.loads(json.dumps(out.dump(present.one(ctx, row)), default=str))
-        job = PrintJob(body=body, title=name, variables=("record", kind.kind),
-                       record=record, media_type=media_type, limits=limits)
-        try:
-            data = render_isolated(job)
-        except RenderError as exc:
-            error: dict[str, Any] = {"field": field, "message": str(exc)}
-            if exc.line is not None:
-                error["line"] = exc.line
-            raise Problem(422, f"The template {name!r} could not be rendered: {exc}", errors=[error]) from None
-        resp = Response(data, status=200, mimetype=media_type)
-        extension = "pdf" if media_type == PDF else "html"
-        resp.headers["Content-Disposition"] = f'inline; filename="{_filename(name)}.{extension}"'
-        if media_type == HTML:
-            # Template text is HTML its author wrote; opened on its own it runs no script.
-            resp.headers["Content-Security-Policy"] = ("sandbox; default-src 'none'; img-src data: https:; "
-                                                       "style-src 'unsafe-inline'; font-src data:")
-        return resp
-
-    return api
-
-
 def templates_at_stage(session: Session, view: CatalogueView, kind: RecordKind, stage_id: str,
                        template_kind: str | None = None) -> list[CatalogueEntryView]:
     """The templates (of ``template_kind``, or every kind) a record of ``kind`` at ``stage_id`` offers,
@@ -238,17 +128,34 @@ def template_item(template: CatalogueEntryView) -> dict[str, Any]:
             "subject": template.attr("subject")}
 
 
-def negotiate() -> str:
-    """HTML or PDF, whichever the request's Accept prefers (HTML when it has no preference); 406
-    when it allows neither."""
-    accept = request.accept_mimetypes
-    best = accept.best_match([HTML, PDF]) if accept else HTML  # no Accept (or an empty one): anything goes
-    if best is None:
-        raise Problem(406, f"This endpoint answers {HTML} or {PDF}; the request's Accept header allows neither.")
-    return best
+def check_preview(identity: Identity) -> None:
+    """Only a catalogue administrator prints with a template that is not saved."""
+    if not identity.has(PREVIEW_PERMISSION):
+        raise PreviewNeedsPermission(PREVIEW_PERMISSION)
 
 
-def _filename(name: str) -> str:
+def saved_template(session: Session, view: CatalogueView, kind: RecordKind, stage_id: str,
+                   template_id: str) -> tuple[str, str]:
+    """The name and body of the saved template ``template_id``, if it may print a record of ``kind``
+    at ``stage_id`` (``TemplateNotPrintable`` otherwise)."""
+    known = view.get(session, template_id)
+    if known is None or not printable(known, kind, stage_id):
+        raise TemplateNotPrintable(template_id, exists=known is not None and known.entity == "template",
+                                   kind=kind.kind)
+    return str(known.attr("name") or "document"), str(known.attr("body") or "")
+
+
+def print_document(job: PrintJob, field: str) -> bytes:
+    """The document (``render_isolated``); a template that cannot be rendered is ``RenderFailed``
+    naming ``field`` (the template's id, or the unsaved template's body) and the body's line."""
+    try:
+        return render_isolated(job)
+    except RenderError as exc:
+        raise RenderFailed(job.title, field, str(exc), exc.line) from None
+
+
+def document_filename(name: str) -> str:
+    """A file name (without extension) for a document printed with the template ``name``."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:100] or "document"
 
 

@@ -14,9 +14,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, Table, and_, exists, func, not_, select, true
 from sqlalchemy.orm import Session
 
-from crm_catalogue_view import CatalogueReferenceError, CatalogueView
+from crm_catalogue_view import CatalogueView
 from crm_catalogue_view.model import VIEW
-from crm_kit.web import Identity, Problem, SortKey
+from crm_kit.identity import Identity
+from crm_kit.web.pagination import SortKey
+from crm_pipeline.errors import InvalidFilter, InvalidOrder, UnknownRecord
 from crm_pipeline.filtering import FilterError, FilterField, parse_filter, parse_order_by
 from crm_pipeline.kind import RecordKind
 from crm_pipeline.money import money as money_text
@@ -43,10 +45,10 @@ def view_clause(table: Table, identity: Identity, view: str) -> ColumnElement[bo
 
 
 def load_visible(session: Session, table: Table, kind: RecordKind, identity: Identity, record_id: str) -> Any:
-    """The record, or 404 when it does not exist or the caller may not see it."""
+    """The record, or ``UnknownRecord`` when it does not exist or the caller may not see it."""
     row = session.execute(select(table).where(table.c.id == record_id, visible(table, identity))).first()
     if row is None:
-        raise Problem(404, f"No {kind.kind} with id {record_id!r} (or not visible to you).")
+        raise UnknownRecord(kind.kind, record_id)
     return row
 
 
@@ -81,13 +83,11 @@ def filter_fields(kind: RecordKind, tables: Mapping[str, Table]) -> dict[str, Fi
 
 
 def filter_clause(kind: RecordKind, tables: Mapping[str, Table], text: str) -> ColumnElement[bool]:
-    """The ``filter`` parameter as a WHERE clause; 422 with a pointer to the error for bad syntax."""
+    """The ``filter`` parameter as a WHERE clause; ``InvalidFilter`` pointing at the error for bad syntax."""
     try:
         return parse_filter(text, filter_fields(kind, tables))
     except FilterError as exc:
-        raise Problem(422, f"Invalid filter: {exc.message}",
-                      errors=[{"field": "filter", "message": f"{exc.message}\n{exc.pointer()}"}],
-                      position=exc.position) from None
+        raise InvalidFilter(exc.message, exc.pointer(), exc.position) from None
 
 
 def list_statement(kind: RecordKind, tables: Mapping[str, Table], identity: Identity,
@@ -119,8 +119,7 @@ def list_statement(kind: RecordKind, tables: Mapping[str, Table], identity: Iden
     try:
         order = parse_order_by(query.get("order_by") or "modified_at desc", sortable)
     except FilterError as exc:
-        raise Problem(422, f"Invalid order_by: {exc.message}", errors=[{"field": "order_by",
-                                                                        "message": exc.message}]) from None
+        raise InvalidOrder(exc.message) from None
     labels = {"stage.index": "stage_index"}
     keys = [SortKey(labels.get(name, name), column, descending) for name, column, descending in order]
     keys.append(SortKey("id", table.c.id, descending=keys[-1].descending if keys else True))
@@ -144,11 +143,9 @@ def overview(session: Session, kind: RecordKind, tables: Mapping[str, Table], id
     table = tables["records"]
     group_id = query.get("stage_group_id")
     if group_id is not None:
-        try:  # an inactive group still has a tab (its records are still counted)
-            catalogue.require(session, group_id, kind=kind.kind, entity="stage_groups",
-                              field_name="stage_group_id", active=False)
-        except CatalogueReferenceError as exc:
-            raise exc.to_problem() from None
+        # An inactive group still has a tab (its records are still counted).
+        catalogue.require(session, group_id, kind=kind.kind, entity="stage_groups", field_name="stage_group_id",
+                          active=False)
     base = [visible(table, identity)]
     if "filter" in query:
         base.append(filter_clause(kind, tables, query["filter"]))

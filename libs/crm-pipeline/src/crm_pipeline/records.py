@@ -21,11 +21,13 @@ from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Actor as ActorMessage
 from crm.events.v1.records_pb2 import GroupMembershipChanged, RecordDeleted, StageChanged
-from crm_catalogue_view import CatalogueReferenceError, CatalogueView
+from crm_catalogue_view import CatalogueView
 from crm_events.envelope import new_envelope
 from crm_kafka.outbox import record_event, record_events
 from crm_kit.db import utcnow
-from crm_kit.web import Identity, Problem
+from crm_kit.errors import DomainError
+from crm_kit.identity import Identity
+from crm_pipeline.errors import ConvertedLeadStaysInEndStages, NoDefaultStage, NotInGroup, record_changed
 from crm_pipeline.events import snapshot
 from crm_pipeline.kind import RecordKind
 from crm_pipeline.references import EXISTS, FILE_FIELDS, KnownFiles, unknown_file
@@ -99,10 +101,7 @@ class Records:
 
     def _require(self, session: Session, entry_id: str, entity: str, field: str, memo: Memo | None = None) -> Any:
         def require() -> Any:
-            try:
-                return self.view.require(session, entry_id, kind=self.kind.kind, entity=entity, field_name=field)
-            except CatalogueReferenceError as exc:
-                raise exc.to_problem() from None
+            return self.view.require(session, entry_id, kind=self.kind.kind, entity=entity, field_name=field)
 
         return require() if memo is None else memo.call(("catalogue", entry_id, entity, field), require)
 
@@ -135,8 +134,7 @@ class Records:
         stage = self.view.default_stage(session, self.kind.kind) if memo is None else \
             memo.call(("default_stage",), lambda: self.view.default_stage(session, self.kind.kind))
         if stage is None:
-            raise Problem(409, f"No default {self.kind.kind} stage is configured: an administrator must mark "
-                               f"one {self.kind.kind} stage as the default before {self.kind.plural} can be created.")
+            raise NoDefaultStage(self.kind.kind, self.kind.plural)
         return stage
 
     # -- writing ----------------------------------------------------------------------------------
@@ -161,7 +159,7 @@ class Records:
 
     def _prepare(self, session: Session, data: Mapping[str, Any], actor: Actor, *, record_id: str | None = None,
                  trusted: bool = False, memo: Memo | None = None, import_key: str | None = None) -> _NewRecord:
-        """A new record's row, groups and first history entry, its references checked (a Problem
+        """A new record's row, groups and first history entry, its references checked (a DomainError
         refuses it); nothing written."""
         values = dict(data)
         group_ids = list(dict.fromkeys(values.pop("group_ids", None) or []))
@@ -194,7 +192,7 @@ class Records:
                     actor: Actor) -> list[Any]:
         """Create a record from each (data, import key) as ``create`` does - the same checks, rows,
         history and ``created`` event - with a few statements for them all. Per item, in order:
-        the new row, or the Problem that refused it (nothing written for it). The keys must be
+        the new row, or the DomainError that refused it (nothing written for it). The keys must be
         new (the caller looked); one taken meanwhile by a concurrent call fails the whole
         statement (IntegrityError), which the caller handles."""
         memo = Memo()
@@ -203,7 +201,7 @@ class Records:
         for data, key in items:
             try:
                 new = self._prepare(session, data, actor, memo=memo, import_key=key)
-            except Problem as exc:
+            except DomainError as exc:
                 out.append(exc)
                 continue
             ready.append((len(out), new, new_group_ids(data)))
@@ -284,7 +282,7 @@ class Records:
         result: Any = session.execute(delete(self.groups).where(self.groups.c.record_id == row.id,
                                                                 self.groups.c.group_id == group_id))
         if result.rowcount == 0:
-            raise Problem(404, f"This {self.kind.kind} is not in group {group_id!r}.")
+            raise NotInGroup(self.kind.kind, group_id)
         return self._touch(session, row, actor, "removed_from_group", group_id)
 
     def delete(self, session: Session, row: Any, actor: Actor) -> None:
@@ -302,9 +300,7 @@ class Records:
     def _stays_converted(self, row: Any, stage: Any) -> None:
         """A converted lead stays in end stages (409), whoever moves it (PATCH, bulk, a trigger)."""
         if self.kind.is_lead and row.converted_opportunity_id and not stage.attr("is_end"):
-            raise Problem(409, f"This lead was converted (to opportunity {row.converted_opportunity_id}): it stays "
-                               "in end stages, and the stage it would move to is not one.",
-                          opportunity_id=row.converted_opportunity_id)
+            raise ConvertedLeadStaysInEndStages(row.converted_opportunity_id)
 
     def _touch(self, session: Session, row: Any, actor: Actor, what: str, group_id: str) -> Any:
         """Bump the version for a membership change and emit its event."""
@@ -324,8 +320,7 @@ class Records:
         result = session.execute(statement.where(self.table.c.id == row.id, self.table.c.version == row.version)
                                  .returning(*self.table.c)).first()
         if result is None:
-            raise Problem(412, f"The {self.kind.kind} changed while this request was processed; "
-                               "fetch it again and retry.")
+            raise record_changed(self.kind.kind)
         return result
 
     def emit(self, session: Session, what: str, row: Any, actor: Actor, payload: Any = None) -> None:
@@ -348,7 +343,7 @@ class _NewRecord:
 
 @dataclass
 class Memo:
-    """Answers of one request's lookups, found once (a Problem is remembered and raised again)."""
+    """Answers of one request's lookups, found once (a refusal is remembered and raised again)."""
 
     answers: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
@@ -356,10 +351,10 @@ class Memo:
         if key not in self.answers:
             try:
                 self.answers[key] = find()
-            except Problem as exc:
+            except DomainError as exc:
                 self.answers[key] = exc
         answer = self.answers[key]
-        if isinstance(answer, Problem):
+        if isinstance(answer, DomainError):
             raise answer
         return answer
 

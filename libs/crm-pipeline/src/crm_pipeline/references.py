@@ -29,12 +29,10 @@ from crm.events.v1.envelope_pb2 import Envelope
 from crm_events.envelope import record_state
 from crm_kafka.consumer import Handler, dispatch
 from crm_kit.db import utcnow
-from crm_kit.web import Problem
+from crm_pipeline.errors import UnknownFile
 
 log = logging.getLogger(__name__)
 
-LINKING_TOPIC = "crm.linking.v1"
-OPPORTUNITIES_TOPIC = "crm.opportunities.v1"
 # The record fields that name a linking file, and the file's entity.
 FILE_FIELDS = {"company_id": "company", "contact_id": "contact"}
 FILE_EVENTS = tuple(f"linking.{entity}.{what}" for entity in ("company", "contact")
@@ -42,10 +40,8 @@ FILE_EVENTS = tuple(f"linking.{entity}.{what}" for entity in ("company", "contac
 EXISTS, DELETED, UNKNOWN = "exists", "deleted", "unknown"
 
 
-def unknown_file(field: str, value: str) -> Problem:
-    entity = FILE_FIELDS[field]
-    message = f"There is no {entity} with id {value!r}."
-    return Problem(422, message, errors=[{"field": field, "message": message}])
+def unknown_file(field: str, value: str) -> UnknownFile:
+    return UnknownFile(field, FILE_FIELDS[field], value)
 
 
 class KnownFiles:
@@ -67,7 +63,7 @@ class KnownFiles:
         return DELETED if row.deleted else EXISTS
 
     def require(self, session: Session, values: Mapping[str, Any]) -> None:
-        """422 for a ``company_id``/``contact_id`` in ``values`` that names no existing file."""
+        """``UnknownFile`` for a ``company_id``/``contact_id`` in ``values`` that names no existing file."""
         for field, entity in FILE_FIELDS.items():
             value = values.get(field)
             if value and self.state(session, value, entity, lock=True) != EXISTS:

@@ -26,8 +26,9 @@ from sqlalchemy.orm import Session
 from crm_catalogue_view import CatalogueView
 from crm_catalogue_view.model import CatalogueEntryView
 from crm_kit.db import utcnow
-from crm_kit.web import Api, Problem, RequestContext, limits
+from crm_kit.web import Api, RequestContext, limits
 from crm_kit.web.fields import Timestamp
+from crm_pipeline.errors import InvalidPeriod
 from crm_pipeline.kind import RecordKind
 from crm_pipeline.money import money as _money
 from crm_pipeline.queries import sums_by, visible
@@ -59,9 +60,6 @@ def build_reports_api(kind: RecordKind, tables: Mapping[str, Table], view: Catal
                  summary="Leads created in [from, to), how many were converted and how fast, by source and owner")
         def funnel_report(ctx: RequestContext) -> dict[str, Any]:
             start, end = ctx.query.get("from"), ctx.query.get("to")
-            if start is not None and end is not None and start >= end:
-                raise Problem(422, "'from' must be before 'to'.", errors=[{"field": "to",
-                                                                           "message": "Must be after 'from'."}])
             return funnel(ctx.session, table, visible(table, ctx.user), start, end)
 
     return api
@@ -142,7 +140,10 @@ def stage_stays(session: Session, table: Table, history: Table, seen: ColumnElem
 def funnel(session: Session, table: Table, seen: ColumnElement[bool], start: dt.datetime | None,
            end: dt.datetime | None) -> dict[str, Any]:
     """Leads created in [start, end): how many, how many converted (``converted_at`` set), the rate,
-    the median time from creation to conversion; overall, by source and by owner."""
+    the median time from creation to conversion; overall, by source and by owner (``InvalidPeriod``
+    when ``start`` is not before ``end``)."""
+    if start is not None and end is not None and start >= end:
+        raise InvalidPeriod()
     where = [seen]
     if start is not None:
         where.append(table.c.created_at >= start)

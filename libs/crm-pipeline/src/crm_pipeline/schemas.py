@@ -7,6 +7,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
+from crm_kit.bulk import MAX_BULK_CREATE, bulk_result_schemas, import_key_field
 from crm_kit.web import limits
 from crm_kit.web.fields import Currency, Money, PerItem, Text, Timestamp
 from crm_kit.web.pagination import PageQuery
@@ -18,8 +19,6 @@ VIEWS = ("all", "mine", "office")
 BULK_ACTIONS = ("set_stage", "add_to_group", "remove_from_group", "assign_owner", "delete")
 CREATE = "create"
 MAX_BULK = 200
-MAX_BULK_CREATE = 500  # items of one bulk create: well inside the 1 MiB body limit for import rows
-IMPORT_KEY_LENGTH = 200
 BULK_STATUSES = ("ok", "error", "created", "exists")
 
 
@@ -97,13 +96,10 @@ class GroupIn(Schema):
     group_id = fields.String(required=True, validate=_ID)
 
 
-def import_key_field(**kw: Any) -> fields.Field:
-    """A bulk create item's idempotency key."""
-    return Text(required=True, validate=validate.Length(min=1, max=IMPORT_KEY_LENGTH), metadata={
-        "description": "The item's idempotency key (e.g. the import file's id and the row number): a key seen "
-                       "before (in this office, for this kind) creates nothing and answers `exists` with the id "
-                       "it made, whatever the other fields say. Unique per office and kind; the key of a deleted "
-                       "record is free again."}, **kw)
+KEY_DESCRIPTION = ("The item's idempotency key (e.g. the import file's id and the row number): a key seen before "
+                   "(in this office, for this kind) creates nothing and answers `exists` with the id it made, "
+                   "whatever the other fields say. Unique per office and kind; the key of a deleted record is free "
+                   "again.")
 
 
 class BulkIn(Schema):
@@ -136,34 +132,21 @@ class BulkIn(Schema):
             raise ValidationError(f"{data['action']} needs {needed}.", field_name=needed)
 
 
-class FieldErrorOut(Schema):
-    field = fields.String(validate=validate.Length(max=200))
-    message = fields.String(validate=limits.MESSAGE)
-
-
-class BulkResultOut(Schema):
-    index = fields.Integer(validate=validate.Range(min=0, max=MAX_BULK_CREATE - 1), metadata={
-        "description": "create: the item's position in items (from 0)."})
-    id = fields.String(allow_none=True, validate=_ID, metadata={
-        "description": "The record's id; create: the record made (created) or made before with the same key "
-                       "(exists), null on error."})
-    status = fields.String(validate=validate.OneOf(BULK_STATUSES), metadata={
-        "description": "ok or error for an action on ids; created, exists or error for create items."})
-    error = fields.String(allow_none=True, validate=limits.MESSAGE, metadata={"description": "Why it failed."})
-    errors = fields.List(fields.Nested(FieldErrorOut), validate=validate.Length(max=100), metadata={
-        "description": "create: the item's invalid fields (as a 422 names them), when it failed on its fields."})
-
-
-class BulkOut(Schema):
-    results = fields.List(fields.Nested(BulkResultOut), validate=validate.Length(max=MAX_BULK_CREATE), metadata={
-        "description": "One result per id (in order, repeated ids once) or per item (in order)."})
+BulkResultOut, BulkOut = bulk_result_schemas(
+    "Bulk", statuses=BULK_STATUSES,
+    index="create: the item's position in items (from 0).",
+    id_="The record's id; create: the record made (created) or made before with the same key (exists), null on "
+        "error.",
+    status="ok or error for an action on ids; created, exists or error for create items.",
+    errors="create: the item's invalid fields (as a 422 names them), when it failed on its fields.",
+    results="One result per id (in order, repeated ids once) or per item (in order).")
 
 
 def bulk_schemas(kind: RecordKind, create: type[Schema]) -> tuple[type[Schema], type[Schema]]:
     """The body of ``POST /v1/{records}/bulk`` (``BulkIn`` with ``items`` of this kind) and the
     schema one create item is loaded with (the create body plus ``key``)."""
     name = kind.kind.capitalize()
-    item = type(f"{name}BulkCreateItem", (create,), {"key": import_key_field()})
+    item = type(f"{name}BulkCreateItem", (create,), {"key": import_key_field(KEY_DESCRIPTION)})
     body = type(f"{name}Bulk", (BulkIn,), {"items": PerItem(fields.Nested(item), validate=validate.Length(
         min=1, max=MAX_BULK_CREATE), metadata={
         "description": f"create: up to {MAX_BULK_CREATE} new {kind.plural}, each the body of POST "

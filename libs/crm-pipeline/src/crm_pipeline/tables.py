@@ -29,6 +29,7 @@ from sqlalchemy import (
     Text,
 )
 
+from crm_kit.bulk import IMPORT_KEY_LENGTH
 from crm_kit.db import UTCDateTime
 
 ID = 36  # UUID strings
@@ -36,7 +37,6 @@ REF = 200  # ids of users and offices come from the identity provider
 
 
 IMPORT_KEY = "import_key"
-IMPORT_KEY_LENGTH = 200
 
 
 def import_key_index(records: str) -> str:

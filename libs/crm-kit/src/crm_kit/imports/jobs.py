@@ -8,8 +8,9 @@ writing nothing), ``checked`` (valid / invalid counted), ``running`` after start
 the job's counters in one transaction), then ``done``; or ``cancelled``. A row is ``pending``,
 then ``valid`` or ``invalid`` (check), then ``created``, ``exists`` or ``error`` (run).
 
-Every refusal is a ``Problem`` (422 naming the field, 409 for a step the job's status does not
-allow, 404 for a job that is not the caller's) and changes nothing.
+Every refusal is a domain error (``crm_kit.imports.errors``: ``InvalidImport`` naming the field,
+``ImportStatusForbids`` for a step the job's status does not allow, ``UnknownImport`` for a job that
+is not the caller's) and changes nothing.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from marshmallow import Schema, fields
 from sqlalchemy import JSON, Row, Table, and_, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from crm_kit.bulk import IMPORT_KEY_LENGTH
 from crm_kit.db import is_postgres, utcnow
-from crm_kit.web.auth import Identity
-from crm_kit.web.problem import Problem
+from crm_kit.identity import Identity
+from crm_kit.imports.errors import ImportStatusForbids, ImportTooLarge, InvalidImport, UnknownImport
 
 MAX_ROWS_PER_CALL = 5_000
 MAX_ROWS = 200_000
@@ -63,7 +65,7 @@ class Importer:
     permission: str
     item_schema: Schema
     create_batch: CreateBatch
-    key_length: int = 200
+    key_length: int = IMPORT_KEY_LENGTH
     example_columns: tuple[str, ...] = field(default=())
 
     @cached_property
@@ -153,17 +155,6 @@ def identity_of(creator: Mapping[str, Any]) -> Identity:
                     roles=tuple(creator.get("roles") or ()), permissions=frozenset(creator.get("permissions") or ()))
 
 
-def _problem(field_name: str, message: str, status: int = 422) -> Problem:
-    if status != 422:
-        return Problem(status, message)
-    return Problem(422, f"{field_name}: {message}", errors=[{"field": field_name, "message": message}])
-
-
-def _conflict(job: Mapping[str, Any], what: str, allowed: Iterable[str]) -> Problem:
-    return Problem(409, f"The import is {job['status']}: {what} only while it is {' or '.join(allowed)}.",
-                   reason="import_status")
-
-
 class Imports:
     """The import jobs of one service (its ``import_jobs`` and ``import_rows``) for its importers."""
 
@@ -176,7 +167,7 @@ class Imports:
 
     def load(self, session: Session, identity: Identity, collection: str, job_id: str, *,
              lock: bool = False) -> dict[str, Any]:
-        """The caller's job, or 404 (someone else's is not found either)."""
+        """The caller's job, or ``UnknownImport`` (someone else's is not found either)."""
         stmt = select(self.jobs).where(self.jobs.c.id == job_id, self.jobs.c.collection == collection,
                                        self.jobs.c.created_by == identity.user_id,
                                        self.jobs.c.office_id == identity.office_id)
@@ -184,7 +175,7 @@ class Imports:
             stmt = stmt.with_for_update()
         found = session.execute(stmt).first()
         if found is None:
-            raise Problem(404, f"No import with id {job_id!r} among your {collection} imports.")
+            raise UnknownImport(job_id, collection)
         return dict(found._mapping)
 
     def mine(self, identity: Identity, collection: str) -> Any:
@@ -216,7 +207,8 @@ class Imports:
                rows: list[list[str]]) -> dict[str, Any]:
         if len(set(columns)) != len(columns):
             twice = next(c for c in columns if columns.count(c) > 1)
-            raise _problem("columns", f"The column name {twice!r} is there twice; column names must be unique.")
+            raise InvalidImport.field("columns", f"The column name {twice!r} is there twice; column names must be "
+                                                 "unique.")
         now = utcnow()
         job_id = str(uuid.uuid4())
         session.execute(insert(self.jobs).values(
@@ -233,17 +225,17 @@ class Imports:
                rows: list[list[str]]) -> dict[str, Any]:
         job = self.load(session, identity, collection, job_id, lock=True)
         if job["status"] != UPLOADING:
-            raise _conflict(job, "rows are added", (UPLOADING,))
+            raise ImportStatusForbids.only_while(job, "rows are added", (UPLOADING,))
         return self._add_rows(session, job, rows)
 
     def _add_rows(self, session: Session, job: dict[str, Any], rows: list[list[str]]) -> dict[str, Any]:
         columns = job["columns"]
         for index, cells in enumerate(rows):
             if len(cells) > len(columns):
-                raise _problem(f"rows.{index}", f"{len(cells)} cells, but the file has {len(columns)} columns.")
+                raise InvalidImport.field(f"rows.{index}", f"{len(cells)} cells, but the file has {len(columns)} "
+                                                           "columns.")
         if job["rows"] + len(rows) > MAX_ROWS:
-            raise Problem(409, f"An import holds at most {MAX_ROWS} rows; this one has {job['rows']} and these "
-                               f"{len(rows)} would pass that.", reason="import_too_large")
+            raise ImportTooLarge(MAX_ROWS, job["rows"], len(rows))
         padded = [list(cells) + [""] * (len(columns) - len(cells)) for cells in rows]
         digests = [digest(columns, cells) for cells in padded]
         seen = self._occurrences(session, job["id"], set(digests))
@@ -275,7 +267,7 @@ class Imports:
         """A (new) mapping: every row pending again, the job checking."""
         job = self.load(session, identity, collection, job_id, lock=True)
         if job["status"] not in (UPLOADING, CHECKED):
-            raise _conflict(job, "the mapping is set", (UPLOADING, CHECKED))
+            raise ImportStatusForbids.only_while(job, "the mapping is set", (UPLOADING, CHECKED))
         importer = self.importers[collection]
         columns = set(job["columns"])
         errors: list[dict[str, str]] = []
@@ -297,7 +289,7 @@ class Imports:
         if key_column is not None and key_column not in columns:
             errors.append({"field": "key_column", "message": "No such column in the file."})
         if errors:
-            raise Problem(422, f"{errors[0]['field']}: {errors[0]['message']}", errors=errors[:20])
+            raise InvalidImport.of(errors)
         session.execute(update(self.rows).where(self.rows.c.job_id == job["id"])
                         .values(status=PENDING, record_id=None, error=None, errors=None))
         return self._set(session, job, mapping=dict(mapping), key_column=key_column, status=CHECKING,
@@ -307,15 +299,14 @@ class Imports:
     def start(self, session: Session, identity: Identity, collection: str, job_id: str) -> dict[str, Any]:
         job = self.load(session, identity, collection, job_id, lock=True)
         if job["status"] != CHECKED:
-            raise _conflict(job, "an import starts", (CHECKED,))
+            raise ImportStatusForbids.only_while(job, "an import starts", (CHECKED,))
         return self._set(session, job, status=RUNNING, processed=0, created=0, existing=0, failed=0,
                          started_at=utcnow(), finished_at=None)
 
     def cancel(self, session: Session, identity: Identity, collection: str, job_id: str) -> dict[str, Any]:
         job = self.load(session, identity, collection, job_id, lock=True)
         if job["status"] == DONE:
-            raise Problem(409, "The import is done: there is nothing left to cancel (what it created stays).",
-                          reason="import_status")
+            raise ImportStatusForbids("The import is done: there is nothing left to cancel (what it created stays).")
         if job["status"] == CANCELLED:
             return job
         return self._set(session, job, status=CANCELLED, finished_at=utcnow())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from crm_kit.bulk import FieldErrorOut
 from crm_kit.imports.jobs import (
     JOB_STATUSES,
     MAX_CELL,
@@ -68,9 +69,8 @@ class ImportStartIn(Schema):
     """No fields: the body of a start may be left out or be ``{}``."""
 
 
-class ImportFieldErrorOut(Schema):
-    field = fields.String(validate=validate.Length(max=200))
-    message = fields.String(validate=limits.MESSAGE)
+class ImportFieldErrorOut(FieldErrorOut):
+    """A row's invalid field, as the bulk create names it (its own name in the OpenAPI document)."""
 
 
 class ImportRowOut(Schema):
