@@ -30,14 +30,18 @@ def domain_service(
     name: str,
     title: str,
     *,
-    apis: Iterable[Api],
+    apis: Callable[[], Iterable[Api]] | Iterable[Api],
     metadata: MetaData,
     migrations: Path,
     worker_plan: Callable[[Settings, Database], WorkerPlan] | None = None,
     after_migrate: Callable[[Settings], None] | None = None,
 ) -> ServiceSpec:
-    """Describe a domain service; ``worker_plan`` builds its consumers (default: relay only)."""
-    apis = list(apis)
+    """Describe a domain service; ``worker_plan`` builds its consumers (default: relay only).
+
+    ``apis`` builds the service's route declarations when the app is built: a service's
+    module imports its route modules (and so Flask) inside that function, so that loading
+    the service to run its worker or its migrations never loads the web stack.
+    """
 
     def build_app(settings: Settings) -> Flask:
         from crm_kafka.api import build_positions_api
@@ -48,7 +52,7 @@ def domain_service(
         app = create_app(
             name,
             settings,
-            [*apis, build_positions_api(name, database, wait)],
+            [*(apis() if callable(apis) else apis), build_positions_api(name, database, wait)],
             database=database,
             readiness={"kafka": kafka_ready_check(settings.kafka_bootstrap, settings["CRM_KAFKA_EXTRA"])},
             openapi_title=title,
