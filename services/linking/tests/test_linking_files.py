@@ -26,7 +26,7 @@ from crm_kit.db import Database
 from crm_kit.service import find_service
 from crm_kit.settings import load_settings
 from crm_kit.web import issue_token
-from crm_linking.files import build_files_api
+from crm_linking.file_routes import build_files_api
 from crm_linking.tables import (
     activities,
     companies,

@@ -42,9 +42,9 @@ from crm_kit.settings import load_settings
 from crm_kit.web import issue_token
 from crm_kit.web.auth import DEFAULT_ROLE_PERMISSIONS
 from crm_linking import links
-from crm_linking.links import build_links_api
+from crm_linking.link_routes import build_links_api
 from crm_linking.reactions import REACTIONS, reactions_handler
-from crm_linking.service import apply_record_event
+from crm_linking.records import apply_record_event
 from crm_linking.tables import (
     activities,
     catalogue_view,

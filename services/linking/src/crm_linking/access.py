@@ -12,7 +12,7 @@ Office visibility reaches files through their records (API.md, "Files"):
   created in (``activities.office_id``);
 - companies, contacts, job orders and placements are shared across offices, but a change to one
   that a record the caller cannot see shows is refused (``hidden_records`` finds such records;
-  ``files.py`` answers 409).
+  ``files.py`` refuses it: ``errors.OnHiddenRecord``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, exists, not_, or_, select, true
 from sqlalchemy.orm import Session
 
-from crm_kit.web import Identity, Problem
+from crm_kit.identity import Identity
+from crm_linking.errors import RecordEditNeeded, UnknownRecord
 from crm_linking.tables import activities, record_views
 
 PLURALS = {"lead": "leads", "opportunity": "opportunities"}
@@ -46,11 +47,11 @@ def visible_records(identity: Identity) -> ColumnElement[bool]:
 
 
 def load_record(session: Session, kind: str, record_id: str, identity: Identity) -> Any:
-    """The record's view row, or 404 when unknown or not visible to ``identity``."""
+    """The record's view row; ``UnknownRecord`` when it is unknown or not visible to ``identity``."""
     row = session.execute(select(record_views).where(record_views.c.id == record_id,
                                                      record_views.c.kind == kind)).first()
     if row is None or not may_see(identity, row.office_id):
-        raise Problem(404, f"No {kind} with id {record_id!r} (or not visible to you).")
+        raise UnknownRecord(kind, record_id)
     return row
 
 
@@ -58,7 +59,7 @@ def require_record_edit(identity: Identity, kind: str) -> None:
     """Linking files to a record changes the record: it needs ``<records>:edit`` too."""
     permission = f"{PLURALS[kind]}:edit"
     if not identity.has(permission):
-        raise Problem(403, f"Linking to a {kind} needs the permission {permission!r}.")
+        raise RecordEditNeeded(kind, permission)
 
 
 def _records_of_activity() -> ColumnElement[bool]:

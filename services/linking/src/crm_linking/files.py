@@ -1,12 +1,12 @@
-"""Companies, contacts, job orders, placements and activities: one implementation, five resources.
+"""Companies, contacts, job orders, placements and activities: one implementation, five resources
+(their rules and storage; ``file_routes.py`` declares their routes).
 
 A ``FileSpec`` says what differs between the files - table, schemas, search columns, list
 filters, references to other files, links to leads/opportunities, date order rules, who may see
-one, which records show one, what else a delete touches, what a response adds - and
-``_register`` declares the same five routes (``POST``, ``GET`` list, ``GET``/``PATCH``/``DELETE``
-one) for each. ``files:view`` reads, ``files:edit`` writes; putting an activity on (or taking it
-off) a lead or opportunity also needs ``leads:edit`` / ``opportunities:edit``, since it changes
-that record's timeline.
+one, which records show one, what else a delete touches - and ``file_routes`` declares the same
+five routes (``POST``, ``GET`` list, ``GET``/``PATCH``/``DELETE`` one) for each. ``files:view``
+reads, ``files:edit`` writes; putting an activity on (or taking it off) a lead or opportunity
+also needs ``leads:edit`` / ``opportunities:edit``, since it changes that record's timeline.
 
 Office visibility reaches the files through their records (``access.py``):
 
@@ -26,7 +26,7 @@ Office visibility reaches the files through their records (``access.py``):
   nothing is ever left pointing at a deleted file.
 
 Every change goes through ``create_file`` / ``update_file`` / ``delete_file``, which check the
-change (403, then 422 naming every bad field, then 409), write the row, its
+change (403, then 422 naming every bad field, then 409: the refusals of ``errors.py``), write the row, its
 ``linking.<entity>.created|updated|deleted`` event (the whole file as data) and the timeline
 entries in the request's transaction. A PATCH that changes nothing writes nothing. Body
 references are 422s naming the field; 404 is only for the file the URL names.
@@ -45,25 +45,32 @@ from sqlalchemy import ColumnElement, Table, delete, exists, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from crm_catalogue_view import CatalogueEntryView, CatalogueView
 from crm_kit.db import utcnow
+from crm_kit.errors import DomainError
+from crm_kit.identity import Identity
 from crm_kit.imports import Importer
-from crm_kit.web import Api, Identity, ListResult, Problem, Reply, RequestContext, SortKey, check_if_match
 from crm_kit.web.input import item_result_error, load_item
+from crm_kit.web.problem import Problem
 from crm_linking import file_schemas as schemas
 from crm_linking.access import (
-    PLURALS,
     activity_visible,
     hidden_records,
     load_record,
-    may_see,
     require_record_edit,
+)
+from crm_linking.errors import (
+    FileChangedMeanwhile,
+    FileInUse,
+    ImportKeysBusy,
+    InvalidFileFields,
+    OnHiddenRecord,
+    UnknownFile,
+    UnknownRecord,
 )
 from crm_linking.journal import note, publish
 from crm_linking.links import remove_contact_link, remove_job_order_link
 from crm_linking.tables import (
     activities,
-    catalogue_view,
     companies,
     contacts,
     import_keys,
@@ -79,7 +86,6 @@ EDIT_FILES = "files:edit"
 
 View = dict[str, Any]
 DeleteHook = Callable[[Session, Identity, View], None]
-Decorator = Callable[[RequestContext, list[View], bool], None]
 Visibility = Callable[[Identity], ColumnElement[bool]]
 ShownOn = Callable[[Mapping[str, Any]], "ColumnElement[bool] | None"]
 InUse = Callable[[Session, View], "str | None"]
@@ -103,7 +109,6 @@ class FileSpec:
     timeline_fields: tuple[str, ...] = ()  # copied into the record's timeline entries
     ordered: tuple[tuple[str, str], ...] = ()  # (earlier, later): later may not be before earlier
     before_delete: DeleteHook | None = None  # what else goes (or changes) with the file
-    decorate: Decorator | None = None  # adds derived fields to views (detail=True for one file)
     example: Mapping[str, Any] | None = None  # a create body for the OpenAPI document
     visible_to: Visibility | None = None  # which files a caller may see (None: every file)
     office_owned: bool = False  # office_id is the creator's office
@@ -127,20 +132,19 @@ class FileSpec:
 # -- the changes ---------------------------------------------------------------------------------
 
 def load_file(session: Session, spec: FileSpec, file_id: str, identity: Identity | None = None) -> View:
-    """The file as a dict of its columns, or 404 (also when ``identity`` may not see it)."""
+    """The file as a dict of its columns; ``UnknownFile`` (also when ``identity`` may not see it)."""
     stmt = select(spec.table).where(spec.table.c.id == file_id)
     if identity is not None and spec.visible_to is not None:
         stmt = stmt.where(spec.visible_to(identity))
     row = session.execute(stmt).first()
     if row is None:
-        raise Problem(404, f"No {spec.label} with id {file_id!r}" + (" (or not visible to you)."
-                                                                     if spec.visible_to is not None else "."))
+        raise UnknownFile(spec.label, file_id, maybe_hidden=spec.visible_to is not None)
     return dict(row._mapping)
 
 
 def _guard_record_links(identity: Identity, spec: FileSpec, before: Mapping[str, Any] | None,
                         after: Mapping[str, Any] | None) -> None:
-    """403 unless the caller may edit every kind of record this change links or unlinks."""
+    """``RecordEditNeeded`` unless the caller may edit every kind of record this change links or unlinks."""
     for name, kind in spec.record_links.items():
         if (before or {}).get(name) != (after or {}).get(name):
             require_record_edit(identity, kind)
@@ -159,9 +163,7 @@ def _field_errors(session: Session, identity: Identity, spec: FileSpec, changes:
             continue
         try:
             load_record(session, kind, value, identity)
-        except Problem as exc:
-            if exc.status != 404:
-                raise
+        except UnknownRecord:
             errors.append({"field": name, "message": f"There is no {kind} with id {value!r} "
                                                      "(or it is not visible to you)."})
     for earlier, later in spec.ordered:
@@ -173,28 +175,29 @@ def _field_errors(session: Session, identity: Identity, spec: FileSpec, changes:
 
 def refuse_hidden_records(session: Session, identity: Identity, spec: FileSpec,
                           views: Iterable[Mapping[str, Any]]) -> None:
-    """409 when a record ``identity`` may not see shows one of ``views`` (the file before and
-    after the change): the change would change what that record shows."""
+    """``OnHiddenRecord`` when a record ``identity`` may not see shows one of ``views`` (the file
+    before and after the change): the change would change what that record shows."""
     if spec.shown_on is None:
         return
     for view in views:
         showing = spec.shown_on(view)
         if showing is not None and hidden_records(session, identity, showing):
             what = "its job order is" if spec is PLACEMENTS else "it is"
-            raise Problem(409, f"Refused: {what} on a lead or opportunity you cannot see (another office's), and "
-                               f"this change to the {spec.label} would change what that record shows. Someone "
-                               "who may see the record can make it.", reason="hidden_record")
+            raise OnHiddenRecord(f"Refused: {what} on a lead or opportunity you cannot see (another office's), and "
+                                 f"this change to the {spec.label} would change what that record shows. Someone "
+                                 "who may see the record can make it.")
 
 
 def _check(session: Session, identity: Identity, spec: FileSpec, current: View | None,
            changes: Mapping[str, Any]) -> None:
-    """Refuse the change before anything is written: 403 first, then every bad field at once,
-    then 409 when a record the caller cannot see shows the file."""
+    """Refuse the change before anything is written: the record permissions first
+    (``RecordEditNeeded``), then every bad field at once (``InvalidFileFields``), then
+    ``OnHiddenRecord`` when a record the caller cannot see shows the file."""
     merged = {**(current or {}), **changes}
     _guard_record_links(identity, spec, current, merged)
     errors = _field_errors(session, identity, spec, changes, merged)
     if errors:
-        raise Problem(422, f"{errors[0]['field']}: {errors[0]['message']}", errors=errors)
+        raise InvalidFileFields(errors)
     refuse_hidden_records(session, identity, spec, [v for v in (current, merged) if v is not None])
 
 
@@ -248,7 +251,7 @@ def update_file(session: Session, identity: Identity, spec: FileSpec, current: V
         update(spec.table).where(spec.table.c.id == current["id"], spec.table.c.version == current["version"])
         .values(**changes, version=current["version"] + 1, modified_at=utcnow(), modified_by=identity.user_id))
     if result.rowcount != 1:  # someone else wrote between our read and this write
-        raise Problem(412, f"The {spec.label} changed while this request was processed; fetch it again and retry.")
+        raise FileChangedMeanwhile(spec.label)
     view = load_file(session, spec, current["id"])
     _publish(session, identity, spec, "updated", view)
     _note_record_links(session, spec, current, view)
@@ -258,24 +261,24 @@ def update_file(session: Session, identity: Identity, spec: FileSpec, current: V
 def delete_file(session: Session, identity: Identity, spec: FileSpec, current: View) -> None:
     """Delete the file (and what goes with it), with its ``deleted`` event carrying its last state.
 
-    403 (record permissions), then 409 when a record uses the file (``in_use``: whoever asks) or a
-    record the caller cannot see shows it. The row is locked first (PostgreSQL), so a link
-    inserted concurrently either is seen here or fails on its foreign key.
+    ``RecordEditNeeded`` (record permissions), then ``FileInUse`` when a record uses the file
+    (``in_use``: whoever asks) or ``OnHiddenRecord`` when a record the caller cannot see shows it.
+    The row is locked first (PostgreSQL), so a link inserted concurrently either is seen here or
+    fails on its foreign key.
     """
     _guard_record_links(identity, spec, current, None)
     if spec.in_use is not None:
         session.execute(select(spec.table.c.id).where(spec.table.c.id == current["id"]).with_for_update()).first()
         used = spec.in_use(session, current)
         if used:
-            raise Problem(409, f"The {spec.label} cannot be deleted: {used}. Nothing may be left pointing at a "
-                               f"deleted {spec.label}; take it off those records first.", reason="in_use")
+            raise FileInUse(spec.label, used)
     refuse_hidden_records(session, identity, spec, [current])
     if spec.before_delete is not None:
         spec.before_delete(session, identity, current)
     result: Any = session.execute(delete(spec.table).where(spec.table.c.id == current["id"],
                                                            spec.table.c.version == current["version"]))
     if result.rowcount != 1:
-        raise Problem(412, f"The {spec.label} changed while this request was processed; fetch it again and retry.")
+        raise FileChangedMeanwhile(spec.label)
     _publish(session, identity, spec, "deleted", current, version=current["version"] + 1, deleted=True)
     _note_record_links(session, spec, current, None)
 
@@ -284,17 +287,15 @@ def delete_file(session: Session, identity: Identity, spec: FileSpec, current: V
 
 def _detach_from_company(session: Session, identity: Identity, company: View) -> None:
     """A company's contacts and job orders stay, without a company (each a new version); refused
-    (409) when a record the caller cannot see shows one of them."""
+    (``OnHiddenRecord``) when a record the caller cannot see shows one of them."""
     for spec in (CONTACTS, JOB_ORDERS):
         for row in session.execute(select(spec.table).where(spec.table.c.company_id == company["id"])).all():
             try:
                 update_file(session, identity, spec, dict(row._mapping), {"company_id": None})
-            except Problem as exc:
-                if exc.status != 409:
-                    raise
-                raise Problem(409, f"Refused: deleting the company changes its {spec.label} {row.id!r}, which is on "
-                                   "a lead or opportunity you cannot see (another office's). Someone who may see "
-                                   "the record can delete the company.", reason="hidden_record") from None
+            except OnHiddenRecord:
+                raise OnHiddenRecord(f"Refused: deleting the company changes its {spec.label} {row.id!r}, which is "
+                                     "on a lead or opportunity you cannot see (another office's). Someone who may "
+                                     "see the record can delete the company.") from None
 
 
 def _remove_contact_links(session: Session, identity: Identity, contact: View) -> None:
@@ -365,61 +366,6 @@ def _remove_job_order_dependants(session: Session, identity: Identity, job_order
                               identity=identity)
 
 
-# -- what a response adds ------------------------------------------------------------------------
-
-def _related_to(ctx: RequestContext, views: list[View], detail: bool) -> None:
-    """``related_to``: the lead and the opportunity each job order is linked to."""
-    by_id = {v["id"]: v for v in views}
-    for view in views:
-        view["related_to"] = {"lead_id": None, "opportunity_id": None}
-    rows = ctx.session.execute(select(record_job_orders).where(record_job_orders.c.job_order_id.in_(list(by_id)))).all()
-    for row in rows:
-        by_id[row.job_order_id]["related_to"][f"{row.record_kind}_id"] = row.record_id
-
-
-def _stage(ctx: RequestContext, stage: CatalogueEntryView | None, stage_id: str) -> View:
-    default_language = ctx.settings["CRM_DEFAULT_LANGUAGE"]
-    if stage is None:  # not in this service's catalogue copy (yet)
-        return {"id": stage_id, "name": "", "code": "", "color": None, "is_end": False}
-    return {"id": stage.id, "name": stage.name(ctx.language(list(stage.names)), default_language),
-            "code": stage.code, "color": stage.attr("color"), "is_end": bool(stage.attr("is_end"))}
-
-
-def _linked_record(ctx: RequestContext, kind: str, record_id: str) -> View:
-    """The record from the read model with its stage and the stages it may move to; only the
-    id when the read model does not know it or the caller may not see it."""
-    row = ctx.session.execute(select(record_views).where(record_views.c.id == record_id,
-                                                         record_views.c.kind == kind)).first()
-    if row is None or not may_see(ctx.user, row.office_id) or not ctx.user.has(f"{PLURALS[kind]}:view"):
-        return {"id": record_id}
-    view = CatalogueView(catalogue_view)
-    current = view.get(ctx.session, row.stage_id) if row.stage_id else None
-    return {
-        "id": row.id,
-        "title": row.title,
-        "stage": _stage(ctx, current, row.stage_id) if row.stage_id else None,
-        "allowed_stages": [_stage(ctx, s, s.id) for s in view.stages(ctx.session, kind, active_only=True)
-                           if s.id != row.stage_id],
-    }
-
-
-def _linked_records(ctx: RequestContext, views: list[View], detail: bool) -> None:
-    """``lead`` / ``opportunity`` on one activity (lists leave them out: a stage list per item)."""
-    if not detail:
-        return
-    for view in views:
-        for name, kind in ACTIVITIES.record_links.items():
-            if view.get(name):
-                view[kind] = _linked_record(ctx, kind, view[name])
-
-
-def present(ctx: RequestContext, spec: FileSpec, views: list[View], *, detail: bool) -> list[View]:
-    """Views as the API shows them (with the spec's derived fields)."""
-    if spec.decorate is not None and views:
-        spec.decorate(ctx, views, detail)
-    return views
-
-
 # -- the five resources --------------------------------------------------------------------------
 
 COMPANIES = FileSpec(
@@ -455,7 +401,6 @@ JOB_ORDERS = FileSpec(
     filters=("company_id", "status"),
     references={"company_id": (companies, "company")},
     before_delete=_remove_job_order_dependants,
-    decorate=_related_to,
     shown_on=_job_order_shown_on,
     errors={"patch": (409,), "delete": (409,)},
     example={"title": "3 welders for the Rotterdam yard", "description": "MIG/MAG, start in March",
@@ -483,7 +428,6 @@ ACTIVITIES = FileSpec(
     record_links={"lead_id": "lead", "opportunity_id": "opportunity"},
     timeline_fields=("type", "subject"),
     ordered=(("starts_at", "ends_at"),),
-    decorate=_linked_records,
     visible_to=activity_visible,
     office_owned=True,
     errors={"list": (404,)},
@@ -493,71 +437,6 @@ ACTIVITIES = FileSpec(
 
 SPECS: dict[str, FileSpec] = {spec.collection: spec for spec in (COMPANIES, CONTACTS, JOB_ORDERS, PLACEMENTS,
                                                                   ACTIVITIES)}
-
-
-# -- the routes ----------------------------------------------------------------------------------
-
-def _register(api: Api, spec: FileSpec) -> None:
-    id_var = f"{spec.entity}_id"
-    item_rule = f"{spec.path}/<{id_var}>"
-    order = [SortKey("modified_at", spec.table.c.modified_at, descending=True),
-             SortKey("id", spec.table.c.id, descending=True)]
-
-    def one(ctx: RequestContext, view: View) -> View:
-        return present(ctx, spec, [view], detail=True)[0]
-
-    def create(ctx: RequestContext) -> Reply:
-        view = create_file(ctx.session, ctx.user, spec, ctx.body)
-        return Reply(one(ctx, view), headers={"Location": f"{spec.path}/{view['id']}"})
-
-    def list_all(ctx: RequestContext) -> ListResult:
-        table = spec.table
-        for name, kind in spec.record_links.items():
-            if name in ctx.query:  # as the record's own tab: 404 for a record the caller cannot see
-                load_record(ctx.session, kind, ctx.query[name], ctx.user)
-        where = [table.c[name] == ctx.query[name] for name in spec.filters if name in ctx.query]
-        if spec.visible_to is not None:
-            where.append(spec.visible_to(ctx.user))
-        q = (ctx.query.get("q") or "").strip()
-        if q:
-            where.append(or_(*(column.icontains(q, autoescape=True) for column in spec.search)))
-        fingerprint = repr(sorted([(name, ctx.query[name]) for name in spec.filters if name in ctx.query]
-                                  + [("q", q)]))
-        page = ctx.page(select(table).where(*where), order, fingerprint=fingerprint)
-        views = [dict(row._mapping) for row in page.rows]
-        return ListResult(present(ctx, spec, views, detail=False), page.next_page_token)
-
-    def get(ctx: RequestContext, **args: str) -> View:
-        return one(ctx, load_file(ctx.session, spec, args[id_var], ctx.user))
-
-    def patch(ctx: RequestContext, **args: str) -> View:
-        current = load_file(ctx.session, spec, args[id_var], ctx.user)
-        check_if_match(current["version"])
-        return one(ctx, update_file(ctx.session, ctx.user, spec, current, ctx.body))
-
-    def remove(ctx: RequestContext, **args: str) -> None:
-        current = load_file(ctx.session, spec, args[id_var], ctx.user)
-        check_if_match(current["version"])
-        delete_file(ctx.session, ctx.user, spec, current)
-
-    plural, singular = spec.collection.replace("-", "_"), spec.entity
-    label = spec.label
-    declared: list[tuple[str, str, str, Callable[..., Any], str, str, dict[str, Any]]] = [
-        ("create", "POST", spec.path, create, plural, f"Create a {label}",
-         {"permission": EDIT_FILES, "body": spec.body, "response": spec.out, "example": spec.example}),
-        ("list", "GET", spec.path, list_all, plural, f"List {spec.collection.replace('-', ' ')}, last modified "
-                                                     "first (q: simple search)",
-         {"permission": VIEW_FILES, "query": spec.query, "response": spec.out, "many": True}),
-        ("get", "GET", item_rule, get, singular, f"Read a {label}", {"permission": VIEW_FILES, "response": spec.out}),
-        ("patch", "PATCH", item_rule, patch, singular, f"Change a {label}",
-         {"permission": EDIT_FILES, "body": spec.patch(partial=True), "response": spec.out}),
-        ("delete", "DELETE", item_rule, remove, singular, f"Delete a {label}",
-         {"permission": EDIT_FILES, "status": 204}),
-    ]
-    for what, method, rule, handler, name, summary, options in declared:
-        # The name makes the endpoint and the operation id (<method>_<name>) unique.
-        handler.__name__ = handler.__qualname__ = name
-        api.route(method, rule, summary=summary, errors=spec.errors.get(what, ()), **options)(handler)
 
 
 def _known_keys(session: Session, spec: FileSpec, office_id: str, keys: set[str]) -> dict[str, str]:
@@ -601,7 +480,7 @@ def bulk_create(session: Session, identity: Identity, spec: FileSpec, item_schem
             session.execute(insert(import_keys).values(entity=spec.entity, office_id=office, key=key,
                                                        file_id=view["id"], created_at=utcnow()))
             savepoint.commit()
-        except Problem as exc:
+        except DomainError as exc:
             savepoint.rollback()
             results[index] = {"index": index, "status": "error", "id": None, **item_result_error(exc)}
             continue
@@ -609,34 +488,12 @@ def bulk_create(session: Session, identity: Identity, spec: FileSpec, item_schem
             savepoint.rollback()
             made.update(_known_keys(session, spec, office, {key}))
             if key not in made:
-                raise Problem(409, "Another call is creating files with the same keys right now; retry "
-                                   "shortly.") from None
+                raise ImportKeysBusy from None
             results[index] = {"index": index, "status": "exists", "id": made[key], "error": None}
             continue
         made[key] = view["id"]
         results[index] = {"index": index, "status": "created", "id": view["id"], "error": None}
     return results
-
-
-def _register_bulk(api: Api, spec: FileSpec) -> None:
-    body, item = schemas.bulk_create_schemas(spec.body, spec.collection, spec.path)
-    item_schema = item()
-    item_schema.unknown = RAISE
-    plural = spec.collection.replace("-", "_")
-
-    def bulk(ctx: RequestContext) -> dict[str, Any]:
-        return {"results": bulk_create(ctx.session, ctx.user, spec, item_schema, ctx.body["items"])}
-
-    bulk.__doc__ = (f"Each item is the body of POST {spec.path} plus its idempotency `key`, checked exactly as that "
-                    f"create (one bad item fails alone, with `errors` naming its fields), and made with the same "
-                    f"`linking.{spec.entity}.created` event; all in one transaction. One result per item, in order: "
-                    f"`created` (with the new id), `exists` (your office used the key before: nothing made, the id "
-                    f"of the {spec.label} it made) or `error`. Re-sending the same items creates nothing twice.")
-    bulk.__name__ = bulk.__qualname__ = f"bulk_{plural}"
-    api.route("POST", f"{spec.path}/bulk", permission=EDIT_FILES, body=body, response=schemas.BulkCreateOut,
-              status=200, example={"action": "create", "items": [{**(spec.example or {}), "key": "import.csv:2"}]},
-              summary=f"Create up to {schemas.MAX_BULK_CREATE} {spec.collection} at once (imports); each item "
-                      "succeeds or fails on its own")(bulk)
 
 
 BULK_CREATABLE = ("companies", "contacts")
@@ -655,14 +512,3 @@ def file_importer(spec: FileSpec) -> Importer:
     columns = ("Name", "City") if spec is COMPANIES else ("First name", "Last name", "Email")
     return Importer(collection=spec.collection, permission=EDIT_FILES, item_schema=item_schema,
                     create_batch=create_batch, key_length=schemas.IMPORT_KEY_LENGTH, example_columns=columns)
-
-
-def build_files_api() -> Api:
-    """The routes of the five files: companies, contacts, job orders, placements, activities;
-    and bulk creates of companies and contacts (imports)."""
-    api = Api("files")
-    for spec in SPECS.values():
-        if spec.collection in BULK_CREATABLE:
-            _register_bulk(api, spec)
-        _register(api, spec)
-    return api

@@ -1,7 +1,7 @@
 """How linking reacts to the records' events (``crm.leads.v1``, ``crm.opportunities.v1``).
 
 A consumer group of its own ("reactions"), separate from the record-view updater
-(``service.apply_record_event``): each keeps its own offsets and inbox rows.
+(``records.apply_record_event``): each keeps its own offsets and inbox rows.
 
 - ``<kind>.deleted``: the record loses its links (events for each removed link); its
   activities stay, with ``lead_id``/``opportunity_id`` cleared (``linking.activity.updated``),
@@ -50,9 +50,9 @@ from crm_kafka.consumer import dispatch
 from crm_kafka.worker import ConsumerSpec
 from crm_kit.db import utcnow
 from crm_linking import journal
+from crm_linking.errors import ConcurrentChange
 from crm_linking.links import (
     RECORD_KINDS,
-    ConcurrentChangeError,
     add_contact_link,
     add_job_order_link,
     contact_link,
@@ -232,7 +232,7 @@ def carry_over(session: Session, envelope: Envelope, lead_id: str, opportunity_i
         if not add_contact_link(session, "opportunity", opportunity_id, link, None, by=by, causation_id=cause, at=at,
                                 event_id=cause, note_extra={**extra, **dropped}, event_extra=dropped):
             if contact_link(session, "opportunity", opportunity_id, link.id) is None:
-                raise ConcurrentChangeError(f"conversion of lead {lead_id}: contact {link.id} could not be "
+                raise ConcurrentChange(f"conversion of lead {lead_id}: contact {link.id} could not be "
                                             f"linked to opportunity {opportunity_id}")
     orders = session.execute(
         select(job_orders).join(record_job_orders, record_job_orders.c.job_order_id == job_orders.c.id)
