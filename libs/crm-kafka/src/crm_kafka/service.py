@@ -59,14 +59,18 @@ def domain_service(
         )
         app.extensions["crm_database"] = database
         # The worker plan is where the consumers are declared: which read model reads which topic.
-        plan = worker_plan(settings, database) if worker_plan else WorkerPlan(service=name)
-        app.extensions["crm_read_models"] = ReadModels(name, database, plan.readers(), wait)
+        app.extensions["crm_read_models"] = ReadModels(name, database, plan_for(settings, database).readers(), wait)
         return app
+
+    def plan_for(settings: Settings, database: Database) -> WorkerPlan:
+        return worker_plan(settings, database) if worker_plan else WorkerPlan(service=name)
 
     def worker(settings: Settings) -> int:
         database = Database(settings.database_url)
-        plan = worker_plan(settings, database) if worker_plan else WorkerPlan(service=name)
-        return run_worker(settings, plan, database)
+        return run_worker(settings, plan_for(settings, database), database)
+
+    def plan(settings: Settings) -> WorkerPlan:
+        return plan_for(settings, Database(settings.database_url))
 
     return ServiceSpec(name=name, title=title, build_app=build_app, role="domain", metadata=metadata,
-                       migrations=migrations, run_worker=worker, after_migrate=after_migrate)
+                       migrations=migrations, run_worker=worker, after_migrate=after_migrate, worker_plan=plan)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import MetaData
 
@@ -35,6 +35,9 @@ class ServiceSpec:
     run_worker: Callable[[Settings], int] | None = None
     # Runs after the migrations, in the same `migrate` command (e.g. loading starter data once).
     after_migrate: Callable[[Settings], None] | None = None
+    # What the worker would run (its consumers and loops), built without running or connecting:
+    # the one declaration that tools and tests read the wiring from.
+    worker_plan: Callable[[Settings], Any] | None = None
 
 
 def find_service(name: str) -> ServiceSpec:
