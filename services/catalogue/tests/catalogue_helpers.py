@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from crm.events.v1.envelope_pb2 import Envelope
 from crm.events.v1.records_pb2 import PipelineRecord, RecordDeleted
 from crm_catalogue.tables import metadata
-from crm_catalogue.usage import apply_record_event
+from crm_catalogue.usage import STAGE_USAGE
 from crm_events.envelope import decode, new_envelope
 from crm_kafka.outbox import OUTBOX
 from crm_kit.cli import migrate
@@ -143,7 +143,7 @@ class Catalogue:
     def apply(self, envelope: Envelope) -> None:
         """Hand an event to the usage consumer's handler, in a transaction as the worker does."""
         with self.db.transaction() as s:
-            apply_record_event(s, envelope)
+            STAGE_USAGE.apply(s, envelope)
 
 
 def record_event(kind: str, what: str, record_id: str, version: int, stage_id: str = "") -> Envelope:

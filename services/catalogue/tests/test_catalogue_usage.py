@@ -49,7 +49,7 @@ def test_only_newer_versions_count_and_an_empty_stage_is_no_usage(cat):
     cat.apply(record_event("opportunity", "updated", record, 4, ""))  # in no stage any more
     with cat.db.transaction() as s:
         assert s.execute(select(stage_usage.c.stage_id, stage_usage.c.version)
-                         .where(stage_usage.c.record_id == record)).one() == (None, 4)
+                         .where(stage_usage.c.id == record)).one() == (None, 4)
     assert cat.delete(newer_path).status_code == 204
 
 

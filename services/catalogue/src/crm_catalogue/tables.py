@@ -118,11 +118,12 @@ stage_templates = Table(
     Index("ix_stage_templates_template_id", "template_id"),
 )
 
-# Which stage each lead/opportunity is in, learned from their events (see usage.py).
+# Which stage each lead/opportunity is in, learned from their events (see usage.py). A record
+# read model: the column record_id is ``c.id`` in code, as crm_kafka.record_view expects.
 stage_usage = Table(
     "stage_usage",
     metadata,
-    Column("record_id", String(36), primary_key=True),
+    Column("record_id", String(36), key="id", primary_key=True),
     Column("kind", String(20), nullable=False),
     Column("stage_id", String(36), nullable=True),  # NULL: the record is in no stage
     Column("version", BigInteger, nullable=False),
