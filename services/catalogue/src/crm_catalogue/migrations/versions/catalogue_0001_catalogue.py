@@ -1,116 +1,49 @@
 """catalogue: stages, table entries, templates, their relation, stage usage, meta
 
-Revision ID: catalogue_0001
-Revises:
-Create Date: 2026-11-23
+Created 2026-11-23.
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-from crm_kit.db import UTCDateTime
+from crm_kit.migration_helpers import ID, UTC, columns, create_tables, drop_tables, strings, table
 
 revision = "catalogue_0001"
 down_revision = None
 branch_labels = ("catalogue",)
-depends_on = None
 
-
-def _timestamps() -> list[sa.Column]:
-    return [sa.Column("created_at", UTCDateTime, nullable=False),
-            sa.Column("modified_at", UTCDateTime, nullable=False)]
+STAMPS = ("created_at", "modified_at")
+TABLES = (
+    table("table_entries", *strings(id=ID, kind=20, table_name=30, code=50), *columns(sa.JSON(), "names"),
+          *columns(sa.Integer(), "index"), *columns(sa.Boolean(), "active", "protected"),
+          *columns(sa.Integer(), "version"), *columns(UTC, *STAMPS),
+          sa.UniqueConstraint("kind", "table_name", "code", name="uq_table_entries_kind_table_code"),
+          named_indexes={"ix_table_entries_kind_table_index": ("kind", "table_name", "index", "id")}),
+    table("stages", *strings(id=ID, kind=20, code=50), *columns(sa.JSON(), "names"), *columns(sa.Integer(), "index"),
+          *columns(sa.Boolean(), "active", "is_default", "is_end", "is_default_end"), *strings(color=7, null=True),
+          *columns(sa.Text(), "remarks"), *strings(procedure_id=ID, stage_group_id=ID, null=True),
+          *columns(sa.Integer(), "version"), *columns(UTC, *STAMPS),
+          sa.UniqueConstraint("kind", "code", name="uq_stages_kind_code"),
+          references={"procedure_id": "table_entries", "stage_group_id": "table_entries"},
+          named_indexes={"ix_stages_kind_index": ("kind", "index", "id")}),
+    table("templates", *strings(id=ID, kind=20, name=200), *strings(subject=500, null=True),
+          *columns(sa.Text(), "body"), *strings(visible_at=30, null=True), *columns(sa.Integer(), "version"),
+          *columns(UTC, *STAMPS), named_indexes={"ix_templates_name": ("name", "id")}),
+    table("stage_templates", *strings(stage_id=ID, template_id=ID), key=("stage_id", "template_id"),
+          references={"stage_id": "stages", "template_id": "templates"}, indexes=["template_id"]),
+    table("stage_usage", *strings(record_id=ID, kind=20), *strings(stage_id=ID, null=True),
+          *columns(sa.BigInteger(), "version"), key=("record_id",), indexes=["stage_id"]),
+    table("catalogue_meta", *strings(key=100), *columns(UTC, "done_at"), key=("key",)),
+)
 
 
 def upgrade() -> None:
-    op.create_table(
-        "table_entries",
-        sa.Column("id", sa.String(36), nullable=False),
-        sa.Column("kind", sa.String(20), nullable=False),
-        sa.Column("table_name", sa.String(30), nullable=False),
-        sa.Column("code", sa.String(50), nullable=False),
-        sa.Column("names", sa.JSON, nullable=False),
-        sa.Column("index", sa.Integer, nullable=False),
-        sa.Column("active", sa.Boolean, nullable=False),
-        sa.Column("protected", sa.Boolean, nullable=False),
-        sa.Column("version", sa.Integer, nullable=False),
-        *_timestamps(),
-        sa.PrimaryKeyConstraint("id", name="pk_table_entries"),
-        sa.UniqueConstraint("kind", "table_name", "code", name="uq_table_entries_kind_table_code"),
-    )
-    op.create_index("ix_table_entries_kind_table_index", "table_entries", ["kind", "table_name", "index", "id"])
-
-    op.create_table(
-        "stages",
-        sa.Column("id", sa.String(36), nullable=False),
-        sa.Column("kind", sa.String(20), nullable=False),
-        sa.Column("code", sa.String(50), nullable=False),
-        sa.Column("names", sa.JSON, nullable=False),
-        sa.Column("index", sa.Integer, nullable=False),
-        sa.Column("active", sa.Boolean, nullable=False),
-        sa.Column("is_default", sa.Boolean, nullable=False),
-        sa.Column("is_end", sa.Boolean, nullable=False),
-        sa.Column("is_default_end", sa.Boolean, nullable=False),
-        sa.Column("color", sa.String(7), nullable=True),
-        sa.Column("remarks", sa.Text, nullable=False),
-        sa.Column("procedure_id", sa.String(36), nullable=True),
-        sa.Column("stage_group_id", sa.String(36), nullable=True),
-        sa.Column("version", sa.Integer, nullable=False),
-        *_timestamps(),
-        sa.PrimaryKeyConstraint("id", name="pk_stages"),
-        sa.UniqueConstraint("kind", "code", name="uq_stages_kind_code"),
-        sa.ForeignKeyConstraint(["procedure_id"], ["table_entries.id"],
-                                name="fk_stages_procedure_id_table_entries"),
-        sa.ForeignKeyConstraint(["stage_group_id"], ["table_entries.id"],
-                                name="fk_stages_stage_group_id_table_entries"),
-    )
-    op.create_index("ix_stages_kind_index", "stages", ["kind", "index", "id"])
+    create_tables(op, *TABLES)
     # At most one default and one default end stage per kind (partial unique indexes).
     for flag, name in (("is_default", "uq_stages_kind_default"), ("is_default_end", "uq_stages_kind_default_end")):
         op.create_index(name, "stages", ["kind"], unique=True,
                         postgresql_where=sa.text(flag), sqlite_where=sa.text(flag))
 
-    op.create_table(
-        "templates",
-        sa.Column("id", sa.String(36), nullable=False),
-        sa.Column("kind", sa.String(20), nullable=False),
-        sa.Column("name", sa.String(200), nullable=False),
-        sa.Column("subject", sa.String(500), nullable=True),
-        sa.Column("body", sa.Text, nullable=False),
-        sa.Column("visible_at", sa.String(30), nullable=True),
-        sa.Column("version", sa.Integer, nullable=False),
-        *_timestamps(),
-        sa.PrimaryKeyConstraint("id", name="pk_templates"),
-    )
-    op.create_index("ix_templates_name", "templates", ["name", "id"])
-
-    op.create_table(
-        "stage_templates",
-        sa.Column("stage_id", sa.String(36), nullable=False),
-        sa.Column("template_id", sa.String(36), nullable=False),
-        sa.PrimaryKeyConstraint("stage_id", "template_id", name="pk_stage_templates"),
-        sa.ForeignKeyConstraint(["stage_id"], ["stages.id"], name="fk_stage_templates_stage_id_stages"),
-        sa.ForeignKeyConstraint(["template_id"], ["templates.id"], name="fk_stage_templates_template_id_templates"),
-    )
-    op.create_index("ix_stage_templates_template_id", "stage_templates", ["template_id"])
-
-    op.create_table(
-        "stage_usage",
-        sa.Column("record_id", sa.String(36), nullable=False),
-        sa.Column("kind", sa.String(20), nullable=False),
-        sa.Column("stage_id", sa.String(36), nullable=True),
-        sa.Column("version", sa.BigInteger, nullable=False),
-        sa.PrimaryKeyConstraint("record_id", name="pk_stage_usage"),
-    )
-    op.create_index("ix_stage_usage_stage_id", "stage_usage", ["stage_id"])
-
-    op.create_table(
-        "catalogue_meta",
-        sa.Column("key", sa.String(100), nullable=False),
-        sa.Column("done_at", UTCDateTime, nullable=False),
-        sa.PrimaryKeyConstraint("key", name="pk_catalogue_meta"),
-    )
-
 
 def downgrade() -> None:
-    for table in ("catalogue_meta", "stage_usage", "stage_templates", "templates", "stages", "table_entries"):
-        op.drop_table(table)
+    drop_tables(op, *TABLES)

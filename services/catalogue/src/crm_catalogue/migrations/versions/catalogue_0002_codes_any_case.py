@@ -1,8 +1,6 @@
 """catalogue: codes unique whatever their case (unique indexes on lower(code))
 
-Revision ID: catalogue_0002
-Revises: catalogue_0001
-Create Date: 2026-12-02
+Created 2026-12-02.
 
 ``FAIR`` and ``fair`` in the same kind (and table) were two codes; now they are one. The rule
 is the database's (an expression index, on SQLite and PostgreSQL alike), so two concurrent
@@ -18,8 +16,6 @@ from alembic import op
 
 revision = "catalogue_0002"
 down_revision = "catalogue_0001"
-branch_labels = None
-depends_on = None
 
 # (index name, table, the columns a code is unique within)
 INDEXES = (
