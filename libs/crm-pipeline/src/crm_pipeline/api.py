@@ -18,9 +18,10 @@ from crm_pipeline.bulk import bulk_item_schema
 from crm_pipeline.bulk import check_office as check_record_office
 from crm_pipeline.conversion import convert
 from crm_pipeline.errors import MissingPermission, TitleRequired
+from crm_pipeline.events import Actor
 from crm_pipeline.kind import OPPORTUNITY, RecordKind
 from crm_pipeline.queries import list_statement, load_visible, overview
-from crm_pipeline.records import Actor, Records, new_group_ids
+from crm_pipeline.records import Records, new_group_ids
 from crm_pipeline.references import OpportunityViews
 from crm_pipeline.schemas import (
     CREATE,

@@ -17,8 +17,9 @@ from crm_kit.errors import DomainError
 from crm_kit.identity import Identity
 from crm_kit.imports.jobs import Importer
 from crm_pipeline.errors import KeysBusy, OtherOffice
+from crm_pipeline.events import Actor
 from crm_pipeline.kind import RecordKind
-from crm_pipeline.records import Actor, Records
+from crm_pipeline.records import Records
 from crm_pipeline.schemas import bulk_schemas, record_schemas
 from crm_pipeline.tables import IMPORT_KEY
 

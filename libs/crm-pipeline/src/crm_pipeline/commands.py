@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 from crm.events.v1.envelope_pb2 import Envelope
 from crm_kafka.consumer import Handler
 from crm_kit.errors import ChangedMeanwhile, DomainError
-from crm_pipeline.records import Actor, Records
+from crm_pipeline.events import command_actor
+from crm_pipeline.records import Records
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,7 @@ def command_handler(records: Records) -> Handler:
         if row is None:
             log.warning("command %s: %s %s no longer exists", envelope.event_id, command.kind, command.record_id)
             return
-        cause = f"trigger:{command.trigger_id}"
-        actor = Actor(user_id=cause, name="Automation", office_id=row.office_id, cause=cause,
-                      trigger_depth=envelope.trigger_depth, causation_id=envelope.event_id)
+        actor = command_actor(envelope, row.office_id)
         try:
             # A savepoint: a refused command leaves none of its writes behind (a membership or
             # history row written before the refusal would otherwise commit with the inbox row).

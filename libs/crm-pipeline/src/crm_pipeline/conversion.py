@@ -22,16 +22,16 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Envelope
-from crm.events.v1.records_pb2 import LeadConverted, PipelineRecord
+from crm.events.v1.records_pb2 import PipelineRecord
 from crm_kafka.consumer import Handler
 from crm_kit.db import utcnow
 from crm_kit.identity import Identity
+from crm_pipeline import events
 from crm_pipeline.errors import (
     AlreadyConverted,
     MissingPermission,
@@ -40,8 +40,9 @@ from crm_pipeline.errors import (
     OpportunityHasLead,
     UnknownOpportunity,
 )
+from crm_pipeline.events import Actor
 from crm_pipeline.queries import ALL_OFFICES_ROLE
-from crm_pipeline.records import REFERENCES, Actor, Records
+from crm_pipeline.records import REFERENCES, Records
 from crm_pipeline.references import DELETED, FILE_FIELDS, OpportunityViews
 
 log = logging.getLogger(__name__)
@@ -113,34 +114,11 @@ def convert(records: Records, session: Session, lead: Any, data: Mapping[str, An
         # Another lead was converted into this opportunity at the same moment and won.
         raise OpportunityHasLead(opportunity_id) from None
     fields = {} if existing_id else data
-    draft = _draft(lead, fields, opportunity_id, start.id if start else "",
-                   (start.attr("stage_group_id") or "") if start else "", actor)
+    draft = events.opportunity_draft(lead, fields, opportunity_id, start.id if start else "",
+                                     (start.attr("stage_group_id") or "") if start else "", actor)
     records.emit(session, "converted", moved, conversion,
-                 LeadConverted(lead=records.snapshot(session, moved), opportunity=draft))
+                 events.lead_converted(records.snapshot(session, moved), draft))
     return moved, opportunity_id
-
-
-def _draft(lead: Any, data: Mapping[str, Any], opportunity_id: str, stage_id: str, stage_group_id: str,
-           actor: Actor) -> PipelineRecord:
-    now = Timestamp()
-    now.FromDatetime(utcnow())
-    draft = PipelineRecord(
-        id=opportunity_id, kind=OPPORTUNITY, title=data.get("title") or lead.title,
-        description=data.get("description") if data.get("description") is not None else lead.description,
-        company_id=data.get("company_id") or lead.company_id or "",
-        contact_id=data.get("contact_id") or lead.contact_id or "",
-        owner_id=data.get("owner_id") or lead.owner_id, office_id=lead.office_id,
-        stage_id=stage_id, stage_group_id=stage_group_id, lead_id=lead.id,
-        source_id=data.get("source_id") or "", priority_id=data.get("priority_id") or "",
-        category_id=data.get("category_id") or "", procedure_id=data.get("procedure_id") or "",
-        attribute_ids=list(data.get("attribute_ids") or []), group_ids=list(data.get("group_ids") or []),
-        amount="" if data.get("amount") is None else f"{data['amount']:.2f}", currency=data.get("currency") or "",
-        expected_close_date=data["expected_close_date"].isoformat() if data.get("expected_close_date") else "",
-        created_by=actor.user_id, created_at=now,
-    )
-    if data.get("probability") is not None:
-        draft.probability = data["probability"]
-    return draft
 
 
 def _file_or_none(records: Records, session: Session, field: str, value: str) -> str | None:
@@ -163,9 +141,7 @@ def conversion_handler(records: Records) -> Handler:
         if envelope.WhichOneof("payload") != "lead_converted":
             return
         draft = envelope.lead_converted.opportunity
-        actor = Actor(user_id=envelope.actor.user_id or draft.created_by, name=envelope.actor.name,
-                      office_id=draft.office_id, cause="conversion", trigger_depth=envelope.trigger_depth,
-                      causation_id=envelope.event_id)
+        actor = events.conversion_actor(envelope)
         row = records.get(session, draft.id)
         if row is not None:
             _link_existing(records, session, row, draft, actor)

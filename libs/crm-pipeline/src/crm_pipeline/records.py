@@ -4,7 +4,7 @@ One path for stage changes (``update`` with a ``stage_id``, whoever asks: a user
 bulk action, a trigger's command, a conversion): it validates the stage against the
 service's catalogue copy, keeps the history with its cause, bumps the version once, and
 writes ``stage_changed`` (plus ``stage_group_changed`` when the group changes) to the outbox
-in the same transaction as the change.
+in the same transaction as the change (the session's unit of work writes them at commit).
 """
 
 from __future__ import annotations
@@ -12,23 +12,19 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from crm.events.v1.envelope_pb2 import Actor as ActorMessage
-from crm.events.v1.records_pb2 import GroupMembershipChanged, RecordDeleted, StageChanged
 from crm_catalogue_view import CatalogueView
-from crm_events.envelope import new_envelope
-from crm_kafka.outbox import record_event, record_events
 from crm_kit.db import utcnow
 from crm_kit.errors import DomainError
-from crm_kit.identity import Identity
+from crm_pipeline import events
 from crm_pipeline.errors import ConvertedLeadStaysInEndStages, NoDefaultStage, NotInGroup, record_changed
-from crm_pipeline.events import snapshot
+from crm_pipeline.events import Actor, snapshot
 from crm_pipeline.kind import RecordKind
 from crm_pipeline.references import EXISTS, FILE_FIELDS, KnownFiles, unknown_file
 from crm_pipeline.tables import IMPORT_KEY
@@ -40,30 +36,6 @@ REFERENCES = {
     "category_id": "categories",
     "procedure_id": "procedures",
 }
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who changes a record, and why: the cause goes into history and events."""
-
-    user_id: str
-    name: str = ""
-    office_id: str = ""
-    cause: str = "user"  # "user" | "bulk" | "conversion" | "system" | "trigger:<id>"
-    trigger_depth: int = 0
-    causation_id: str = ""
-
-    @classmethod
-    def of(cls, identity: Identity, cause: str = "user") -> Actor:
-        return cls(identity.user_id, identity.name, identity.office_id, cause)
-
-    def because(self, cause: str) -> Actor:
-        return replace(self, cause=cause)
-
-    def message(self) -> ActorMessage:
-        kind = self.cause if self.cause.startswith("trigger:") else ("system" if self.cause in ("conversion", "system")
-                                                                       else "user")
-        return ActorMessage(user_id=self.user_id, name=self.name, office_id=self.office_id, kind=kind)
 
 
 class Records:
@@ -219,8 +191,9 @@ class Records:
         envelopes = []
         for (index, _, group_ids), row in zip(ready, rows, strict=True):
             out[index] = row
-            envelopes.append(self._envelope("created", row, actor, snapshot(self.kind, row, group_ids)))
-        record_events(session, self.kind.topic, envelopes)
+            state = snapshot(self.kind, row, group_ids)
+            envelopes.append(events.envelope(self.kind, "created", row.id, row.version, state, actor))
+        events.publish(session, self.kind, envelopes)
         return out
 
     def update(self, session: Session, row: Any, changes: Mapping[str, Any], actor: Actor,
@@ -258,9 +231,7 @@ class Records:
             self.emit(session, "updated", new, actor, state)
         if stage_move is not None:
             from_stage, to_stage, from_group, to_group = stage_move
-            moved = StageChanged(record=state, from_stage_id=from_stage,
-                                 to_stage_id=to_stage, from_stage_group_id=from_group or "",
-                                 to_stage_group_id=to_group or "", cause=actor.cause)
+            moved = events.stage_changed(state, from_stage, to_stage, from_group, to_group, actor.cause)
             self.emit(session, "stage_changed", new, actor, moved)
             if (from_group or "") != (to_group or ""):
                 self.emit(session, "stage_group_changed", new, actor, moved)
@@ -290,10 +261,8 @@ class Records:
         session.execute(delete(self.groups).where(self.groups.c.record_id == row.id))
         session.execute(delete(self.history).where(self.history.c.record_id == row.id))
         self._guarded(session, row, delete(self.table))
-        envelope = new_envelope(self.kind.event_type("deleted"), self.kind.kind, row.id, row.version + 1,
-                                RecordDeleted(id=row.id, kind=self.kind.kind), actor=actor.message(),
-                                trigger_depth=actor.trigger_depth, causation_id=actor.causation_id or None)
-        record_event(session, self.kind.topic, envelope)
+        events.publish(session, self.kind, [events.envelope(self.kind, "deleted", row.id, row.version + 1,
+                                                            events.record_deleted(self.kind, row.id), actor)])
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -306,8 +275,7 @@ class Records:
         """Bump the version for a membership change and emit its event."""
         new = self._guarded(session, row, update(self.table).values(version=row.version + 1, modified_at=utcnow(),
                                                                     modified_by=actor.user_id))
-        self.emit(session, what, new, actor,
-                   GroupMembershipChanged(record=self.snapshot(session, new), group_id=group_id))
+        self.emit(session, what, new, actor, events.membership_changed(self.snapshot(session, new), group_id))
         return new
 
     def snapshot(self, session: Session, row: Any) -> Any:
@@ -324,14 +292,10 @@ class Records:
         return result
 
     def emit(self, session: Session, what: str, row: Any, actor: Actor, payload: Any = None) -> None:
-        """Write ``<kind>.<what>`` for ``row`` to the outbox."""
-        record_event(session, self.kind.topic, self._envelope(
-            what, row, actor, payload if payload is not None else self.snapshot(session, row)))
-
-    def _envelope(self, what: str, row: Any, actor: Actor, payload: Any) -> Any:
-        return new_envelope(self.kind.event_type(what), self.kind.kind, row.id, row.version, payload,
-                            actor=actor.message(), trigger_depth=actor.trigger_depth,
-                            causation_id=actor.causation_id or None)
+        """``<kind>.<what>`` for ``row`` (its state now unless ``payload`` is given), written to the outbox
+        when the transaction commits."""
+        payload = payload if payload is not None else self.snapshot(session, row)
+        events.publish(session, self.kind, [events.envelope(self.kind, what, row.id, row.version, payload, actor)])
 
 
 @dataclass(frozen=True)

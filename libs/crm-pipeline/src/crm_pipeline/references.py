@@ -97,7 +97,7 @@ class KnownFiles:
 def file_handler(records: Any) -> Handler:
     """The handler of the ``files`` consumer (``crm.linking.v1``): keep ``known_files``, and
     clear the ``company_id``/``contact_id`` of the records that name a deleted file."""
-    from crm_pipeline.records import Actor
+    from crm_pipeline.events import system_actor
 
     files = records.files
 
@@ -107,7 +107,7 @@ def file_handler(records: Any) -> Handler:
             return
         field = "company_id" if envelope.linking_change.entity == "company" else "contact_id"
         column = records.table.c[field]
-        actor = Actor(user_id="system", name="System", cause="system", causation_id=envelope.event_id)
+        actor = system_actor(envelope)
         for row in session.execute(select(records.table).where(column == gone)).all():
             log.info("%s %s named deleted %s %s: cleared", records.kind.kind, row.id, field, gone)
             records.update(session, row, {field: None}, actor, check=False)
