@@ -202,6 +202,28 @@ def test_the_api_is_registered_once_and_documented(linking):
     assert REACTIONS.name == "reactions" and REACTIONS.topics == ["crm.leads.v1", "crm.opportunities.v1"]
 
 
+def test_a_write_answers_with_the_last_outbox_row_it_wrote(linking):
+    """Crm-Written: the gateway's consistency token covers a write by the id of its last event's
+    outbox row; a refused write and a read name none."""
+    c, roles = linking.client, linking.roles["lead"]
+    record = linking.record("lead", "Written")
+    anna, bob = linking.contact("Anna", "Smit"), linking.contact("Bob", "Jansen")
+    with linking.db.transaction() as s:
+        last = s.execute(select(func.max(OUTBOX.c.id))).scalar() or 0
+    r = c.post(f"/v1/leads/{record}/contacts", json={"contact_id": anna, "role_id": roles["OTHER"]}, headers=auth())
+    assert r.status_code == 201 and int(r.headers["Crm-Written"]) == last + 1
+    r = c.post(f"/v1/leads/{record}/contacts", json={"contact": {"first_name": "Di", "last_name": "New"},
+                                                     "role_id": roles["EXTRA"]}, headers=auth())
+    assert r.status_code == 201 and int(r.headers["Crm-Written"]) == last + 3  # the contact's, then the link's
+    r = c.post(f"/v1/leads/{record}/contacts", json={"contact_id": anna, "role_id": roles["OTHER"]}, headers=auth())
+    assert r.status_code == 409 and "Crm-Written" not in r.headers
+    r = c.delete(f"/v1/leads/{record}/contacts/{anna}", headers=auth())
+    assert r.status_code == 204 and int(r.headers["Crm-Written"]) == last + 4
+    assert "Crm-Written" not in c.get(f"/v1/leads/{record}/contacts", headers=auth()).headers
+    r = c.patch(f"/v1/contacts/{bob}", json={"phone": "+31 6 1"}, headers={**auth(), "If-Match": '"1"'})
+    assert r.status_code == 200 and int(r.headers["Crm-Written"]) == last + 5
+
+
 # -- contacts on a record --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["lead", "opportunity"])

@@ -16,6 +16,7 @@ from marshmallow import RAISE
 from sqlalchemy import or_, select
 
 from crm_catalogue_view import CatalogueEntryView, CatalogueView
+from crm_kit.bulk import MAX_BULK_CREATE
 from crm_kit.web import Api, ListResult, Reply, RequestContext, SortKey, check_if_match
 from crm_linking import file_schemas as schemas
 from crm_linking.access import PLURALS, load_record, may_see
@@ -34,6 +35,7 @@ from crm_linking.files import (
     load_file,
     update_file,
 )
+from crm_linking.journal import answered_after_events
 from crm_linking.tables import catalogue_view, record_job_orders, record_views
 
 Decorator = Callable[[RequestContext, list[View], bool], None]
@@ -161,7 +163,8 @@ def _register(api: Api, spec: FileSpec) -> None:
     for what, method, rule, handler, name, summary, options in declared:
         # The name makes the endpoint and the operation id (<method>_<name>) unique.
         handler.__name__ = handler.__qualname__ = name
-        api.route(method, rule, summary=summary, errors=spec.errors.get(what, ()), **options)(handler)
+        api.route(method, rule, summary=summary, errors=spec.errors.get(what, ()), **options)(
+            answered_after_events(handler))
 
 
 def _register_bulk(api: Api, spec: FileSpec) -> None:
@@ -181,8 +184,8 @@ def _register_bulk(api: Api, spec: FileSpec) -> None:
     bulk.__name__ = bulk.__qualname__ = f"bulk_{plural}"
     api.route("POST", f"{spec.path}/bulk", permission=EDIT_FILES, body=body, response=schemas.BulkCreateOut,
               status=200, example={"action": "create", "items": [{**(spec.example or {}), "key": "import.csv:2"}]},
-              summary=f"Create up to {schemas.MAX_BULK_CREATE} {spec.collection} at once (imports); each item "
-                      "succeeds or fails on its own")(bulk)
+              summary=f"Create up to {MAX_BULK_CREATE} {spec.collection} at once (imports); each item "
+                      "succeeds or fails on its own")(answered_after_events(bulk))
 
 
 def build_files_api() -> Api:

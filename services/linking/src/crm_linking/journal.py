@@ -1,28 +1,34 @@
-"""What linking writes besides its tables: its events (crm.linking.v1) and the timeline.
+"""What linking writes besides its tables - its events (``LINKING``) and the timeline - and the
+one place it maps between its rows and protobuf: a row becomes a ``LinkingChange`` in an
+envelope (``publish``), a caller becomes an ``Actor`` (``actor_of``), and a record event says
+who made its change and when (``actor_id``, ``occurred_at``).
 
-Both are written in the transaction of the change they describe, so they can never
-disagree with it. ``publish`` is the one place a row becomes a LinkingChange.
+Both are written in the transaction of the change they describe, so they can never disagree
+with it: an event goes to the transaction's unit of work, which writes it to the outbox when
+the transaction commits (and drops it with a savepoint that rolls back).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from crm.events.v1.envelope_pb2 import Actor
+from crm.events.v1.envelope_pb2 import Actor, Envelope
 from crm.events.v1.linking_pb2 import LinkingChange
 from crm_events.envelope import new_envelope
-from crm_kafka.outbox import record_event
+from crm_events.topics import LINKING
+from crm_kafka.unit_of_work import UnitOfWork
 from crm_kit.db import utcnow
-from crm_kit.web import Identity
+from crm_kit.identity import Identity
 from crm_linking.tables import timeline
 
-TOPIC = "crm.linking.v1"
+SYSTEM = "system"
 
 
 def _plain(value: Any) -> Any:
@@ -36,20 +42,46 @@ def _plain(value: Any) -> Any:
 
 def actor_of(identity: Identity | None) -> Actor:
     if identity is None:
-        return Actor(kind="system")
+        return Actor(kind=SYSTEM)
     return Actor(user_id=identity.user_id, name=identity.name, office_id=identity.office_id, kind="user")
+
+
+def actor_id(envelope: Envelope) -> str:
+    """Who made an event's change: its user, or ``system``."""
+    return envelope.actor.user_id or SYSTEM
+
+
+def occurred_at(envelope: Envelope) -> dt.datetime:
+    """When an event's change happened (now, for an event without the time)."""
+    if envelope.HasField("occurred_at"):
+        return envelope.occurred_at.ToDatetime(tzinfo=dt.UTC)
+    return utcnow()
 
 
 def publish(session: Session, event_type: str, entity: str, entity_id: str, data: Mapping[str, Any], *,
             version: int = 1, record_kind: str = "", record_id: str = "", deleted: bool = False,
             identity: Identity | None = None, causation_id: str | None = None) -> None:
-    """Write a ``linking.*`` event for a file or a link to the outbox."""
+    """A ``linking.*`` event for a file or a link, published when the transaction commits."""
     change = LinkingChange(entity=entity, id=entity_id, record_kind=record_kind, record_id=record_id,
                            deleted=deleted, version=version)
     change.data.update({k: _plain(v) for k, v in data.items()})
-    record_event(session, TOPIC, new_envelope(event_type, entity, entity_id, version, change,
-                                              actor=actor_of(identity), producer="linking",
-                                              causation_id=causation_id))
+    UnitOfWork.of(session).add(LINKING, new_envelope(event_type, entity, entity_id, version, change,
+                                                     actor=actor_of(identity), producer="linking",
+                                                     causation_id=causation_id))
+
+
+def answered_after_events(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """A route handler (``handler(ctx, ...)``) that writes its transaction's events to the outbox
+    before the kit answers, not at the commit after: the answer then names the last outbox row
+    the request wrote (``Crm-Written``), which the client's consistency token covers. A request
+    that fails rolls them back with everything else."""
+    @functools.wraps(handler)
+    def handle(ctx: Any, *args: Any, **kwargs: Any) -> Any:
+        result = handler(ctx, *args, **kwargs)
+        UnitOfWork.of(ctx.session).write()
+        return result
+
+    return handle
 
 
 def note(session: Session, record_kind: str, record_id: str, kind: str, data: Mapping[str, Any], *,

@@ -35,7 +35,6 @@ same.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -51,6 +50,7 @@ from crm_kafka.worker import ConsumerSpec
 from crm_kit.db import utcnow
 from crm_linking import journal
 from crm_linking.errors import ConcurrentChange
+from crm_linking.journal import actor_id, occurred_at
 from crm_linking.links import (
     RECORD_KINDS,
     add_contact_link,
@@ -75,19 +75,6 @@ from crm_linking.tables import (
 log = logging.getLogger(__name__)
 
 TOPICS = ["crm.leads.v1", "crm.opportunities.v1"]
-SYSTEM = "system"
-
-
-def occurred_at(envelope: Envelope) -> dt.datetime:
-    """When the event's change happened (now, for an event without the time)."""
-    if envelope.HasField("occurred_at"):
-        return envelope.occurred_at.ToDatetime(tzinfo=dt.UTC)
-    return utcnow()
-
-
-def actor_id(envelope: Envelope) -> str:
-    """Who made the event's change: its user, or ``system``."""
-    return envelope.actor.user_id or SYSTEM
 
 
 def _subject(envelope: Envelope) -> tuple[str, str]:

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 from crm.events.v1.envelope_pb2 import Envelope
 from crm_events.envelope import record_state
 from crm_kit.db import utcnow
+from crm_linking.journal import actor_id, occurred_at
 from crm_linking.links import RECORD_KINDS, sync_main_contact
-from crm_linking.reactions import actor_id, occurred_at
 from crm_linking.tables import record_views
 
 
