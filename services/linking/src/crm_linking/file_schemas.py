@@ -13,6 +13,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from crm_kit.bulk import MAX_BULK_CREATE, bulk_result_schemas, import_key_field
 from crm_kit.web import limits
 from crm_kit.web.fields import PerItem, Text, Timestamp
 from crm_kit.web.pagination import PageQuery
@@ -248,22 +249,18 @@ class ActivityQuery(FileQuery):
     opportunity_id = fields.String(validate=_ID)
 
 
-# -- bulk create (imports) -----------------------------------------------------------------------
+# -- bulk create (imports): the kit's one definition (crm_kit.bulk) in the files' words -----------
 
-MAX_BULK_CREATE = 500
-IMPORT_KEY_LENGTH = 200
-BULK_CREATE_STATUSES = ("created", "exists", "error")
+KEY_DESCRIPTION = ("The item's idempotency key (e.g. the import file's id and the row number): a key your office "
+                   "used before creates nothing and answers `exists` with the id it made, whatever the other fields "
+                   "say. The key of a deleted file is free again.")
 
 
 def bulk_create_schemas(body: type[Schema], plural: str, path: str) -> tuple[type[Schema], type[Schema]]:
     """The body of ``POST <path>/bulk`` and the schema one item is loaded with (the create body
     plus its idempotency ``key``)."""
     name = body.__name__.removesuffix("In")
-    item = type(f"{name}BulkCreateItem", (body,), {"key": Text(
-        required=True, validate=validate.Length(min=1, max=IMPORT_KEY_LENGTH), metadata={
-            "description": "The item's idempotency key (e.g. the import file's id and the row number): a key your "
-                           "office used before creates nothing and answers `exists` with the id it made, whatever "
-                           "the other fields say. The key of a deleted file is free again."})})
+    item = type(f"{name}BulkCreateItem", (body,), {"key": import_key_field(KEY_DESCRIPTION)})
     bulk = type(f"{name}BulkCreate", (Schema,), {
         "action": fields.String(required=True, validate=validate.OneOf(("create",)),
                                 metadata={"description": "create (the only action on files)."}),
@@ -275,22 +272,9 @@ def bulk_create_schemas(body: type[Schema], plural: str, path: str) -> tuple[typ
     return bulk, item
 
 
-class FieldErrorOut(Schema):
-    field = fields.String(validate=validate.Length(max=200))
-    message = fields.String(validate=limits.MESSAGE)
-
-
-class BulkCreateResultOut(Schema):
-    index = fields.Integer(validate=validate.Range(min=0, max=MAX_BULK_CREATE - 1),
-                           metadata={"description": "The item's position in items (from 0)."})
-    status = fields.String(validate=validate.OneOf(BULK_CREATE_STATUSES))
-    id = fields.String(allow_none=True, validate=limits.ID, metadata={
-        "description": "The file made (created) or made before with the same key (exists); null on error."})
-    error = fields.String(allow_none=True, validate=limits.MESSAGE, metadata={"description": "Why it failed."})
-    errors = fields.List(fields.Nested(FieldErrorOut), validate=validate.Length(max=100), metadata={
-        "description": "The item's invalid fields (as a 422 names them, relative to the item)."})
-
-
-class BulkCreateOut(Schema):
-    results = fields.List(fields.Nested(BulkCreateResultOut), validate=validate.Length(max=MAX_BULK_CREATE),
-                          metadata={"description": "One result per item, in order."})
+BulkCreateResultOut, BulkCreateOut = bulk_result_schemas(
+    "BulkCreate",
+    index="The item's position in items (from 0).",
+    id_="The file made (created) or made before with the same key (exists); null on error.",
+    errors="The item's invalid fields (as a 422 names them, relative to the item).",
+    results="One result per item, in order.")

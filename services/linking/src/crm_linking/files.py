@@ -45,12 +45,11 @@ from sqlalchemy import ColumnElement, Table, delete, exists, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from crm_kit.bulk import IMPORT_KEY_LENGTH, item_error, load_item
 from crm_kit.db import utcnow
 from crm_kit.errors import DomainError
 from crm_kit.identity import Identity
 from crm_kit.imports import Importer
-from crm_kit.web.input import item_result_error, load_item
-from crm_kit.web.problem import Problem
 from crm_linking import file_schemas as schemas
 from crm_linking.access import (
     activity_visible,
@@ -465,8 +464,8 @@ def bulk_create(session: Session, identity: Identity, spec: FileSpec, item_schem
         try:
             loaded.append((index, load_item(raw, item_schema)))
             results.append({})
-        except Problem as exc:
-            results.append({"index": index, "status": "error", "id": None, **item_result_error(exc)})
+        except DomainError as exc:
+            results.append({"index": index, "status": "error", "id": None, **item_error(exc)})
     office = identity.office_id
     made = _known_keys(session, spec, office, {data["key"] for _, data in loaded})
     for index, data in loaded:
@@ -482,7 +481,7 @@ def bulk_create(session: Session, identity: Identity, spec: FileSpec, item_schem
             savepoint.commit()
         except DomainError as exc:
             savepoint.rollback()
-            results[index] = {"index": index, "status": "error", "id": None, **item_result_error(exc)}
+            results[index] = {"index": index, "status": "error", "id": None, **item_error(exc)}
             continue
         except IntegrityError:  # a concurrent call made a file with this key meanwhile
             savepoint.rollback()
@@ -511,4 +510,4 @@ def file_importer(spec: FileSpec) -> Importer:
 
     columns = ("Name", "City") if spec is COMPANIES else ("First name", "Last name", "Email")
     return Importer(collection=spec.collection, permission=EDIT_FILES, item_schema=item_schema,
-                    create_batch=create_batch, key_length=schemas.IMPORT_KEY_LENGTH, example_columns=columns)
+                    create_batch=create_batch, key_length=IMPORT_KEY_LENGTH, example_columns=columns)
