@@ -37,7 +37,7 @@ OFFICE ?= office-1
 ROLES ?= admin
 NAME ?= Dev User
 
-.PHONY: help install run start stop status token test test-fast bench chaos chart lint proto proto-check routes routes-check config-table console-messages clean distclean
+.PHONY: help install run start stop status token test test-fast bench chaos chart lint proto proto-check routes routes-check config-table topics-table console-messages clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -120,6 +120,9 @@ routes-check: $(STAMP) ## Fail if the gateway's route table differs from what th
 
 config-table: $(STAMP) ## Print the configuration table (the README's is generated from it)
 	@$(BIN)/python -m crm_devstack.config_table
+
+topics-table: $(STAMP) ## Print the table of who publishes and reads each topic (the README's is generated from it)
+	@$(BIN)/python -m crm_devstack.topics_table
 
 console-messages: $(STAMP) ## Re-extract the console's strings, merge them into the Dutch catalogue and compile it (then translate the new ones)
 	@$(BIN)/pybabel -q extract -F services/console/babel.cfg -k lazy_gettext -k _l -o services/console/messages.pot services/console
