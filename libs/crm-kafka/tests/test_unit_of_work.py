@@ -88,3 +88,41 @@ def test_a_closed_session_forgets_what_it_did_not_commit(db):
     session.commit()
     session.close()
     assert _outbox(db) == [("t", "p2")]
+
+
+def test_a_write_answers_with_the_outbox_row_it_wrote_and_a_refusal_writes_none(db, tmp_path):
+    """The answer names the last outbox row of the request (``Crm-Written``, what the caller's
+    consistency token covers), although the unit of work holds its events back until commit."""
+    from crm_kit import consistency
+    from crm_kit.errors import Conflict
+    from crm_kit.settings import load_settings
+    from crm_kit.web import Api, Reply, create_app, issue_token
+
+    api = Api("probes")
+
+    @api.post("/v1/probes/<n>", permission="leads:create")
+    def send(ctx, n: str) -> Reply:
+        UnitOfWork.of(ctx.session).add("t", _event(int(n)))
+        if n == "9":
+            raise Conflict("Nine is refused.")
+        return Reply({"sent": n})
+
+    secret = "s" * 40
+    settings = load_settings("gateway", {"CRM_SERVICE_NAME": "probes", "CRM_JWT_SECRET": secret,
+                                         **{f"CRM_{n}_URL": "http://127.0.0.1:9" for n in (
+                                             "CATALOGUE", "LEADS", "OPPORTUNITIES", "LINKING", "TRIGGERS")}})
+    client = create_app("probes", settings, [api], database=db).test_client()
+    token = issue_token(secret, user_id="u1", name="U", office_id="o1", roles=["admin"])
+    headers = {"Authorization": f"Bearer {token}"}
+
+    first = client.post("/v1/probes/1", headers=headers)
+    second = client.post("/v1/probes/2", headers=headers)
+    refused = client.post("/v1/probes/9", headers=headers)
+    assert (first.status_code, second.status_code, refused.status_code) == (201, 201, 409)
+    with db.transaction() as session:
+        ids = {r.key: r.id for r in session.execute(select(OUTBOX))}
+    assert ids.keys() == {"p1", "p2"}  # the refused request's event went with its rollback
+    assert first.headers[consistency.WRITTEN] == str(ids["p1"])
+    assert second.headers[consistency.WRITTEN] == str(ids["p2"])
+    assert consistency.WRITTEN not in refused.headers
+    assert refused.json["detail"] == "Nine is refused." and refused.content_type == "application/problem+json"

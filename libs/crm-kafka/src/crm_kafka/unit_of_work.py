@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from crm.events.v1.envelope_pb2 import Envelope
 from crm_kafka.outbox import record_rows
+from crm_kit.db import hold_back_writes
 
 _INFO_KEY = "crm_kafka.unit_of_work"
 
@@ -41,6 +42,8 @@ class UnitOfWork:
         uow = session.info.get(_INFO_KEY)
         if uow is None:
             uow = session.info[_INFO_KEY] = cls(session)
+            # A request's answer names the outbox rows it wrote: the web edge writes them before answering.
+            hold_back_writes(session, uow.write)
         return uow  # type: ignore[no-any-return]
 
     def add(self, topic: str, envelope: Envelope, key: str | None = None) -> None:

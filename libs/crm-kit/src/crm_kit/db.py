@@ -7,7 +7,7 @@ two differ (NOTIFY, pragmas, timestamps) the difference is handled here, once.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -172,6 +172,24 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 10)
     return create_engine(url, **kwargs)
+
+
+# Writers that hold back rows until the transaction commits (the unit of work's events) register
+# here, so a request's answer can have them written first and name what it wrote.
+_PENDING_WRITERS = "crm_kit.pending_writers"
+
+
+def hold_back_writes(session: Session, write: Callable[[], None]) -> None:
+    """Register ``write`` as something ``session`` holds back until its commit (once per writer)."""
+    writers = session.info.setdefault(_PENDING_WRITERS, [])
+    if write not in writers:
+        writers.append(write)
+
+
+def write_held_back(session: Session) -> None:
+    """Write now what ``session`` holds back (in its transaction: a rollback still takes it back)."""
+    for write in session.info.get(_PENDING_WRITERS, ()):
+        write()
 
 
 def is_postgres(engine_or_session: Engine | Session) -> bool:

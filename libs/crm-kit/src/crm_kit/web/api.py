@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crm_kit import consistency
+from crm_kit.db import write_held_back
 from crm_kit.web import idempotency as idem
 from crm_kit.web.auth import Identity, require_permission
 from crm_kit.web.http import etag_for, if_none_match_hits, load_query, note_language, preferred_language
@@ -371,7 +372,14 @@ def _await_read_models() -> None:
 
 
 def _note_written(resp: Response) -> Response:
-    """Tell the gateway which outbox row the request wrote last: its token will cover it."""
+    """Tell the gateway which outbox row the request wrote last: its token will cover it.
+
+    The events that the transaction holds back until its commit (the unit of work) are written
+    first, in the same transaction, so the answer can name them.
+    """
+    session: Session | None = g.get("crm_session")
+    if session is not None and resp.status_code < 400:
+        write_held_back(session)
     written = consistency.written()
     if written is not None and resp.status_code < 400:
         resp.headers[consistency.WRITTEN] = str(written)
