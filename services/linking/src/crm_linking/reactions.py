@@ -1,4 +1,4 @@
-"""How linking reacts to the records' events (``crm.leads.v1``, ``crm.opportunities.v1``).
+"""How linking reacts to the records' events (``RECORD_TOPICS``: the leads' and the opportunities').
 
 A consumer group of its own ("reactions"), separate from the record-view updater
 (``records.apply_record_event``): each keeps its own offsets and inbox rows.
@@ -45,6 +45,7 @@ from sqlalchemy.orm import Session
 from crm.events.v1.envelope_pb2 import Envelope
 from crm_catalogue_view import CatalogueView
 from crm_events.envelope import record_state
+from crm_events.topics import RECORD_TOPICS
 from crm_kafka.consumer import dispatch
 from crm_kafka.worker import ConsumerSpec
 from crm_kit.db import utcnow
@@ -74,7 +75,7 @@ from crm_linking.tables import (
 
 log = logging.getLogger(__name__)
 
-TOPICS = ["crm.leads.v1", "crm.opportunities.v1"]
+TOPICS = list(RECORD_TOPICS)
 
 
 def _subject(envelope: Envelope) -> tuple[str, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from crm_catalogue_view import consumer_spec
+from crm_events.topics import RECORD_TOPICS
 from crm_kafka.service import domain_service
 from crm_kafka.worker import ConsumerSpec, WorkerPlan
 from crm_kit.db import Database
@@ -30,7 +31,7 @@ IMPORTS = ServiceImports(metadata, [file_importer(SPECS[c]) for c in BULK_CREATA
 
 def worker_plan(settings: Settings, database: Database) -> WorkerPlan:
     return WorkerPlan(service="linking", consumers=[
-        ConsumerSpec("records", ["crm.leads.v1", "crm.opportunities.v1"], apply_record_event),
+        ConsumerSpec("records", list(RECORD_TOPICS), apply_record_event),
         consumer_spec(),
         REACTIONS,
     ], extra_loops=[IMPORTS.loop(database)])
