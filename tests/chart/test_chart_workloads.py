@@ -31,7 +31,7 @@ from crm_kit.settings import SETTINGS, load_settings
 
 VALUES = pytest.mark.parametrize("values_file", values_files(), ids=values_id)
 PRODUCTION = CHART / "ci" / "production-values.yaml"
-# Read by the process but not a setting of the table: gunicorn's bind address (crm_kit.gunicorn_conf).
+# Read by the process but not a setting of the table: gunicorn's bind address (crm_kit.web.gunicorn_conf).
 PROCESS_VARIABLES = {"CRM_BIND"}
 SECRET_PLACEHOLDER = "from-a-secret"
 

@@ -1,4 +1,4 @@
-"""The sample service as gunicorn serves it (``gunicorn -c python:crm_kit.gunicorn_conf gunicorn_sample:app``),
+"""The sample service as gunicorn serves it (``gunicorn -c python:crm_kit.web.gunicorn_conf gunicorn_sample:app``),
 on the SQLite database named by ``SAMPLE_DB_URL``."""
 
 from __future__ import annotations

@@ -322,7 +322,7 @@ def served(tmp_path_factory):
     env = {**os.environ, "SAMPLE_DB_URL": db_url, "CRM_BIND": f"127.0.0.1:{port}", "CRM_WEB_CONCURRENCY": "1",
            "CRM_WEB_THREADS": "2", "CRM_LOG_FORMAT": "text", "CRM_SERVICE_NAME": "sample", "PYTHONPATH": str(HERE)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:crm_kit.gunicorn_conf",
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:crm_kit.web.gunicorn_conf",
                              "gunicorn_sample:app"], cwd=HERE, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

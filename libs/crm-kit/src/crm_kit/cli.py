@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     spec.build_app(settings)
     os.execvp(  # noqa: S606 - replaces this process with gunicorn, no shell involved
         sys.executable,
-        [sys.executable, "-m", "gunicorn", "-c", "python:crm_kit.gunicorn_conf", "crm_kit.cli:wsgi()"],
+        [sys.executable, "-m", "gunicorn", "-c", "python:crm_kit.web.gunicorn_conf", "crm_kit.cli:wsgi()"],
     )
     return 0  # pragma: no cover - exec does not return
 

@@ -2,7 +2,7 @@
 
 With ``PROMETHEUS_MULTIPROC_DIR`` set (gunicorn api processes), values are written to files
 in that directory and ``/metrics`` merges them with a fresh registry per scrape; the
-gunicorn hooks in ``crm_kit.gunicorn_conf`` wipe the directory at start and mark dead
+gunicorn hooks in ``crm_kit.web.gunicorn_conf`` wipe the directory at start and mark dead
 workers. Without it (the worker process, tests) the default registry is served.
 """
 

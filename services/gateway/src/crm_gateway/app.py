@@ -309,7 +309,7 @@ def _install_request_line_limit(app: Flask) -> None:
 def _install_header_limit(app: Flask) -> None:
     """431 problem+json for request headers over MAX_HEADER_FIELD (one) or MAX_HEADER_BYTES (all).
 
-    The gateway's gunicorn takes fields up to four times MAX_HEADER_FIELD (crm_kit.gunicorn_conf),
+    The gateway's gunicorn takes fields up to four times MAX_HEADER_FIELD (crm_kit.web.gunicorn_conf),
     so this check answers, naming the header; beyond that gunicorn answers 431 problem+json itself.
     """
 

@@ -10,7 +10,7 @@ So after every response the kit reads and discards what is left of the body
 (``drain_request_body``), up to ``DRAIN_MAX_BYTES`` and ``DRAIN_SECONDS``: the connection
 then stays open and the client's next request works. A body beyond that is not drained;
 the answer then says ``Connection: close`` (``close_connection``: gunicorn's own request is
-told to close, through the ``pre_request`` hook of ``crm_kit.gunicorn_conf``). (gunicorn
+told to close, through the ``pre_request`` hook of ``crm_kit.web.gunicorn_conf``). (gunicorn
 answers ``Expect: 100-continue`` itself before the application runs, so such a client sends
 its body too, and it is drained the same way.)
 """

@@ -1,4 +1,4 @@
-"""gunicorn settings for every api process (``gunicorn -c python:crm_kit.gunicorn_conf``).
+"""gunicorn settings for every api process (``gunicorn -c python:crm_kit.web.gunicorn_conf``).
 
 Multiprocess metrics done right: the metrics directory is wiped when the master starts
 (stale files from a previous run would be summed in) and a dead worker's live gauges are
