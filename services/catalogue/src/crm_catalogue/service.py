@@ -7,8 +7,8 @@ its worker relays the outbox and learns from record events which stages are in u
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from crm_catalogue.api import build_api
 from crm_catalogue.seed import load_starter_data
 from crm_catalogue.tables import metadata
 from crm_catalogue.usage import usage_consumer
@@ -23,8 +23,15 @@ def worker_plan(settings: Settings, database: Database) -> WorkerPlan:
     return WorkerPlan(service="catalogue", consumers=[usage_consumer()])
 
 
+def apis() -> list[Any]:
+    """The routes (the web edge, imported only when the api is built: the worker never loads Flask)."""
+    from crm_catalogue.api import build_api
+
+    return [build_api()]
+
+
 SERVICE = domain_service(
-    "catalogue", "Catalogue service", apis=[build_api()], metadata=metadata,
+    "catalogue", "Catalogue service", apis=apis, metadata=metadata,
     migrations=Path(__file__).parent / "migrations" / "versions", worker_plan=worker_plan,
     after_migrate=load_starter_data,
 )
