@@ -2,7 +2,7 @@
 their links to leads and opportunities, and its read model of those records.
 
 The wiring only: the routes (``file_routes``, ``link_routes`` and the kit's imports), and the
-worker's three consumers - ``records`` (``records.apply_record_event``: the read model of leads
+worker's three consumers - ``records`` (``records.RECORDS``: the read model of leads
 and opportunities, and each record's main contact on its contacts tab), ``catalogue`` (its copy
 of the catalogue) and ``reactions`` (``reactions.py``: timelines, deletions, conversions) - and
 the loop that runs the CSV imports of companies and contacts (``crm_kit.imports``)."""
@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from crm_catalogue_view import consumer_spec
-from crm_events.topics import RECORD_TOPICS
 from crm_kafka.service import domain_service
-from crm_kafka.worker import ConsumerSpec, WorkerPlan
+from crm_kafka.worker import WorkerPlan
 from crm_kit.db import Database
 from crm_kit.imports import ServiceImports
 from crm_kit.settings import Settings
@@ -22,7 +21,7 @@ from crm_linking.file_routes import build_files_api
 from crm_linking.files import BULK_CREATABLE, SPECS, file_importer
 from crm_linking.link_routes import build_links_api
 from crm_linking.reactions import REACTIONS
-from crm_linking.records import apply_record_event
+from crm_linking.records import RECORDS
 from crm_linking.tables import metadata
 
 # CSV imports of the files that have a bulk create (crm_kit.imports): routes and a worker loop.
@@ -31,7 +30,7 @@ IMPORTS = ServiceImports(metadata, [file_importer(SPECS[c]) for c in BULK_CREATA
 
 def worker_plan(settings: Settings, database: Database) -> WorkerPlan:
     return WorkerPlan(service="linking", consumers=[
-        ConsumerSpec("records", list(RECORD_TOPICS), apply_record_event),
+        RECORDS,
         consumer_spec(),
         REACTIONS,
     ], extra_loops=[IMPORTS.loop(database)])
