@@ -4,9 +4,9 @@ Created 2026-11-23.
 """
 
 import sqlalchemy as sa
-from alembic import op
+from alembic.operations import Operations
 
-from crm_kit.migration_helpers import ID, REF, UTC, columns, create_tables, drop_tables, strings, table
+from crm_kit.migration_helpers import ID, REF, UTC, columns, create_tables, drop_tables, migration, strings, table
 
 revision = "kit_0001"
 down_revision = None
@@ -26,12 +26,11 @@ TABLES = (
 )
 
 
-def upgrade() -> None:
+def _create(op: Operations) -> None:
     create_tables(op, *TABLES)
     # The relay reads the unsent rows in id order.
     op.create_index("ix_outbox_unsent", "outbox", ["id"],
                     postgresql_where=sa.text("sent_at IS NULL"), sqlite_where=sa.text("sent_at IS NULL"))
 
 
-def downgrade() -> None:
-    drop_tables(op, *TABLES)
+upgrade, downgrade = migration(_create, lambda op: drop_tables(op, *TABLES))

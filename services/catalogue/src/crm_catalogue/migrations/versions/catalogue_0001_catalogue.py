@@ -4,9 +4,9 @@ Created 2026-11-23.
 """
 
 import sqlalchemy as sa
-from alembic import op
+from alembic.operations import Operations
 
-from crm_kit.migration_helpers import ID, UTC, columns, create_tables, drop_tables, strings, table
+from crm_kit.migration_helpers import ID, UTC, columns, create_tables, drop_tables, migration, strings, table
 
 revision = "catalogue_0001"
 down_revision = None
@@ -37,7 +37,7 @@ TABLES = (
 )
 
 
-def upgrade() -> None:
+def _create(op: Operations) -> None:
     create_tables(op, *TABLES)
     # At most one default and one default end stage per kind (partial unique indexes).
     for flag, name in (("is_default", "uq_stages_kind_default"), ("is_default_end", "uq_stages_kind_default_end")):
@@ -45,5 +45,4 @@ def upgrade() -> None:
                         postgresql_where=sa.text(flag), sqlite_where=sa.text(flag))
 
 
-def downgrade() -> None:
-    drop_tables(op, *TABLES)
+upgrade, downgrade = migration(_create, lambda op: drop_tables(op, *TABLES))
