@@ -35,7 +35,6 @@ from crm_linking.files import (
     load_file,
     update_file,
 )
-from crm_linking.journal import answered_after_events
 from crm_linking.tables import catalogue_view, record_job_orders, record_views
 
 Decorator = Callable[[RequestContext, list[View], bool], None]
@@ -163,8 +162,7 @@ def _register(api: Api, spec: FileSpec) -> None:
     for what, method, rule, handler, name, summary, options in declared:
         # The name makes the endpoint and the operation id (<method>_<name>) unique.
         handler.__name__ = handler.__qualname__ = name
-        api.route(method, rule, summary=summary, errors=spec.errors.get(what, ()), **options)(
-            answered_after_events(handler))
+        api.route(method, rule, summary=summary, errors=spec.errors.get(what, ()), **options)(handler)
 
 
 def _register_bulk(api: Api, spec: FileSpec) -> None:
@@ -185,7 +183,7 @@ def _register_bulk(api: Api, spec: FileSpec) -> None:
     api.route("POST", f"{spec.path}/bulk", permission=EDIT_FILES, body=body, response=schemas.BulkCreateOut,
               status=200, example={"action": "create", "items": [{**(spec.example or {}), "key": "import.csv:2"}]},
               summary=f"Create up to {MAX_BULK_CREATE} {spec.collection} at once (imports); each item "
-                      "succeeds or fails on its own")(answered_after_events(bulk))
+                      "succeeds or fails on its own")(bulk)
 
 
 def build_files_api() -> Api:

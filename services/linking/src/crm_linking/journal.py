@@ -5,14 +5,14 @@ who made its change and when (``actor_id``, ``occurred_at``).
 
 Both are written in the transaction of the change they describe, so they can never disagree
 with it: an event goes to the transaction's unit of work, which writes it to the outbox when
-the transaction commits (and drops it with a savepoint that rolls back).
+the transaction commits (and drops it with a savepoint that rolls back); a request's are written
+just before its answer, which names the last one (the kit's web edge does that).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -68,20 +68,6 @@ def publish(session: Session, event_type: str, entity: str, entity_id: str, data
     UnitOfWork.of(session).add(LINKING, new_envelope(event_type, entity, entity_id, version, change,
                                                      actor=actor_of(identity), producer="linking",
                                                      causation_id=causation_id))
-
-
-def answered_after_events(handler: Callable[..., Any]) -> Callable[..., Any]:
-    """A route handler (``handler(ctx, ...)``) that writes its transaction's events to the outbox
-    before the kit answers, not at the commit after: the answer then names the last outbox row
-    the request wrote (``Crm-Written``), which the client's consistency token covers. A request
-    that fails rolls them back with everything else."""
-    @functools.wraps(handler)
-    def handle(ctx: Any, *args: Any, **kwargs: Any) -> Any:
-        result = handler(ctx, *args, **kwargs)
-        UnitOfWork.of(ctx.session).write()
-        return result
-
-    return handle
 
 
 def note(session: Session, record_kind: str, record_id: str, kind: str, data: Mapping[str, Any], *,

@@ -30,7 +30,6 @@ from crm_linking import links
 from crm_linking.access import PLURALS, activity_visible, load_record, visible_records
 from crm_linking.errors import UnknownFile
 from crm_linking.file_schemas import ActivityOut, PlacementOut
-from crm_linking.journal import answered_after_events
 from crm_linking.link_schemas import (
     ContactLinkIn,
     ContactLinkOut,
@@ -128,7 +127,7 @@ class _Links:
 
     def _route(self, method: str, rule: str, name: str, **kw: Any) -> Callable[[Callable[..., Any]], Any]:
         def decorate(fn: Callable[..., Any]) -> Any:
-            return self.api.route(method, rule, tags=self.tags, **kw)(answered_after_events(_named(name, fn)))
+            return self.api.route(method, rule, tags=self.tags, **kw)(_named(name, fn))
         return decorate
 
     def _contacts(self) -> None:
