@@ -27,9 +27,11 @@ from crm_kit.service import find_service
 from crm_kit.settings import ConfigError, load_settings
 from crm_kit.web import issue_token
 from crm_kit.web.api import request_session
+from crm_leads.kind import LEAD
+from crm_opportunities.kind import OPPORTUNITY
 from crm_pipeline.attachment_routes import attachment_store, build_attachments_api, delete_blobs_with_record
 from crm_pipeline.attachments import _Outcome, clean_content_type, sanitize_filename
-from crm_pipeline.kind import LEAD, OPPORTUNITY, RecordKind
+from crm_pipeline.kind import RecordKind
 from crm_pipeline.storage import (
     BlobNotFound,
     LocalDirectoryStore,

@@ -24,7 +24,9 @@ from crm_kit.db import Database
 from crm_kit.service import find_service
 from crm_kit.settings import load_settings
 from crm_kit.web import issue_token
-from crm_pipeline.kind import LEAD, OPPORTUNITY, RecordKind
+from crm_leads.kind import LEAD
+from crm_opportunities.kind import OPPORTUNITY
+from crm_pipeline.kind import RecordKind
 from crm_pipeline.printing import HTML, PDF, PrintJob, RenderError, RenderLimits, render_isolated
 
 pytestmark = pytest.mark.integration
@@ -133,7 +135,7 @@ def _print(svc: Service, record: dict[str, Any], template_id: str, accept: str |
 def test_templates_at_the_current_stage_and_printing(service, name):
     svc = service(name)
     ids = svc.seed(svc.kind.kind)
-    other = svc.seed("opportunity" if svc.kind.is_lead else "lead")
+    other = svc.seed("opportunity" if svc.kind is LEAD else "lead")
     var = svc.kind.kind  # the record is available as `lead` or `opportunity`, and as `record`
     sheet = svc.template("print", "Sheet", f"<h1>{{{{ {var}.title }}}}</h1><p>{{{{ record.stage.name }}}}</p>"
                                            "<p>[{{ record.no_such_field.deeper }}]</p>", [ids["new"]])
@@ -250,7 +252,7 @@ def _by_id(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def test_stage_report_counts_sums_and_medians(service, name):
     svc = service(name)
     ids = svc.seed(svc.kind.kind)
-    money = not svc.kind.is_lead
+    money = svc.kind.money
     a = svc.create(title="A", **({"amount": "1000.00", "probability": 50} if money else {}))
     b = svc.create(title="B", **({"amount": "99.99", "probability": 33} if money else {}))
     c = svc.create(title="C")

@@ -27,9 +27,10 @@ from crm_kit.errors import ChangedMeanwhile
 from crm_kit.service import find_service
 from crm_kit.settings import load_settings
 from crm_kit.web import issue_token
+from crm_leads.kind import LEAD
+from crm_opportunities.kind import OPPORTUNITY
 from crm_pipeline.commands import command_handler
 from crm_pipeline.conversion import conversion_handler
-from crm_pipeline.kind import LEAD, OPPORTUNITY
 from crm_pipeline.records import Records
 
 pytestmark = pytest.mark.integration
@@ -110,7 +111,7 @@ def test_records_lifecycle(service, name, kind):
 
     cat = Catalogue(db)
     ids = seed(cat, kind.kind)
-    other = seed(cat, "opportunity" if kind.is_lead else "lead")
+    other = seed(cat, "opportunity" if kind is LEAD else "lead")
 
     # Create: default stage, shown with its name, colour and group; references validated.
     r = c.post(base, json={"title": "Acme", "source_id": ids["web"], "group_ids": [ids["vip"]]},

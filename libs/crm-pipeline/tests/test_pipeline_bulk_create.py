@@ -52,7 +52,7 @@ def test_a_thousand_rows_with_three_bad_ones_then_the_same_rows_again(services, 
     for i in range(1000):
         row: dict[str, Any] = {"key": f"{run}:{i}", "title": f"Imported {i}", "company_id": company,
                                "contact_id": contact, "source_id": source, "group_ids": [group]}
-        if not svc.kind.is_lead:
+        if svc.kind.money:
             row.update(amount="100.50", currency="EUR", probability=40)
         rows.append(row)
     rows[10] = {"key": f"{run}:10", "title": "   "}  # blank title

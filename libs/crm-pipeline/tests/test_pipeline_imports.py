@@ -97,13 +97,13 @@ def test_a_thousand_rows_with_three_bad_ones_checked_run_and_run_again(services,
     group, other_group = svc.put(svc.kind.kind, "groups", "HOT"), svc.put(svc.kind.kind, "groups", "COLD")
     run = uuid.uuid4().hex[:8]
     columns = ["Title", "Notes", "Company", "Groups", "Ignored"]
-    if not svc.kind.is_lead:
+    if svc.kind.money:
         columns += ["Amount", "Currency", "Probability", "Close"]
     rows = []
     for i in range(1000):
         row = [f"{run} {i}", f"line one\nline two {i}", company if i % 2 else "", f"{group}; {other_group}",
                "whatever"]
-        if not svc.kind.is_lead:
+        if svc.kind.money:
             row += ["1250.50", "EUR", "40", "2027-01-31"]
         rows.append(row)
     rows[4][0] = "   "  # blank title
@@ -119,7 +119,7 @@ def test_a_thousand_rows_with_three_bad_ones_checked_run_and_run_again(services,
     assert job.call("POST", f"/{job_id}/rows", json={"rows": rows[600:]}).json["rows"] == 1000
 
     mapping = {"Title": "title", "Notes": "description", "Company": "company_id", "Groups": "group_ids"}
-    if not svc.kind.is_lead:
+    if svc.kind.money:
         mapping.update(Amount="amount", Currency="currency", Probability="probability",
                        Close="expected_close_date")
     before, events = _count(svc), _events(svc)
@@ -153,7 +153,7 @@ def test_a_thousand_rows_with_three_bad_ones_checked_run_and_run_again(services,
         == (f"{run} 0", "line one\nline two 0", None, sorted([group, other_group]))
     second = svc.get(result[1]["id"])
     assert second["company_id"] == company
-    if not svc.kind.is_lead:
+    if svc.kind.money:
         assert (second["amount"], second["currency"], second["probability"], second["expected_close_date"]) \
             == ("1250.50", "EUR", 40, "2027-01-31")
 

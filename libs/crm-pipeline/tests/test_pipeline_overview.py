@@ -21,7 +21,9 @@ from crm_kit.db import Database
 from crm_kit.service import find_service
 from crm_kit.settings import load_settings
 from crm_kit.web import issue_token
-from crm_pipeline.kind import LEAD, OPPORTUNITY, RecordKind
+from crm_leads.kind import LEAD
+from crm_opportunities.kind import OPPORTUNITY
+from crm_pipeline.kind import RecordKind
 
 pytestmark = pytest.mark.integration
 SECRET = "overview-test-secret-long-enough-for-hs256"
@@ -118,8 +120,8 @@ def board(answer: dict[str, Any]) -> list[tuple[Any, ...]]:
 def test_overview_board_per_tab(service, name):
     svc = service(name)
     ids = svc.seed(svc.kind.kind)
-    svc.seed("opportunity" if svc.kind.is_lead else "lead")  # the other kind's stages never show
-    money = not svc.kind.is_lead
+    svc.seed("opportunity" if svc.kind is LEAD else "lead")  # the other kind's stages never show
+    money = svc.kind.money
 
     def amount(value: str, probability: int | None) -> dict[str, Any]:
         return {"amount": value, "probability": probability, "currency": "EUR"} if money else {}
@@ -205,7 +207,7 @@ def test_overview_board_per_tab(service, name):
 def test_overview_refuses_bad_parameters(service, name):
     svc = service(name)
     ids = svc.seed(svc.kind.kind)
-    other = svc.seed("opportunity" if svc.kind.is_lead else "lead")
+    other = svc.seed("opportunity" if svc.kind is LEAD else "lead")
     for query, field in (({"view": "everyone"}, "view"), ({"scope": "mine"}, "scope"),
                          ({"stage_group_id": ""}, "stage_group_id"), ({"stage_group_id": "x" * 37}, "stage_group_id"),
                          ({"stage_group_id": str(uuid.uuid4())}, "stage_group_id"),  # no such group
@@ -235,4 +237,4 @@ def test_overview_is_documented(service, name):
     schemas = document["components"]["schemas"]
     stage = schemas[f"{svc.kind.kind.capitalize()}OverviewStage"]["properties"]
     assert {"id", "name", "count"} <= set(stage)
-    assert ("amount" in stage and "weighted_amount" in stage) is (not svc.kind.is_lead)
+    assert ("amount" in stage and "weighted_amount" in stage) is svc.kind.money

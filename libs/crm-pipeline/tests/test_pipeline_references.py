@@ -30,10 +30,12 @@ from crm_kit.db import Database
 from crm_kit.service import find_service
 from crm_kit.settings import load_settings
 from crm_kit.web import issue_token
+from crm_leads.kind import LEAD
+from crm_opportunities.kind import OPPORTUNITY
 from crm_pipeline import conversion
 from crm_pipeline.commands import command_handler
 from crm_pipeline.conversion import conversion_handler
-from crm_pipeline.kind import LEAD, OPPORTUNITY, RecordKind
+from crm_pipeline.kind import RecordKind
 from crm_pipeline.records import Records
 from crm_pipeline.references import OpportunityViews, file_handler, opportunity_handler
 
@@ -179,7 +181,7 @@ def test_company_and_contact_must_exist(services, name):
     svc.file("company", company, what="deleted", version=2)
     assert _field(svc.client.post(svc.base, json={"title": "x", "company_id": company}, headers=auth())) \
         == "company_id"
-    if svc.kind.is_lead:  # the conversion's fields for the opportunity are checked too
+    if svc.kind is LEAD:  # the conversion's fields for the opportunity are checked too
         r = svc.client.post(f"{url}/convert", json={"contact_id": unknown}, headers=auth())
         assert r.status_code == 422 and r.json["errors"][0]["field"] == "contact_id", r.json
         assert ids["won"]
@@ -240,7 +242,7 @@ def test_lead_id_is_read_only(services):
 def test_another_office_needs_the_admin_role_on_create_copy_and_bulk(services, name):
     svc = services(name)
     ids = svc.seed(svc.kind.kind)
-    editor = auth(("marketing",) if svc.kind.is_lead else ("account_manager",), user="e1")
+    editor = auth(("marketing",) if svc.kind is LEAD else ("account_manager",), user="e1")
     assert svc.client.post(svc.base, json={"title": "x", "office_id": "o2"}, headers=editor).status_code == 403
     mine = svc.create(editor)
     url = f"{svc.base}/{mine['id']}"
@@ -398,7 +400,7 @@ def test_a_converted_lead_stays_in_end_stages(services):
 def test_a_template_tied_to_no_stage_prints_on_any_record_of_its_kind(services, name):
     svc = services(name)
     ids = svc.seed(svc.kind.kind)
-    other = "opportunity" if svc.kind.is_lead else "lead"
+    other = "opportunity" if svc.kind is LEAD else "lead"
 
     def template(body: str, stage_ids: list[str], visible_at: str | None) -> str:
         return svc.put("", "template", template_kind="print", name="T", body=body, visible_at=visible_at,

@@ -1,7 +1,8 @@
 """Pipeline records: the behaviour leads and opportunities share, configured by ``RecordKind``.
 
-This is domain code on purpose (the one exception in ``libs/``): the two services only say
-which kind they are.
+This is domain code on purpose (the one exception in ``libs/``): each of the two services
+defines its kind (``crm_leads.kind.LEAD``, ``crm_opportunities.kind.OPPORTUNITY``), the plug-in of
+what is its own, and builds the service from it.
 """
 
 from crm_pipeline.kind import RecordKind

@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema
 from sqlalchemy import Table, select
 
 from crm_catalogue_view import CatalogueView
 from crm_kit.bulk import MAX_BULK_CREATE
 from crm_kit.errors import DomainError, NotFound
-from crm_kit.web import Api, ListResult, Reply, RequestContext, check_if_match, limits
+from crm_kit.web import Api, ListResult, Reply, RequestContext, check_if_match
 from crm_pipeline.attachment_routes import delete_blobs_with_record
 from crm_pipeline.bulk import bulk_create as create_in_bulk
 from crm_pipeline.bulk import bulk_item_schema
 from crm_pipeline.bulk import check_office as check_record_office
-from crm_pipeline.conversion import convert
 from crm_pipeline.errors import MissingPermission, TitleRequired
 from crm_pipeline.events import Actor
-from crm_pipeline.kind import OPPORTUNITY, RecordKind
+from crm_pipeline.kind import RecordKind
 from crm_pipeline.queries import list_statement, load_visible, overview
 from crm_pipeline.records import Records, new_group_ids
-from crm_pipeline.references import OpportunityViews
 from crm_pipeline.schemas import (
     CREATE,
     BulkOut,
@@ -30,7 +29,6 @@ from crm_pipeline.schemas import (
     HistoryOut,
     bulk_schemas,
     overview_schemas,
-    record_fields,
     record_schemas,
 )
 
@@ -38,6 +36,18 @@ from crm_pipeline.schemas import (
 # its conversion; never office_id: the copy is the caller's, in their office unless they say otherwise).
 _COPIED = ("title", "description", "company_id", "contact_id", "source_id", "priority_id", "category_id",
            "procedure_id", "attribute_ids", "amount", "currency", "probability", "expected_close_date")
+
+
+@dataclass(frozen=True)
+class RecordsApi:
+    """What a kind's own routes (``RecordKind.extend_api``) share with the common ones."""
+
+    kind: RecordKind
+    tables: Mapping[str, Table]
+    records: Records
+    present: Presenter
+    load: Callable[[RequestContext, str], Any]  # the record, if the caller may see it (else UnknownRecord)
+    out: Schema  # the record's representation
 
 
 class Presenter:
@@ -99,9 +109,7 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
     def check_office(ctx: RequestContext, data: Mapping[str, Any]) -> None:
         check_record_office(ctx.user, data)
 
-    example: dict[str, Any] = {"title": "Acme - 3 welders for Rotterdam", "description": "Met at the trade fair."}
-    if not kind.is_lead:
-        example.update(amount=12500.5, currency="EUR", probability=60, expected_close_date="2027-01-31")
+    example = dict(kind.example)
 
     @api.post(base, permission=kind.permission("create"), body=schemas.create, response=out, errors=(409,),
               example=example, summary=f"Create a {kind.kind}")
@@ -240,61 +248,6 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
                                 "error": "not found" if isinstance(exc, NotFound) and row is None else exc.detail})
         return {"results": results}
 
-    if kind.is_lead:
-        _add_conversion(api, records, present, load, out, OpportunityViews(tables.get("opportunity_views")))
+    if kind.extend_api is not None:
+        kind.extend_api(api, RecordsApi(kind, tables, records, present, load, out))
     return api
-
-
-class _ConversionBody(Schema):
-    @validates_schema
-    def _existing_alone(self, data: Mapping[str, Any], **_: Any) -> None:
-        if "opportunity_id" in data and len(data) > 1:
-            raise ValidationError("Give either opportunity_id (convert into that existing opportunity) or fields "
-                                  "for a new opportunity, not both.", field_name="opportunity_id")
-
-
-class ConversionWarningOut(Schema):
-    code = fields.String(validate=validate.OneOf(("contact_role_dropped", "contact_not_carried_over")), metadata={
-        "description": "contact_role_dropped: the contact came over with no role (no "
-                                                  "active opportunity role has its lead role's code, or the "
-                                                  "opportunity has a contact with that protected role already); "
-                                                  "contact_not_carried_over: it is not on the opportunity."})
-    contact_id = fields.String(validate=limits.ID)
-    lead_role_id = fields.String(allow_none=True, validate=limits.ID)
-    lead_role_code = fields.String(allow_none=True, validate=validate.Length(max=limits.CATALOGUE_CODE_LENGTH))
-    message = fields.String(validate=limits.MESSAGE)
-
-
-def _add_conversion(api: Api, records: Records, present: Presenter, load: Any, out: Schema,
-                    views: OpportunityViews) -> None:
-    """``POST /v1/leads/{id}/convert``: step 1 of the conversion saga (see conversion.py)."""
-    body = _ConversionBody.from_dict(
-        {k: v for k, v in record_fields(OPPORTUNITY, partial=True).items() if k != "office_id"}
-        | {"group_ids": fields.List(fields.String(validate=validate.Length(min=1, max=36)),
-                                    validate=validate.Length(max=100)),
-           "opportunity_id": fields.String(validate=validate.Length(min=1, max=36), metadata={
-               "description": "Convert into this existing opportunity (one you may edit, without a lead) instead "
-                              "of a new one; no other field goes with it."})},
-        name="LeadConversion")
-    reply = Schema.from_dict({
-        "lead": fields.Nested(out),
-        "opportunity": fields.Dict(metadata={"description": "The opportunity, as GET /v1/opportunities/{id} shows "
-                                                            "it (only its id in a 202)."}),
-        "warnings": fields.List(fields.Nested(ConversionWarningOut), metadata={
-            "description": "Each contact of the lead whose role did not come over (it is on the opportunity with "
-                           "role_id null); empty in a 202, when that is not known yet."}),
-    }, name="LeadConverted")
-
-    @api.post("/v1/leads/<record_id>/convert", permission="leads:edit", body=body, body_required=False,
-              response=reply, errors=(409,),
-              also={202: "The lead is converted, but the opportunity was not readable within the gateway's wait: "
-                         "Location names it (the conversion completes; retry the GET)."},
-              summary="Convert a lead into a new or an existing opportunity (201 once the opportunity and what "
-                      "came over are readable, via the gateway)")
-    def convert_lead(ctx: RequestContext, record_id: str) -> Reply:
-        lead = load(ctx, record_id)
-        check_if_match(lead.version)
-        moved, opportunity_id = convert(records, ctx.session, lead, ctx.body, Actor.of(ctx.user),
-                                        identity=ctx.user, views=views)
-        return Reply({"lead": present.one(ctx, moved), "opportunity": {"id": opportunity_id}, "warnings": []},
-                     headers={"Location": f"/v1/opportunities/{opportunity_id}"})

@@ -118,4 +118,4 @@ def importer(kind: RecordKind, tables: Mapping[str, Table]) -> Importer:
 
     return Importer(collection=kind.plural, permission=kind.permission("create"), item_schema=item_schema,
                     create_batch=create_batch,
-                    example_columns=("Title", "Description") if kind.is_lead else ("Title", "Amount", "Currency"))
+                    example_columns=kind.import_columns)

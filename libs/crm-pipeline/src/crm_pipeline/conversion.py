@@ -41,14 +41,15 @@ from crm_pipeline.errors import (
     UnknownOpportunity,
 )
 from crm_pipeline.events import Actor
+from crm_pipeline.kind import OPPORTUNITY_NAMES
 from crm_pipeline.queries import ALL_OFFICES_ROLE
 from crm_pipeline.records import REFERENCES, Records
 from crm_pipeline.references import DELETED, FILE_FIELDS, OpportunityViews
 
 log = logging.getLogger(__name__)
 
-OPPORTUNITY = "opportunity"
-EDIT_OPPORTUNITIES = "opportunities:edit"
+OPPORTUNITY = OPPORTUNITY_NAMES.kind
+EDIT_OPPORTUNITIES = OPPORTUNITY_NAMES.permission("edit")
 
 
 def _require_opportunity_refs(records: Records, session: Session, data: Mapping[str, Any]) -> None:

@@ -29,9 +29,9 @@ from crm_events.envelope import new_envelope
 from crm_kafka.unit_of_work import UnitOfWork
 from crm_kit.db import utcnow
 from crm_kit.identity import Identity
-from crm_pipeline.kind import RecordKind
+from crm_pipeline.kind import OPPORTUNITY_NAMES, RecordKind
 
-OPPORTUNITY = "opportunity"
+OPPORTUNITY = OPPORTUNITY_NAMES.kind
 
 
 def _ts(value: Any) -> Timestamp | None:

@@ -26,7 +26,7 @@ from crm_pipeline.money import weighted
 
 ALL_OFFICES_ROLE = "admin"
 _EQUALITY_FILTERS = ("stage_id", "stage_group_id", "owner_id", "office_id", "source_id", "priority_id",
-                     "category_id", "company_id", "contact_id", "lead_id")
+                     "category_id", "company_id", "contact_id")
 
 
 def visible(table: Table, identity: Identity) -> ColumnElement[bool]:
@@ -63,8 +63,7 @@ def filter_fields(kind: RecordKind, tables: Mapping[str, Table]) -> dict[str, Fi
     """The fields ``filter`` may use, with their types."""
     table = tables["records"]
     ids = ["stage_id", "stage_group_id", "owner_id", "office_id", "source_id", "priority_id", "category_id",
-           "procedure_id", "company_id", "contact_id"] + (["converted_opportunity_id"] if kind.is_lead
-                                                         else ["lead_id"])
+           "procedure_id", "company_id", "contact_id"] + ([kind.link_field] if kind.link_field else [])
     fields: dict[str, FilterField] = {name: FilterField(table.c[name], "id") for name in ids}
     fields.update(
         title=FilterField(table.c.title, "string"),
@@ -74,7 +73,7 @@ def filter_fields(kind: RecordKind, tables: Mapping[str, Table]) -> dict[str, Fi
         group_id=FilterField(None, "id", build=_in_group(tables["record_groups"], table)),
         attribute_ids=FilterField(table.c.attribute_ids, "id_list"),
     )
-    if not kind.is_lead:
+    if kind.money:
         fields.update(amount=FilterField(table.c.amount, "number"),
                       probability=FilterField(table.c.probability, "integer"),
                       currency=FilterField(table.c.currency, "string"),
@@ -98,7 +97,7 @@ def list_statement(kind: RecordKind, tables: Mapping[str, Table], identity: Iden
     stmt = (select(table, func.coalesce(stage.c.index, 0).label("stage_index"))
             .outerjoin(stage, stage.c.id == table.c.stage_id)
             .where(visible(table, identity), view_clause(table, identity, query.get("view", "all"))))
-    for name in _EQUALITY_FILTERS:
+    for name in _EQUALITY_FILTERS + kind.list_filters:
         if name in query:
             stmt = stmt.where(table.c[name] == query[name])
     if "group_id" in query:
@@ -183,9 +182,9 @@ def sums_by(session: Session, table: Table, key: ColumnElement[Any], where: list
 
 def _board(session: Session, kind: RecordKind, table: Table, catalogue: CatalogueView, language: str,
            default_language: str, group_id: str | None, where: list[ColumnElement[bool]]) -> list[dict[str, Any]]:
-    """Per stage of the tab: count and, for opportunities, the sum of ``amount`` and of
+    """Per stage of the tab: count and, for a kind with money (opportunities), the sum of ``amount`` and of
     ``amount * probability / 100`` (computed as the stage report does, currencies as stored)."""
-    money = not kind.is_lead
+    money = kind.money
     by_stage = sums_by(session, table, table.c.stage_id, where, money=money)
 
     def column(stage_id: str, name: str | None) -> dict[str, Any]:

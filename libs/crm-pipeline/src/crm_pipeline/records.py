@@ -23,7 +23,7 @@ from crm_catalogue_view import CatalogueView
 from crm_kit.db import utcnow
 from crm_kit.errors import DomainError
 from crm_pipeline import events
-from crm_pipeline.errors import ConvertedLeadStaysInEndStages, NoDefaultStage, NotInGroup, record_changed
+from crm_pipeline.errors import NoDefaultStage, NotInGroup, record_changed
 from crm_pipeline.events import Actor, snapshot
 from crm_pipeline.kind import RecordKind
 from crm_pipeline.references import EXISTS, FILE_FIELDS, KnownFiles, unknown_file
@@ -215,7 +215,8 @@ class Records:
         stage_move = None
         if "stage_id" in changes:
             stage = self.stage(session, changes["stage_id"])
-            self._stays_converted(row, stage)
+            if self.kind.stage_rule is not None:
+                self.kind.stage_rule(row, stage)  # e.g. a converted lead stays in end stages
             group_id = stage.attr("stage_group_id")
             values.update(stage_group_id=group_id, stage_changed_at=now)
             stage_move = (row.stage_id, stage.id, row.stage_group_id, group_id)
@@ -265,11 +266,6 @@ class Records:
                                                             events.record_deleted(self.kind, row.id), actor)])
 
     # -- internals --------------------------------------------------------------------------------
-
-    def _stays_converted(self, row: Any, stage: Any) -> None:
-        """A converted lead stays in end stages (409), whoever moves it (PATCH, bulk, a trigger)."""
-        if self.kind.is_lead and row.converted_opportunity_id and not stage.attr("is_end"):
-            raise ConvertedLeadStaysInEndStages(row.converted_opportunity_id)
 
     def _touch(self, session: Session, row: Any, actor: Actor, what: str, group_id: str) -> Any:
         """Bump the version for a membership change and emit its event."""

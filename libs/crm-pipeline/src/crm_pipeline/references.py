@@ -30,6 +30,7 @@ from crm_events.envelope import record_state
 from crm_kafka.consumer import Handler, dispatch
 from crm_kit.db import utcnow
 from crm_pipeline.errors import UnknownFile
+from crm_pipeline.kind import OPPORTUNITY_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class OpportunityViews:
                 session.execute(update(table).where(table.c.id == opportunity_id).values(**values))
             return
         record = record_state(envelope)
-        if record is None or not record.id or record.kind not in ("", "opportunity"):
+        if record is None or not record.id or record.kind not in ("", OPPORTUNITY_NAMES.kind):
             return
         current = session.execute(select(table.c.version, table.c.deleted).where(table.c.id == record.id)).first()
         values = {"office_id": record.office_id, "lead_id": record.lead_id or None, "version": record.version,

@@ -1,4 +1,4 @@
-"""Reports on pipeline records: per stage and stage group, and (leads) the conversion funnel.
+"""Reports on pipeline records per stage and stage group (a kind adds its own: the leads' funnel).
 
 Every report covers only the records the caller may see (``queries.visible``). Counts and
 sums are computed by the database; medians in Python over the rows they need (one row per
@@ -27,17 +27,15 @@ from crm_catalogue_view import CatalogueView
 from crm_catalogue_view.model import CatalogueEntryView
 from crm_kit.db import utcnow
 from crm_kit.web import Api, RequestContext, limits
-from crm_kit.web.fields import Timestamp
-from crm_pipeline.errors import InvalidPeriod
 from crm_pipeline.kind import RecordKind
 from crm_pipeline.money import money as _money
 from crm_pipeline.queries import sums_by, visible
 
-_STREAM = 10_000  # rows fetched at a time for the medians
+STREAM = 10_000  # rows fetched at a time for the medians (the kinds' own reports too)
 
 
 def build_reports_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView | None = None) -> Api:
-    """``GET {records}/reports/stages`` and, for leads, ``GET /v1/leads/reports/funnel``."""
+    """``GET {records}/reports/stages``, and the kind's own reports (``RecordKind.extend_reports``)."""
     api = Api(kind.plural)
     view = view or CatalogueView()
     table, history = tables["records"], tables["stage_history"]
@@ -45,7 +43,7 @@ def build_reports_api(kind: RecordKind, tables: Mapping[str, Table], view: Catal
 
     @api.get(f"{kind.collection_path}/reports/stages", permission=kind.permission("view"),
              response=schemas["stages"], summary=f"{kind.plural.capitalize()} per stage and stage group: counts"
-             + ("" if kind.is_lead else ", amounts, weighted amounts") + ", median time in each stage")
+             + (", amounts, weighted amounts" if kind.money else "") + ", median time in each stage")
     def stage_report(ctx: RequestContext) -> dict[str, Any]:
         default_language = ctx.settings["CRM_DEFAULT_LANGUAGE"]
 
@@ -54,14 +52,8 @@ def build_reports_api(kind: RecordKind, tables: Mapping[str, Table], view: Catal
 
         return stages_report(ctx.session, kind, table, history, visible(table, ctx.user), view, name)
 
-    if kind.is_lead:
-        @api.get("/v1/leads/reports/funnel", permission=kind.permission("view"), query=schemas["funnel_query"],
-                 response=schemas["funnel"],
-                 summary="Leads created in [from, to), how many were converted and how fast, by source and owner")
-        def funnel_report(ctx: RequestContext) -> dict[str, Any]:
-            start, end = ctx.query.get("from"), ctx.query.get("to")
-            return funnel(ctx.session, table, visible(table, ctx.user), start, end)
-
+    if kind.extend_reports is not None:
+        kind.extend_reports(api, tables)
     return api
 
 
@@ -72,7 +64,7 @@ def stages_report(session: Session, kind: RecordKind, table: Table, history: Tab
                   view: CatalogueView, name: Callable[[CatalogueEntryView], str]) -> dict[str, Any]:
     """Per stage (catalogue order) and per stage group: count (and money), plus per stage the
     median seconds a stay in it lasts; ``name(entry)`` names an entry in the caller's language."""
-    money = not kind.is_lead
+    money = kind.money
     by_stage = sums_by(session, table, table.c.stage_id, [seen], money=money)
     by_group = sums_by(session, table, table.c.stage_group_id, [seen], money=money)
     stays = stage_stays(session, table, history, seen)
@@ -91,13 +83,13 @@ def stages_report(session: Session, kind: RecordKind, table: Table, history: Tab
         if stage.active or stage.id in by_stage or stage.id in stays:
             stages.append({"id": stage.id, "code": stage.code, "name": name(stage), "active": stage.active,
                            "stage_group_id": stage.attr("stage_group_id"), **totals(by_stage.get(stage.id)),
-                           "median_seconds_in_stage": _median(stays.get(stage.id))})
+                           "median_seconds_in_stage": median(stays.get(stage.id))})
     # Records can sit in a stage this copy no longer knows (deleted, or not received yet):
     # they are still counted, so the totals add up.
     known_ids = {s.id for s in known}
     for stage_id in sorted((set(by_stage) | set(stays)) - known_ids):
         stages.append({"id": stage_id, "code": None, "name": None, "active": None, "stage_group_id": None,
-                       **totals(by_stage.get(stage_id)), "median_seconds_in_stage": _median(stays.get(stage_id))})
+                       **totals(by_stage.get(stage_id)), "median_seconds_in_stage": median(stays.get(stage_id))})
 
     groups = []
     known_groups = view.entries(session, kind.kind, "stage_groups")
@@ -127,64 +119,17 @@ def stage_stays(session: Session, table: Table, history: Table, seen: ColumnElem
     # The window runs over whole records (visibility is per record), so filtering first is right.
     stmt = (select(history.c.to_stage_id, history.c.at, left_at.label("left_at"))
             .join(table, table.c.id == history.c.record_id).where(seen)
-            .execution_options(yield_per=_STREAM))
+            .execution_options(yield_per=STREAM))
     out: dict[str, list[float]] = defaultdict(list)
     for stage_id, entered, left in session.execute(stmt):
         out[stage_id].append(max(((left or now) - entered).total_seconds(), 0.0))
     return dict(out)
 
 
-# -- funnel -----------------------------------------------------------------------------------
-
-
-def funnel(session: Session, table: Table, seen: ColumnElement[bool], start: dt.datetime | None,
-           end: dt.datetime | None) -> dict[str, Any]:
-    """Leads created in [start, end): how many, how many converted (``converted_at`` set), the rate,
-    the median time from creation to conversion; overall, by source and by owner (``InvalidPeriod``
-    when ``start`` is not before ``end``)."""
-    if start is not None and end is not None and start >= end:
-        raise InvalidPeriod()
-    where = [seen]
-    if start is not None:
-        where.append(table.c.created_at >= start)
-    if end is not None:
-        where.append(table.c.created_at < end)
-    converted = func.count(table.c.converted_at).label("converted")  # COUNT(col) skips NULLs
-
-    def counts(key: Any) -> dict[Any, Any]:
-        return {r.key: r for r in session.execute(select(key.label("key"), func.count().label("created"), converted)
-                                                  .where(*where).group_by(key))}
-
-    overall = session.execute(select(func.count().label("created"), converted).where(*where)).one()
-    by_source, by_owner = counts(table.c.source_id), counts(table.c.owner_id)
-    durations: dict[str, dict[Any, list[float]]] = {"all": defaultdict(list), "source": defaultdict(list),
-                                                    "owner": defaultdict(list)}
-    rows = session.execute(select(table.c.source_id, table.c.owner_id, table.c.created_at, table.c.converted_at)
-                           .where(*where, table.c.converted_at.is_not(None)).execution_options(yield_per=_STREAM))
-    for source_id, owner_id, created_at, converted_at in rows:
-        seconds = max((converted_at - created_at).total_seconds(), 0.0)
-        durations["all"][None].append(seconds)
-        durations["source"][source_id].append(seconds)
-        durations["owner"][owner_id].append(seconds)
-
-    def entry(created: int, converted_count: int, seconds: list[float] | None) -> dict[str, Any]:
-        return {"created": int(created), "converted": int(converted_count),
-                "conversion_rate": round(converted_count / created, 4) if created else None,
-                "median_seconds_to_convert": _median(seconds)}
-
-    def grouped(rows: dict[Any, Any], field: str, name: str) -> list[dict[str, Any]]:
-        ordered = sorted(rows.values(), key=lambda r: (-int(r.created), r.key is None, r.key or ""))
-        return [{field: r.key, **entry(r.created, r.converted, durations[name].get(r.key))} for r in ordered]
-
-    return {"from": start, "to": end, **entry(overall.created, overall.converted, durations["all"].get(None)),
-            "by_source": grouped(by_source, "source_id", "source"),
-            "by_owner": grouped(by_owner, "owner_id", "owner")}
-
-
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _median(values: Iterable[float] | None) -> float | None:
+def median(values: Iterable[float] | None) -> float | None:
     values = list(values or [])
     return round(statistics.median(values), 3) if values else None
 
@@ -192,7 +137,7 @@ def _median(values: Iterable[float] | None) -> float | None:
 def _report_schemas(kind: RecordKind) -> dict[str, type[Schema]]:
     """The reports' schemas (named per kind: the OpenAPI document has both kinds' reports)."""
     name = kind.kind.capitalize()
-    money: dict[str, fields.Field] = {} if kind.is_lead else {
+    money: dict[str, fields.Field] = {} if not kind.money else {
         # Decimal strings: a sum has no fixed bound, but its digits do (a NUMERIC's 131072 before the point).
         "amount_sum": fields.String(validate=validate.Length(max=131_075)),
         "weighted_amount_sum": fields.String(validate=validate.Length(max=131_075))}
@@ -208,16 +153,4 @@ def _report_schemas(kind: RecordKind) -> dict[str, type[Schema]]:
     out: dict[str, type[Schema]] = {"stages": Schema.from_dict(
         {"stages": fields.List(fields.Nested(stage)), "stage_groups": fields.List(fields.Nested(group)),
          "total": fields.Nested(total)}, name=f"{name}StageReport")}
-    if kind.is_lead:
-        rates: dict[str, fields.Field] = {"created": fields.Integer(validate=limits.COUNT),
-                                          "converted": fields.Integer(validate=limits.COUNT),
-                 "conversion_rate": fields.Float(allow_none=True),
-                 "median_seconds_to_convert": fields.Float(allow_none=True)}
-        by_source = Schema.from_dict({"source_id": fields.String(allow_none=True, validate=limits.ID), **rates},
-                                     name="FunnelBySource")
-        by_owner = Schema.from_dict({"owner_id": fields.String(validate=limits.REF), **rates}, name="FunnelByOwner")
-        out["funnel"] = Schema.from_dict({"from": Timestamp(allow_none=True), "to": Timestamp(allow_none=True),
-                                          **rates, "by_source": fields.List(fields.Nested(by_source)),
-                                          "by_owner": fields.List(fields.Nested(by_owner))}, name="LeadFunnel")
-        out["funnel_query"] = Schema.from_dict({"from": Timestamp(), "to": Timestamp()}, name="LeadFunnelQuery")
     return out

@@ -22,8 +22,9 @@ MAX_BULK = 200
 BULK_STATUSES = ("ok", "error", "created", "exists")
 
 
-def record_fields(kind: RecordKind, *, partial: bool) -> dict[str, fields.Field]:
-    """Writable fields; on PATCH every field is optional and optional ones may be null."""
+def record_fields(*, partial: bool, money: bool) -> dict[str, fields.Field]:
+    """Writable fields (with ``money``: amount, currency, probability, expected close date); on
+    PATCH every field is optional and optional ones may be null."""
     opt: dict[str, Any] = {"allow_none": True} if partial else {"allow_none": True, "load_default": None}
     on_create: dict[str, Any] = {} if partial else {"load_default": None, "allow_none": True}
     description: dict[str, Any] = {} if partial else {"load_default": ""}
@@ -45,7 +46,7 @@ def record_fields(kind: RecordKind, *, partial: bool) -> dict[str, fields.Field]
     if not partial:
         out["group_ids"] = fields.List(fields.String(validate=_ID), validate=validate.Length(max=100),
                                        load_default=list)
-    if not kind.is_lead:
+    if money:
         out.update(
             amount=Money(places=2, validate=validate.Range(min=0, max=10**15), **opt),  # more decimals: 422
             currency=Currency(**opt),  # an ISO 4217 code (crm_kit.web.currencies)
@@ -179,7 +180,7 @@ def overview_schemas(kind: RecordKind) -> tuple[type[Schema], type[Schema]]:
         "filter": fields.String(validate=validate.Length(min=1, max=2000), metadata={
             "description": "The list's advanced search: narrows every count of the answer (422 for bad syntax)."}),
     }, name=f"{name}OverviewQuery")
-    money: dict[str, fields.Field] = {} if kind.is_lead else {
+    money: dict[str, fields.Field] = {} if not kind.money else {
         "amount": fields.String(validate=validate.Length(max=MONEY_SUM_LENGTH), metadata={
             "pattern": r"^[0-9]+\.[0-9]{2}$", "example": "2500.00",
             "description": "Sum of the records' amount (as stored, whatever their currency)."}),
@@ -198,7 +199,7 @@ def overview_schemas(kind: RecordKind) -> tuple[type[Schema], type[Schema]]:
         "all": fields.Integer(validate=limits.COUNT),
         "stages": fields.List(fields.Nested(stage), metadata={
             "description": "The board of the tab the query selects: per stage in index order, its count"
-                           + ("" if kind.is_lead else ", amount and weighted amount") + "."}),
+                           + (", amount and weighted amount" if kind.money else "") + "."}),
     }, name=f"{name}Overview")
     return query, out
 
@@ -213,13 +214,13 @@ class RecordSchemas:
 
 
 def record_schemas(kind: RecordKind) -> RecordSchemas:
-    """The schemas of ``kind`` (opportunities have their extra fields)."""
+    """The schemas of ``kind`` (with its money fields and its own read-only fields)."""
     name = kind.kind.capitalize()
     out_fields: dict[str, fields.Field] = {
-        "id": fields.String(validate=limits.ID), **{k: v for k, v in record_fields(kind, partial=True).items()},
+        "id": fields.String(validate=limits.ID), **record_fields(partial=True, money=kind.money),
         # Money goes out as an exact decimal string ("2500.00"); it comes in as a number or such a string.
         # At most 10^15 with 2 decimals: 19 characters.
-        **({} if kind.is_lead else {"amount": fields.String(allow_none=True, validate=validate.Length(max=19),
+        **({} if not kind.money else {"amount": fields.String(allow_none=True, validate=validate.Length(max=19),
                                                             metadata={"pattern": r"^[0-9]+\.[0-9]{2}$",
                                                                       "example": "2500.00"})}),
         "group_ids": fields.List(fields.String(validate=limits.ID)),
@@ -228,13 +229,8 @@ def record_schemas(kind: RecordKind) -> RecordSchemas:
         "created_at": Timestamp(), "created_by": fields.String(validate=limits.REF),
         "modified_at": Timestamp(), "modified_by": fields.String(validate=limits.REF),
     }
-    if kind.is_lead:
-        out_fields.update(converted_opportunity_id=fields.String(allow_none=True, dump_only=True,
-                                                                 validate=limits.ID),
-                          converted_at=Timestamp(allow_none=True, dump_only=True))
-    else:
-        out_fields["lead_id"] = fields.String(allow_none=True, dump_only=True, validate=limits.ID, metadata={
-            "description": "The lead this opportunity was converted from (read-only: set by the conversion)."})
+    if kind.out_fields is not None:
+        out_fields.update(kind.out_fields())
     list_fields: dict[str, fields.Field] = {
         "view": fields.String(load_default="all", validate=validate.OneOf(VIEWS)),
         **{f: fields.String(validate=_REF if f in ("owner_id", "office_id") else _ID)
@@ -246,12 +242,11 @@ def record_schemas(kind: RecordKind) -> RecordSchemas:
         "filter": fields.String(validate=validate.Length(min=1, max=2000)),
         "order_by": fields.String(validate=validate.Length(min=1, max=200)),
     }
-    if not kind.is_lead:
-        list_fields["lead_id"] = fields.String(validate=_ID)
-    copy_fields = record_fields(kind, partial=True)
+    list_fields.update({f: fields.String(validate=_ID) for f in kind.list_filters})
+    copy_fields = record_fields(partial=True, money=kind.money)
     return RecordSchemas(
-        create=_RefusesReadOnly.from_dict(record_fields(kind, partial=False), name=f"{name}Create"),
-        patch=_RefusesReadOnly.from_dict(record_fields(kind, partial=True), name=f"{name}Patch"),
+        create=_RefusesReadOnly.from_dict(record_fields(partial=False, money=kind.money), name=f"{name}Create"),
+        patch=_RefusesReadOnly.from_dict(record_fields(partial=True, money=kind.money), name=f"{name}Patch"),
         copy=_RefusesReadOnly.from_dict(copy_fields, name=f"{name}Copy"),
         out=Schema.from_dict(out_fields, name=name),
         list_query=type(f"{name}ListQuery", (PageQuery,), dict(list_fields)),

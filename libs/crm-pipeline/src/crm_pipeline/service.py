@@ -1,4 +1,4 @@
-"""``pipeline_service(kind)``: a whole records service for one kind.
+"""``pipeline_service(kind)``: a whole records service for one kind (its plug-in: ``RecordKind``).
 
 The worker (``pipeline_worker_plan``) and the api (``pipeline_apis``) are built apart: the
 routes - the web edge, and with it Flask - are imported only when the api builds its app, so a
@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Table
 
 from crm_catalogue_view import catalogue_view_table, consumer_spec
-from crm_events.topics import LEADS, LINKING, OPPORTUNITIES
-from crm_kafka.consumer import dispatch
+from crm_events.topics import LINKING
 from crm_kafka.service import domain_service
 from crm_kafka.worker import ConsumerSpec, WorkerPlan
 from crm_kit.db import Database, new_metadata
@@ -24,10 +23,9 @@ from crm_kit.service import ServiceSpec
 from crm_kit.settings import Settings
 from crm_pipeline.bulk import importer
 from crm_pipeline.commands import command_handler
-from crm_pipeline.conversion import conversion_handler
 from crm_pipeline.kind import RecordKind
 from crm_pipeline.records import Records
-from crm_pipeline.references import OpportunityViews, file_handler, opportunity_handler
+from crm_pipeline.references import file_handler
 from crm_pipeline.tables import pipeline_tables
 
 if TYPE_CHECKING:
@@ -50,21 +48,15 @@ def pipeline_worker_plan(kind: RecordKind, tables: Mapping[str, Table],
 
     It keeps the catalogue copy and what it knows of companies and contacts (reference checks; a
     deleted one is cleared from the records naming it), applies the triggers' commands, runs the
-    kind's CSV imports (``crm_kit.imports``) and, for opportunities, creates (or links) the
-    opportunities of converted leads; for leads, it knows the opportunities (converting into an
-    existing one).
+    kind's CSV imports (``crm_kit.imports``), and has the kind's own consumers
+    (``RecordKind.worker_consumers``: the leads' copy of the opportunities, the opportunities'
+    conversions).
     """
     records = Records(kind, tables)
 
     def plan(settings: Settings, database: Database) -> WorkerPlan:
         consumers = [consumer_spec(), ConsumerSpec("commands", [kind.commands_topic], command_handler(records)),
-                     ConsumerSpec("files", [LINKING], file_handler(records))]
-        if kind.is_lead:
-            consumers.append(ConsumerSpec("opportunities", [OPPORTUNITIES],
-                                          opportunity_handler(OpportunityViews(tables.get("opportunity_views")))))
-        else:
-            consumers.append(ConsumerSpec("conversions", [LEADS],
-                                          dispatch({"lead.converted": conversion_handler(records)})))
+                     ConsumerSpec("files", [LINKING], file_handler(records)), *kind.worker_consumers(records, tables)]
         return WorkerPlan(service=kind.plural, consumers=consumers, extra_loops=[imports.loop(database)])
 
     return plan
@@ -73,7 +65,8 @@ def pipeline_worker_plan(kind: RecordKind, tables: Mapping[str, Table],
 def pipeline_apis(kind: RecordKind, tables: Mapping[str, Table],
                   imports: ServiceImports) -> Callable[[], list[Api]]:
     """Builds every route of the ``kind`` records service: records, attachments, printing, reports
-    and imports (called by the api process when it builds its app; the worker never does)."""
+    and imports, with the kind's own (called by the api process when it builds its app; the worker
+    never does)."""
 
     def build() -> list[Api]:
         from crm_pipeline.api import build_api

@@ -25,8 +25,10 @@ from crm_kafka.unit_of_work import UnitOfWork
 from crm_kit.db import Database
 from crm_kit.identity import Identity
 from crm_kit.service import find_service
+from crm_leads.kind import LEAD
+from crm_opportunities.kind import OPPORTUNITY
 from crm_pipeline.events import Actor
-from crm_pipeline.kind import LEAD, OPPORTUNITY, RecordKind
+from crm_pipeline.kind import RecordKind
 from crm_pipeline.records import Records
 from crm_pipeline.references import OpportunityViews, file_handler
 

@@ -1,9 +1,10 @@
-"""The opportunities service: a pipeline records service of kind ``opportunity``."""
+"""The opportunities service: a pipeline records service of the kind ``OPPORTUNITY`` (its own
+differences in ``kind``)."""
 
 from pathlib import Path
 
+from crm_opportunities.kind import OPPORTUNITY
 from crm_pipeline import pipeline_service
-from crm_pipeline.kind import OPPORTUNITY
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
 SERVICE = pipeline_service(OPPORTUNITY, title="Opportunities service", migrations=MIGRATIONS)
