@@ -89,8 +89,8 @@ token: $(STAMP) ## Print a dev token: make token USER=u1 OFFICE=office-1 ROLES=m
 test: $(STAMP) $(LINT_STAMP) $(CONSOLE_STAMP) $(OIDC_STAMP) ## The whole suite: unit, integration and end-to-end, on real Kafka and PostgreSQL it starts itself
 	@$(BIN)/python -m pytest
 
-test-fast: $(STAMP) ## Only the tests that need no Kafka or PostgreSQL
-	@$(BIN)/python -m pytest -m "not integration and not e2e"
+test-fast: $(STAMP) ## Only the tests that need no Kafka or PostgreSQL (the rules on SQLite and in-memory fakes; under a minute)
+	@$(BIN)/python -m pytest -m "not integration and not e2e" --ignore=tests/e2e -n auto -p no:schemathesis -p no:hypothesispytest
 
 bench: $(STAMP) ## Measure the platform against baselines from the same run (own Kafka + PostgreSQL); BENCH_SCALE=1 for 100k/1M lists
 	@$(BIN)/python -m crm_devstack.bench

@@ -21,13 +21,21 @@ from jwt.algorithms import RSAAlgorithm
 from crm_devstack.ports import free_port
 
 
+_E2E_DIR = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects: `make test-fast` leaves every e2e test out
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``runs_last`` go after every other test of the session.
+    """Every test under tests/e2e is an ``e2e`` test (the console's in Chromium too), and tests
+    marked ``runs_last`` go after every other test of the session.
 
     The API fuzzing run changes the shared platform's configuration in ways no test can
     predict (it creates, edits and deletes stages, tables and templates with an admin token),
     so it runs once every test that relies on the starter configuration has run.
     """
+    for item in items:
+        if _E2E_DIR in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.e2e)
     items.sort(key=lambda item: item.get_closest_marker("runs_last") is not None)
 
 

@@ -22,6 +22,16 @@ from crm_devstack.platform import Platform, start_platform
 from crm_devstack.postgres import PostgresCluster
 
 
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that runs on PostgreSQL is an ``integration`` test, whether it says so or runs on
+    both databases (``any_db_url``): `make test-fast` runs its SQLite half only."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("any_db_url") == "postgresql":
+            item.add_marker(pytest.mark.integration)
+
+
 def _repo_root() -> Path:
     here = Path(__file__).resolve()
     for parent in here.parents:
