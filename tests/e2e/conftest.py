@@ -20,7 +20,6 @@ from jwt.algorithms import RSAAlgorithm
 
 from crm_devstack.ports import free_port
 
-
 _E2E_DIR = Path(__file__).resolve().parent
 
 
