@@ -7,16 +7,13 @@ import pytest
 
 from crm_devstack.chaos.observe import consumer_groups
 from crm_devstack.stack import SERVICES
+from crm_devstack.topics_table import plan_settings
 from crm_events.topics import all_topics
-from crm_kit.settings import load_settings
 
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_the_chaos_run_watches_the_groups_of_each_worker_plan(service, tmp_path):
-    settings = load_settings("domain", {
-        "CRM_SERVICE_NAME": service, "CRM_DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
-        "CRM_KAFKA_BOOTSTRAP": "127.0.0.1:9", "CRM_JWT_SECRET": "x" * 40, "CRM_LOG_FORMAT": "text",
-        "CRM_ATTACHMENTS_DIR": str(tmp_path / "files")})
+    settings = plan_settings(service, tmp_path)
     groups = consumer_groups(service, settings)
     assert groups, f"{service} runs no consumer"
     # Group ids as the consumers store their offsets and inbox rows under them.
