@@ -6,16 +6,7 @@ from __future__ import annotations
 import pytest
 from catalogue_world import Catalogue, summary
 
-from crm_catalogue import rules
-from crm_catalogue.errors import (
-    CodeTaken,
-    DefaultStageRequired,
-    EntryInUse,
-    InactiveDefaultStage,
-    InvalidFields,
-    LinksStranded,
-    ProtectedEntry,
-)
+from crm_catalogue import errors, rules
 from crm_events.topics import CATALOGUE
 from crm_kit.errors import Conflict, Invalid
 
@@ -48,14 +39,14 @@ def test_the_default_stage_cannot_give_up_its_flag_be_deactivated_or_deleted(cat
     default = catalogue.stage("opportunity", "PROSPECTING")
     before = catalogue.outbox_size()
 
-    with pytest.raises(DefaultStageRequired) as unset:
+    with pytest.raises(errors.DefaultStageRequired) as unset:
         catalogue.change(rules.save_stage, "opportunity", {"is_default": False}, default)
     assert unset.value.detail.startswith("This is the default stage of opportunities, and there must be one")
-    with pytest.raises(InactiveDefaultStage) as deactivated:
+    with pytest.raises(errors.InactiveDefaultStage) as deactivated:
         catalogue.change(rules.save_stage, "opportunity", {"active": False}, default)
     assert deactivated.value.detail == ("The default stage cannot be deactivated; "
                                         "make another stage the default stage first.")
-    with pytest.raises(DefaultStageRequired) as deleted:
+    with pytest.raises(errors.DefaultStageRequired) as deleted:
         catalogue.change(rules.delete_stage, catalogue.stage("opportunity", "WON"))
     assert deleted.value.detail == ("The default end stage cannot be deleted; "
                                     "make another stage the default end stage first.")
@@ -65,21 +56,21 @@ def test_the_default_stage_cannot_give_up_its_flag_be_deactivated_or_deleted(cat
 
 
 def test_an_inactive_stage_cannot_become_the_default(catalogue):
-    with pytest.raises(InactiveDefaultStage, match="An inactive stage cannot be the default end stage"):
+    with pytest.raises(errors.InactiveDefaultStage, match="An inactive stage cannot be the default end stage"):
         catalogue.change(rules.save_stage, "lead", {"names": {"en": "Gone"}, "code": "GONE", "active": False,
                                                     "is_end": True, "is_default_end": True})
     assert catalogue.stage("lead", "CONVERTED")["is_default_end"] is True
 
 
 def test_stage_codes_are_unique_per_kind_whatever_their_case(catalogue):
-    with pytest.raises(CodeTaken) as taken:
+    with pytest.raises(errors.CodeTaken) as taken:
         new_stage(catalogue, "lead", "new")
     assert taken.value.detail == ("A lead stage with code 'new' exists already "
                                   "('NEW': codes are the same whatever their case).")
     assert isinstance(taken.value, Conflict)
 
     contacted = catalogue.stage("lead", "CONTACTED")
-    with pytest.raises(CodeTaken, match="A lead stage with code 'QUALIFIED' exists already."):
+    with pytest.raises(errors.CodeTaken, match="A lead stage with code 'QUALIFIED' exists already."):
         catalogue.change(rules.save_stage, "lead", {"code": "QUALIFIED"}, contacted)
     # The same code in the other kind, and a stage keeping its own code in another case, are fine.
     assert new_stage(catalogue, "opportunity", "CONTACTED")["kind"] == "opportunity"
@@ -89,7 +80,7 @@ def test_stage_codes_are_unique_per_kind_whatever_their_case(catalogue):
 
 def test_bad_stage_fields_are_reported_all_at_once(catalogue):
     closed = catalogue.entry("opportunity", "stage_groups", "CLOSED")  # the other kind's
-    with pytest.raises(InvalidFields) as refused:
+    with pytest.raises(errors.InvalidFields) as refused:
         new_stage(catalogue, "lead", "ODD", is_default_end=True, stage_group_id=closed["id"])
     assert isinstance(refused.value, Invalid)
     assert [e["field"] for e in refused.value.errors] == ["is_default_end", "stage_group_id"]
@@ -106,7 +97,7 @@ def test_a_change_that_changes_nothing_publishes_nothing(catalogue):
 # -- table entries ------------------------------------------------------------------------------
 
 def test_entry_codes_are_unique_per_table_whatever_their_case(catalogue):
-    with pytest.raises(CodeTaken) as taken:
+    with pytest.raises(errors.CodeTaken) as taken:
         catalogue.change(rules.save_entry, "lead", "sources", {"code": "website", "names": {"en": "Site"}})
     assert taken.value.detail == ("The lead sources table has an entry with code 'website' already "
                                   "('WEBSITE': codes are the same whatever their case).")
@@ -118,11 +109,11 @@ def test_entry_codes_are_unique_per_table_whatever_their_case(catalogue):
 
 def test_protected_roles_keep_their_code_stay_active_and_are_never_deleted(catalogue):
     main = catalogue.entry("lead", "roles", "MAIN")
-    with pytest.raises(ProtectedEntry, match="MAIN is a protected entry: its code cannot change."):
+    with pytest.raises(errors.ProtectedEntry, match="MAIN is a protected entry: its code cannot change."):
         catalogue.change(rules.save_entry, "lead", "roles", {"code": "BOSS"}, main)
-    with pytest.raises(ProtectedEntry, match="MAIN is a protected entry: it cannot be deactivated."):
+    with pytest.raises(errors.ProtectedEntry, match="MAIN is a protected entry: it cannot be deactivated."):
         catalogue.change(rules.save_entry, "lead", "roles", {"active": False}, main)
-    with pytest.raises(ProtectedEntry, match="MAIN is a protected entry: it cannot be deleted."):
+    with pytest.raises(errors.ProtectedEntry, match="MAIN is a protected entry: it cannot be deleted."):
         catalogue.change(rules.delete_entry, main)
     # Its names may change.
     _id, events = catalogue.change(rules.save_entry, "lead", "roles", {"names": {"en": "Main person"}}, main)
@@ -131,7 +122,7 @@ def test_protected_roles_keep_their_code_stay_active_and_are_never_deleted(catal
 
 def test_an_entry_stages_refer_to_cannot_be_deleted(catalogue):
     open_group = catalogue.entry("lead", "stage_groups", "OPEN")
-    with pytest.raises(EntryInUse) as in_use:
+    with pytest.raises(errors.EntryInUse) as in_use:
         catalogue.change(rules.delete_entry, open_group)
     assert in_use.value.extra == {"stages": ["NEW", "CONTACTED", "QUALIFIED"]}
     assert in_use.value.detail.startswith("The lead stage(s) NEW, CONTACTED, QUALIFIED refer to this entry;")
@@ -173,14 +164,14 @@ def test_linking_a_template_to_stages_changes_both_sides(catalogue):
 
 def test_a_template_links_only_to_stages_of_the_kind_it_is_visible_at(catalogue):
     won = catalogue.stage("opportunity", "WON")
-    with pytest.raises(InvalidFields) as refused:
+    with pytest.raises(errors.InvalidFields) as refused:
         catalogue.change(rules.save_template, {"kind": "document", "name": "Offer", "body": "{% if %}",
                                                "visible_at": "lead_stage", "stage_ids": [won["id"]]})
     assert [(e["field"], e.get("line")) for e in refused.value.errors] == [("body", 1), ("stage_ids", None)]
     assert refused.value.errors[1]["message"] == f"Not lead stages: {won['id']}."
 
     # A stage may list only email and document templates visible at its kind's stages.
-    with pytest.raises(InvalidFields, match="email_template_ids: Not email templates visible at lead stages"):
+    with pytest.raises(errors.InvalidFields, match="email_template_ids: Not email templates visible at lead stages"):
         catalogue.change(rules.save_stage, "lead", {"email_template_ids": ["no-such-template"]},
                          catalogue.stage("lead", "NEW"))
 
@@ -191,7 +182,7 @@ def test_moving_a_linked_template_elsewhere_needs_its_stage_ids_in_the_same_chan
         "kind": "email", "name": "Nudge", "visible_at": "lead_stage", "stage_ids": [qualified["id"]]})
     template, qualified = catalogue.template(template_id), catalogue.stage("lead", "QUALIFIED")
 
-    with pytest.raises(LinksStranded) as stranded:
+    with pytest.raises(errors.LinksStranded) as stranded:
         catalogue.change(rules.save_template, {"visible_at": "opportunity_stage"}, template)
     assert stranded.value.extra == {"stage_ids": [qualified["id"]]}
     assert stranded.value.detail == ("This template is linked to 1 stage(s) that are not opportunity stages; "
