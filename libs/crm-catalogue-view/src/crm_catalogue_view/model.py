@@ -121,13 +121,8 @@ class CatalogueReferenceError(Invalid, ValueError):
 
     def __init__(self, field_name: str, message: str) -> None:
         super().__init__(message, errors=[{"field": field_name, "message": message}])
-        # The field's name (on the instance it stands for ``Invalid.field``, which makes such an error).
-        self.field = field_name  # type: ignore[method-assign,assignment]
+        self.field = field_name
         self.message = message
-
-    def to_problem(self) -> CatalogueReferenceError:
-        """The error itself (kept for callers that still convert it: raising it answers the same 422)."""
-        return self
 
 
 _SINGULAR = {"priorities": "priority", "categories": "category"}

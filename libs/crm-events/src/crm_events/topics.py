@@ -243,11 +243,13 @@ def get(name: str) -> Topic:
         raise KeyError(msg) from None
 
 
+@functools.cache  # the registry is fixed at import; a record's topic is asked for on every write
 def commands_for(owner: str) -> str:
     """The topic of the commands that ``owner`` (leads, opportunities) applies."""
     return next(t.name for t in all_topics(include_dlq=False) if t.asynchronous and t.readers == (owner,))
 
 
+@functools.cache
 def topic_of(owner: str) -> str:
     """The events topic that ``owner`` writes (one per service; commands aside)."""
     return next(t.name for t in all_topics(include_dlq=False) if t.owner == owner and not t.asynchronous)

@@ -30,7 +30,7 @@ def domain_service(
     name: str,
     title: str,
     *,
-    apis: Callable[[], Iterable[Api]] | Iterable[Api],
+    apis: Callable[[], Iterable[Api]],
     metadata: MetaData,
     migrations: Path,
     worker_plan: Callable[[Settings, Database], WorkerPlan] | None = None,
@@ -52,7 +52,7 @@ def domain_service(
         app = create_app(
             name,
             settings,
-            [*(apis() if callable(apis) else apis), build_positions_api(name, database, wait)],
+            [*apis(), build_positions_api(name, database, wait)],
             database=database,
             readiness={"kafka": kafka_ready_check(settings.kafka_bootstrap, settings["CRM_KAFKA_EXTRA"])},
             openapi_title=title,

@@ -8,15 +8,15 @@ Flask-free: the import worker creates records through the same bulk create as th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from crm_kit.errors import DomainError, Invalid
-from crm_kit.web import input as edge_input
 from crm_kit.web import limits
 from crm_kit.web.fields import Text
-from crm_kit.web.problem import Problem  # only to turn the edge loader's answer into the domain's refusal
+from crm_kit.web.input import MAX_ERRORS, load_body
+from crm_kit.web.problem import INVALID_FIELDS, flatten_marshmallow
 
 MAX_BULK_CREATE = 500  # items of one bulk create: well inside the 1 MiB body limit for import rows
 IMPORT_KEY_LENGTH = 200  # an item's idempotency key (the ``import_key`` columns have this length)
@@ -59,16 +59,23 @@ def bulk_result_schemas(name: str, *, statuses: Sequence[str] = BULK_CREATE_STAT
 def load_item(raw: Any, schema: Schema) -> Any:
     """One item, loaded as the body of the single create would be: the item, or ``Invalid`` naming
     its fields (relative to the item)."""
+    if not isinstance(raw, dict):
+        raise Invalid("The item must be a JSON object.", errors=[{"field": "body", "message": "Expected an object."}])
     try:
-        return edge_input.load_item(raw, schema)
-    except Problem as exc:  # the edge's loader answers in HTTP; a bulk item's refusal is the domain's
-        raise Invalid(exc.detail, errors=exc.errors) from None
+        return load_body(raw, schema)
+    except ValidationError as exc:
+        raise Invalid(INVALID_FIELDS, errors=flatten_marshmallow(exc.messages)[:MAX_ERRORS]) from None
 
 
 def item_error(exc: DomainError) -> dict[str, Any]:
     """A refused item's ``error`` (in words, each bad field named) and ``errors`` (its fields, when it
     failed on its fields), as a bulk result carries them."""
-    return edge_input.item_result_error(cast(Any, exc))  # it reads detail and errors, which every refusal has
+    out: dict[str, Any] = {"error": exc.detail[:1000]}
+    if exc.errors:
+        out["error"] = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in exc.errors)[:1000]
+        out["errors"] = [{"field": str(e.get("field", ""))[:200], "message": str(e.get("message", ""))[:1000]}
+                         for e in exc.errors[:MAX_ERRORS]]
+    return out
 
 
 __all__ = ["BULK_CREATE_STATUSES", "IMPORT_KEY_LENGTH", "MAX_BULK_CREATE", "FieldErrorOut", "bulk_result_schemas",

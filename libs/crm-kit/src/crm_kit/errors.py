@@ -59,9 +59,18 @@ class Invalid(DomainError):
     """The input breaks a rule; ``errors`` names each offending field."""
 
     @classmethod
-    def field(cls, field: str, message: str, detail: str | None = None, **extra: Any) -> Invalid:
+    def of_field(cls, field: str, message: str, detail: str | None = None, **extra: Any) -> Invalid:
         """One offending field; the detail is ``"<field>: <message>"`` unless given."""
         return cls(detail or f"{field}: {message}", errors=[{"field": field, "message": message}], **extra)
+
+
+class UnknownReference(Invalid):
+    """A field names a thing that does not exist (as far as this service knows): ``There is no
+    <what> with id '<value>'.``, naming the field."""
+
+    def __init__(self, field: str, what: str, value: str) -> None:
+        message = f"There is no {what} with id {value!r}."
+        super().__init__(message, errors=[{"field": field, "message": message}])
 
 
 class Unavailable(DomainError):
@@ -73,4 +82,4 @@ class Unavailable(DomainError):
 
 
 __all__ = ["BadRequest", "ChangedMeanwhile", "Conflict", "DomainError", "Forbidden", "Invalid", "NotFound",
-           "TooLarge", "Unavailable"]
+           "TooLarge", "Unavailable", "UnknownReference"]

@@ -51,26 +51,26 @@ def _read_form() -> tuple[Any, str]:
     files, form = request.files, request.form  # parses the body (RequestEntityTooLarge -> 413)
     for name in list(files) + list(form):
         if name not in ("file", "type"):
-            raise Invalid.field(name, "Unknown field.", f"Unknown field {name!r}: send only `file` and `type`.")
+            raise Invalid.of_field(name, "Unknown field.", f"Unknown field {name!r}: send only `file` and `type`.")
     uploads = files.getlist("file")
     if not uploads:
         if "file" in form:
-            raise Invalid.field("file", "Must be a file part (with a filename).")
-        raise Invalid.field("file", "Missing data for required field.", "A file part named `file` is required.")
+            raise Invalid.of_field("file", "Must be a file part (with a filename).")
+        raise Invalid.of_field("file", "Missing data for required field.", "A file part named `file` is required.")
     if len(uploads) > 1:
-        raise Invalid.field("file", "Send one file per request.")
+        raise Invalid.of_field("file", "Send one file per request.")
     if "type" in files:
-        raise Invalid.field("type", "Must be a text field, not a file.")
+        raise Invalid.of_field("type", "Must be a text field, not a file.")
     types = form.getlist("type")
     if not types:
-        raise Invalid.field("type", "Missing data for required field.", "The text field `type` is required.")
+        raise Invalid.of_field("type", "Missing data for required field.", "The text field `type` is required.")
     if len(types) > 1:
-        raise Invalid.field("type", "Send `type` once.")
+        raise Invalid.of_field("type", "Send `type` once.")
     kind = types[0].strip()
     if not 1 <= len(kind) <= MAX_TYPE:
-        raise Invalid.field("type", f"Length must be between 1 and {MAX_TYPE}.")
+        raise Invalid.of_field("type", f"Length must be between 1 and {MAX_TYPE}.")
     if any(not is_visible(ch) for ch in kind):
-        raise Invalid.field("type", "Must not contain control characters.")
+        raise Invalid.of_field("type", "Must not contain control characters.")
     return uploads[0], kind
 
 

@@ -210,7 +210,7 @@ def store_upload(session: Session, store: AttachmentStore, table: Table, record_
         raise StoreUnavailable() from None
     _Outcome.when_done(session, rolled_back=_discard_blob(store, key, "upload not saved"))
     if size == 0:
-        raise Invalid.field("file", "The file is empty.")
+        raise Invalid.of_field("file", "The file is empty.")
     row: dict[str, Any] = {
         "id": str(uuid.uuid4()), "record_id": record_id,
         "filename": sanitize_filename(filename),

@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from crm_kit.errors import ChangedMeanwhile, Conflict, Forbidden, Invalid, NotFound, TooLarge, Unavailable
+from crm_kit.errors import (
+    ChangedMeanwhile,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    TooLarge,
+    Unavailable,
+    UnknownReference,
+)
 
 # -- records ------------------------------------------------------------------------------------
 
@@ -23,12 +32,8 @@ class UnknownRecord(NotFound):
         super().__init__(f"No {kind} with id {record_id!r} (or not visible to you).")
 
 
-class UnknownFile(Invalid):
+class UnknownFile(UnknownReference):
     """A ``company_id``/``contact_id`` names no existing company or contact (as far as this service knows)."""
-
-    def __init__(self, field: str, entity: str, value: str) -> None:
-        message = f"There is no {entity} with id {value!r}."
-        super().__init__(message, errors=[{"field": field, "message": message}])
 
 
 class TitleRequired(Invalid):

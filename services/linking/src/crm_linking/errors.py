@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from crm_kit.errors import ChangedMeanwhile, Conflict, Forbidden, Invalid, NotFound
+from crm_kit.errors import ChangedMeanwhile, Conflict, Forbidden, Invalid, NotFound, UnknownReference
 
 # -- records (access.py) -------------------------------------------------------------------------
 
@@ -84,14 +84,6 @@ class ImportKeysBusy(Conflict):
 
 
 # -- links (links.py) ----------------------------------------------------------------------------
-
-
-class UnknownReference(Invalid):
-    """A body names a contact, job order or company that does not exist."""
-
-    def __init__(self, field: str, what: str, file_id: str) -> None:
-        message = f"There is no {what} with id {file_id!r}."
-        super().__init__(message, errors=[{"field": field, "message": message}])
 
 
 class NotLinked(NotFound):

@@ -150,13 +150,8 @@ class _Links:
         @self._route("GET", f"{base}/contacts", f"list_{kind}_contacts", permission=self.may_view, query=PageQuery,
                      response=ContactLinkOut, many=True, summary=f"Contacts of a {kind}, with their roles")
         def list_contacts(ctx: RequestContext, record_id: str) -> ListResult:
-            record = self.readable(ctx, record_id)
-            stmt = select(record_contacts).where(record_contacts.c.record_kind == kind,
-                                                 record_contacts.c.record_id == record.id)
-            page = ctx.page(stmt, [SortKey("linked_at", record_contacts.c.linked_at),
-                                   SortKey("contact_id", record_contacts.c.contact_id)],
-                            fingerprint=f"{kind}-contacts:{record.id}")
-            return ListResult(self.contact_items(ctx, page.rows), page.next_page_token)
+            return self._links_page(ctx, record_contacts, "contact_id", "contacts", self.readable(ctx, record_id),
+                                    self.contact_items)
 
         @self._route("PATCH", f"{base}/contacts/<contact_id>", f"change_{kind}_contact_role", permission=self.may_edit,
                      body=ContactRoleIn, response=ContactLinkOut, errors=(409,),
@@ -171,6 +166,14 @@ class _Links:
                      summary=f"Remove a contact from a {kind} (the contact itself stays; not its main contact)")
         def unlink_contact(ctx: RequestContext, record_id: str, contact_id: str) -> None:
             links.unlink_contact(ctx.session, ctx.user, kind, self.writable(ctx, record_id), contact_id)
+
+    def _links_page(self, ctx: RequestContext, table: Any, other_id: str, what: str, record: Any,
+                    items: Callable[[RequestContext, Iterable[Any]], list[dict[str, Any]]]) -> ListResult:
+        """A page of the record's links in ``table`` (contacts, job orders), oldest link first."""
+        stmt = select(table).where(table.c.record_kind == self.kind, table.c.record_id == record.id)
+        page = ctx.page(stmt, [SortKey("linked_at", table.c.linked_at), SortKey(other_id, table.c[other_id])],
+                        fingerprint=f"{self.kind}-{what}:{record.id}")
+        return ListResult(items(ctx, page.rows), page.next_page_token)
 
     def _job_orders(self) -> None:
         kind, base = self.kind, self.base
@@ -188,13 +191,8 @@ class _Links:
         @self._route("GET", f"{base}/job-orders", f"list_{kind}_job_orders", permission=self.may_view, query=PageQuery,
                      response=JobOrderLinkOut, many=True, summary=f"Job orders of a {kind}")
         def list_job_orders(ctx: RequestContext, record_id: str) -> ListResult:
-            record = self.readable(ctx, record_id)
-            stmt = select(record_job_orders).where(record_job_orders.c.record_kind == kind,
-                                                   record_job_orders.c.record_id == record.id)
-            page = ctx.page(stmt, [SortKey("linked_at", record_job_orders.c.linked_at),
-                                   SortKey("job_order_id", record_job_orders.c.job_order_id)],
-                            fingerprint=f"{kind}-job-orders:{record.id}")
-            return ListResult(self.job_order_items(ctx, page.rows), page.next_page_token)
+            return self._links_page(ctx, record_job_orders, "job_order_id", "job-orders",
+                                    self.readable(ctx, record_id), self.job_order_items)
 
         @self._route("DELETE", f"{base}/job-orders/<job_order_id>", f"unlink_{kind}_job_order",
                      permission=self.may_edit, status=204, summary=f"Remove a job order from a {kind}")

@@ -298,6 +298,19 @@ def _create_inline(session: Session, table: Any, entity: str, data: Mapping[str,
     return session.execute(select(table).where(table.c.id == values["id"])).one()
 
 
+def _existing_or_new(session: Session, identity: Identity, table: Any, entity: str, existing_id: str | None,
+                     new: Mapping[str, Any] | None) -> Any:
+    """The contact or job order a link names: a new one given inline (created with the link, its
+    company checked), else the existing one by id (unknown: ``<entity>_id`` refused)."""
+    if new is not None:
+        _require_company(session, new.get("company_id"), f"{entity}.company_id")
+        return _create_inline(session, table, entity, new, identity)
+    row = session.execute(select(table).where(table.c.id == existing_id)).first()
+    if row is None:
+        raise UnknownReference(f"{entity}_id", entity.replace("_", " "), str(existing_id))
+    return row
+
+
 def link_contact(session: Session, identity: Identity, kind: str, record: Any, role_id: str, *,
                  contact_id: str | None = None, new_contact: Mapping[str, Any] | None = None,
                  view: CatalogueView | None = None) -> tuple[str, bool]:
@@ -314,13 +327,7 @@ def link_contact(session: Session, identity: Identity, kind: str, record: Any, r
     code = exclusive_code(role)
     if code == "MAIN" and (not record.contact_id or contact_id != record.contact_id):
         raise MainIsTheRecords(kind, plural)
-    if new_contact is not None:
-        _require_company(session, new_contact.get("company_id"), "contact.company_id")
-        contact = _create_inline(session, contacts, "contact", new_contact, identity)
-    else:
-        contact = session.execute(select(contacts).where(contacts.c.id == contact_id)).first()
-        if contact is None:
-            raise UnknownReference("contact_id", "contact", str(contact_id))
+    contact = _existing_or_new(session, identity, contacts, "contact", contact_id, new_contact)
     if code == "MAIN":  # the record's own contact: make sure the tab agrees, and say whether it did
         try:
             changed = sync_main_contact(session, kind, record.id, record.contact_id, by=identity.user_id,
@@ -389,13 +396,7 @@ def link_job_order(session: Session, identity: Identity, kind: str, record: Any,
                    new_job_order: Mapping[str, Any] | None = None) -> str:
     """Link an existing job order (``job_order_id``) or a new one (``new_job_order``, created with
     the link) to the record; its id. A job order links to at most one record of each kind."""
-    if new_job_order is not None:
-        _require_company(session, new_job_order.get("company_id"), "job_order.company_id")
-        order = _create_inline(session, job_orders, "job_order", new_job_order, identity)
-    else:
-        order = session.execute(select(job_orders).where(job_orders.c.id == job_order_id)).first()
-        if order is None:
-            raise UnknownReference("job_order_id", "job order", str(job_order_id))
+    order = _existing_or_new(session, identity, job_orders, "job_order", job_order_id, new_job_order)
     # A friendly answer for the common case; the constraint decides under concurrency.
     existing = job_order_link_of_kind(session, order.id, kind)
     if existing is not None:

@@ -207,7 +207,7 @@ class Imports:
                rows: list[list[str]]) -> dict[str, Any]:
         if len(set(columns)) != len(columns):
             twice = next(c for c in columns if columns.count(c) > 1)
-            raise InvalidImport.field("columns", f"The column name {twice!r} is there twice; column names must be "
+            raise InvalidImport.of_field("columns", f"The column name {twice!r} is there twice; column names must be "
                                                  "unique.")
         now = utcnow()
         job_id = str(uuid.uuid4())
@@ -232,7 +232,7 @@ class Imports:
         columns = job["columns"]
         for index, cells in enumerate(rows):
             if len(cells) > len(columns):
-                raise InvalidImport.field(f"rows.{index}", f"{len(cells)} cells, but the file has {len(columns)} "
+                raise InvalidImport.of_field(f"rows.{index}", f"{len(cells)} cells, but the file has {len(columns)} "
                                                            "columns.")
         if job["rows"] + len(rows) > MAX_ROWS:
             raise ImportTooLarge(MAX_ROWS, job["rows"], len(rows))

@@ -153,7 +153,7 @@ class Currency(Text):
 
 class PerItem(fields.List):
     """A bulk call's ``items``: documented as a list of the item schema, but taken as they come
-    (any JSON values): the route loads each item on its own (``crm_kit.web.input.load_item``),
+    (any JSON values): the route loads each item on its own (``crm_kit.bulk.load_item``),
     so a bad item fails alone with its errors, and the text rules are applied per item."""
 
     checked_per_item = True

@@ -31,7 +31,8 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from crm_kit.web.problem import Problem, flatten_marshmallow, validation_problem
+from crm_kit.errors import Invalid
+from crm_kit.web.problem import INVALID_FIELDS, Problem, flatten_marshmallow, validation_problem
 
 MAX_DEPTH = 32
 MAX_SAFE_INTEGER = 2**53 - 1  # the largest integer every JSON implementation reads exactly
@@ -265,8 +266,9 @@ def normalise_body(data: Any, schema: Schema | None) -> Any:
 
 
 def load_body(data: Any, schema: Schema) -> Any:
-    """``schema.load`` of ``data`` after ``check_body``: one 422 lists what breaks the text and
-    number rules and what the schema refuses, each field once."""
+    """``schema.load`` of ``data`` after ``check_body``: one refusal (``Invalid``, a 422 at the edge)
+    lists what breaks the text and number rules and what the schema refuses, each field once. A
+    request's body and each item of a bulk create (``crm_kit.bulk.load_item``) load the same way."""
     out, errors = check_body(data, schema)
     try:
         loaded = schema.load(out)
@@ -276,7 +278,7 @@ def load_body(data: Any, schema: Schema) -> Any:
         named = {e["field"] for e in errors}
         errors += [e for e in flatten_marshmallow(exc.messages) if e["field"] not in named]
     if errors:
-        raise validation_problem(errors[:MAX_ERRORS])
+        raise Invalid(INVALID_FIELDS, errors=errors[:MAX_ERRORS])
     return loaded
 
 
@@ -345,26 +347,3 @@ def _document_field(field: fields.Field, seen: set[int]) -> None:
             return
         field.metadata = {**field.metadata, "pattern": text_pattern(multiline=_multiline(field),
                                                                     not_blank=field.required)}
-
-
-def load_item(data: Any, schema: Schema) -> Any:
-    """One item of a bulk call, loaded as the body of the single call would be (``load_body``):
-    the item or a 422 Problem naming its fields (relative to the item)."""
-    if not isinstance(data, dict):
-        raise validation_problem([{"field": "body", "message": "Expected an object."}],
-                                 "The item must be a JSON object.")
-    try:
-        return load_body(data, schema)
-    except ValidationError as exc:
-        raise validation_problem(flatten_marshmallow(exc.messages)[:MAX_ERRORS]) from None
-
-
-def item_result_error(exc: Problem) -> dict[str, Any]:
-    """A bulk call's per-item failure: ``error`` in words (each bad field named), and ``errors``
-    (``[{"field", "message"}]``) when it failed on its fields."""
-    out: dict[str, Any] = {"error": exc.detail[:1000]}
-    if exc.errors:
-        out["error"] = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in exc.errors)[:1000]
-        out["errors"] = [{"field": str(e.get("field", ""))[:200], "message": str(e.get("message", ""))[:1000]}
-                         for e in exc.errors[:MAX_ERRORS]]
-    return out

@@ -126,7 +126,10 @@ def problem_of(exc: errors.DomainError) -> Problem:
                    **exc.extra)
 
 
-def validation_problem(errors: list[dict[str, str]], detail: str = "The request has invalid fields.") -> Problem:
+INVALID_FIELDS = "The request has invalid fields."
+
+
+def validation_problem(errors: list[dict[str, str]], detail: str = INVALID_FIELDS) -> Problem:
     """A 422 whose ``errors`` name each offending field."""
     return Problem(422, detail, errors=errors)
 
