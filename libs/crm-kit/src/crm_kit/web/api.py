@@ -29,6 +29,7 @@ from crm_kit import consistency
 from crm_kit.db import write_held_back
 from crm_kit.web import idempotency as idem
 from crm_kit.web.auth import Identity, require_permission
+from crm_kit.web.dumping import dump
 from crm_kit.web.http import etag_for, if_none_match_hits, load_query, note_language, preferred_language
 from crm_kit.web.input import check_texts, decode_json, document_text_rules, load_body
 from crm_kit.web.problem import Problem
@@ -285,10 +286,10 @@ def _serialise(route: Route, result: Any) -> Response:
         resp.headers.update(headers)
         return resp
     if isinstance(result, ListResult):
-        items = route.response.dump(result.items, many=True) if route.response else result.items
+        items = dump(route.response, result.items, many=True) if route.response else result.items
         payload: Any = {"items": items, "next_page_token": result.next_page_token}
     else:
-        payload = route.response.dump(result) if route.response else result
+        payload = dump(route.response, result) if route.response else result
         version = payload.get("version") if isinstance(payload, Mapping) else None
         if isinstance(version, int) and not isinstance(version, bool):
             headers.setdefault("ETag", etag_for(version))
