@@ -23,7 +23,7 @@ import aiohttp
 import requests
 
 from crm_devstack.bench.load import Unexpected, percentile, run_load
-from crm_devstack.bench.report import Row
+from crm_devstack.bench.report import Goal, Row
 from crm_devstack.errors import DevstackError
 from crm_devstack.stack import CONSOLE
 
@@ -177,8 +177,9 @@ def _measure(bench: Bench, headers: dict[str, str], user: str, office: str, grou
     note = (f"{cards} cards in one stage group's tab ({page_bytes // 1024} KiB of HTML), a marketing user signed in "
             f"to the console, GET from its own port; baseline: the overview, the stages and "
             f"{-(-cards // LIST_PAGE)} list pages of {LIST_PAGE} the page asks for, one after another against "
-            f"the gateway; goal p50 <= {BOARD_GOAL_RATIO:g}x: {'met' if met else 'NOT met'}")
-    return [Row("board", "p50", "ms", p50[0], BASELINE, p50[1], note),
+            "the gateway")
+    return [Row("board", "p50", "ms", p50[0], BASELINE, p50[1], note,
+                Goal(at_most=True, factor=BOARD_GOAL_RATIO, source="issue 16")),
             Row("board", "p99", "ms", p99[0], BASELINE, p99[1])]
 
 

@@ -5,8 +5,8 @@
   producer and consumer settings;
 - ``EventClock``: notes when each event of a topic reaches a consumer (by its ``event_id``
   header), to time the outbox;
-- ``Backlog``: consumer-group lag (committed offsets against the partitions' ends) and
-  undelivered outbox rows, to time a catch-up.
+- ``Backlog``: consumer-group lag (the offsets each database keeps against the partitions' ends)
+  and undelivered outbox rows, to time a catch-up, and each group's position over it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -129,6 +129,8 @@ class BacklogState:
     outbox: int  # outbox rows not yet delivered, over every service
     groups_ready: bool  # every expected consumer group has members with assignments
     ends: int  # sum of the partitions' end offsets: unchanged means nothing new was published
+    group_lag: Mapping[str, int] = field(default_factory=dict)  # per group with an assignment
+    positions: Mapping[str, int] = field(default_factory=dict)  # per group: its next offsets summed (database)
 
     @property
     def drained(self) -> bool:
@@ -162,6 +164,15 @@ class Backlog:
         found = self._query("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
         return sum(int(rows[0][0]) for rows in found.values() if rows)
 
+    def group_positions(self, groups: Iterable[str]) -> dict[str, int]:
+        """Each group's position as its database says, its next offsets summed over partitions
+        (also for groups with no members, while the workers are stopped)."""
+        at = dict.fromkeys(groups, 0)
+        for (group, _topic, _partition), position in self.positions().items():
+            if group in at:
+                at[group] += position
+        return at
+
     def positions(self) -> dict[tuple[str, str, int], int]:
         """Where each consumer is, as its database says: the partition's next offset, written in
         the transaction of the last event's effect (Kafka's committed offsets may lag behind)."""
@@ -189,13 +200,18 @@ class Backlog:
         ends = self._offsets(assigned, OffsetSpec.latest(), timeout)
         starts = self._offsets(assigned, OffsetSpec.earliest(), timeout)
         positions = self.positions()
+        group_lag: dict[str, int] = {}
         for group, partitions in per_group.items():
             for tp in partitions:
                 key = (tp.topic, tp.partition)
                 position = positions.get((group, *key), starts[key])
-                lag += max(0, ends[key] - position)
+                group_lag[group] = group_lag.get(group, 0) + max(0, ends[key] - position)
+        lag = sum(group_lag.values())
+        at: dict[str, int] = {}
+        for (group, _topic, _partition), position in positions.items():
+            at[group] = at.get(group, 0) + position
         return BacklogState(lag=lag, outbox=self.outbox(), groups_ready=ready and bool(per_group),
-                            ends=sum(ends.values()))
+                            ends=sum(ends.values()), group_lag=group_lag, positions=at)
 
     def _offsets(self, partitions: set[tuple[str, int]], spec: OffsetSpec, timeout: float) -> dict[tuple[str, int],
                                                                                                     int]:
@@ -205,9 +221,11 @@ class Backlog:
                                           request_timeout=timeout)
         return {(tp.topic, tp.partition): future.result(timeout).offset for tp, future in futures.items()}
 
-    def wait_drained(self, groups: list[str], timeout: float, interval: float = 0.25) -> float:
+    def wait_drained(self, groups: list[str], timeout: float, interval: float = 0.25,
+                     history: list[tuple[float, BacklogState]] | None = None) -> float:
         """Seconds (monotonic clock) at which the backlog was first seen empty, confirmed by a
-        second look ``interval`` later with nothing published in between."""
+        second look ``interval`` later with nothing published in between. Every look is added to
+        ``history`` (when given) with the time it was taken."""
         deadline = time.monotonic() + timeout
         first_empty: tuple[float, BacklogState] | None = None
         last: BacklogState | None = None
@@ -220,6 +238,8 @@ class Backlog:
                 print(f"      (backlog check failed, retrying: {exc})", flush=True)
                 time.sleep(interval)
                 continue
+            if history is not None:
+                history.append((seen_at, last))
             if last.drained:
                 if first_empty is not None and first_empty[1].ends == last.ends:
                     return first_empty[0]

@@ -7,7 +7,8 @@ generator and meanwhile
   idle threads left out), giving flame graphs (SVG) and the raw stacks, summarised by the
   package the sampled frame is in (self time) and by our own functions (inclusive time);
 - measures the CPU seconds each part of the machine used during the load (every process
-  group the platform started, PostgreSQL, Kafka and the load generator itself).
+  group the platform started, PostgreSQL, Kafka and the load generator itself), with the same
+  code as ``make bench``'s figure 11 (``crm_devstack.bench.cpu``).
 
 Everything goes to ``.run/bench/profile/`` and a summary is printed.
 """
@@ -21,70 +22,18 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from crm_devstack.arguments import add_load_options, positive
+from crm_devstack.bench.cpu import CpuMeter, platform_parts
 from crm_devstack.bench.figures import Bench, BenchPlan
 from crm_devstack.bench.load import LoadError, run_load
-from crm_devstack.bench.runner import Target, bench_stack, default_output_dir, say
+from crm_devstack.bench.runner import bench_stack, default_output_dir, say
 from crm_devstack.errors import DevstackError
 
 PROFILED = ("gateway-api", "leads-api")
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
-
-
-def _descendants(roots: Iterable[int]) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    found: set[int] = set()
-    todo = list(roots)
-    while todo:
-        pid = todo.pop()
-        if pid not in found:
-            found.add(pid)
-            todo += children.get(pid, [])
-    return found
-
-
-def _cpu_seconds(pids: Iterable[int]) -> float:
-    """utime + stime of live processes (their threads included)."""
-    ticks = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            continue
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _components(stack: Target) -> dict[str, list[int]]:
-    """Root pids of each part of the machine the load runs on."""
-    parts: dict[str, list[int]] = {}
-    for name, pid in stack.platform.processes.pids().items():
-        if name in ("gateway-api", "leads-api") or name.endswith("-worker"):
-            parts[name] = [pid]
-        else:
-            parts.setdefault("other apis", []).append(pid)
-    if stack.postgres.pid:
-        parts["postgresql"] = [stack.postgres.pid]
-    if stack.kafka is not None and stack.kafka.pid:
-        parts["kafka"] = [stack.kafka.pid]
-    return parts
-
-
-def _snapshot(parts: dict[str, list[int]]) -> dict[str, float]:
-    cpu = {name: _cpu_seconds(_descendants(roots)) for name, roots in parts.items()}
-    cpu["load generator (bench)"] = _cpu_seconds([os.getpid()])
-    return cpu
 
 
 def package_of(path: str) -> str:
@@ -146,7 +95,7 @@ def run_profile(plan: BenchPlan, out_dir: Path, seconds: float) -> str:
         operation = bench.create_operation(f"{bench.gateway}/v1/leads", bench.writer, keep_ids=False)
         say("warming up (5 s)")
         run_load(operation, concurrency=plan.concurrency, seconds=5)
-        parts = _components(stack)
+        meter = CpuMeter(platform_parts(stack.platform, stack.postgres, stack.kafka.pid if stack.kafka else None))
         spies = []
         for name in PROFILED:
             pid = stack.platform.processes.pid(name)
@@ -157,11 +106,11 @@ def run_profile(plan: BenchPlan, out_dir: Path, seconds: float) -> str:
                               _py_spy(pid, seconds, out_dir / f"{name}.{suffix}", fmt)))
         time.sleep(1)  # py-spy attaches
         say(f"profiling {seconds:g} s of POST /v1/leads through the gateway, {plan.concurrency} connections")
-        before = _snapshot(parts)
+        before = meter.snapshot()
         began = time.monotonic()
         result = run_load(operation, concurrency=plan.concurrency, seconds=seconds)
         wall = time.monotonic() - began
-        after = _snapshot(parts)
+        after = meter.snapshot()
         for name, fmt, path, spy in spies:
             _out, err = spy.communicate(timeout=seconds + 60)
             if spy.returncode != 0 or not path.exists():
@@ -170,7 +119,7 @@ def run_profile(plan: BenchPlan, out_dir: Path, seconds: float) -> str:
                      f"ms, p99 {result.p(99) * 1000:.0f} ms over {wall:.1f} s ({os.cpu_count()} CPUs)")
         lines.append("")
         lines.append("CPU used during the load, by part (CPU seconds per second of load = cores busy):")
-        used = {name: after[name] - before.get(name, 0.0) for name in after}
+        used = CpuMeter.used(before, after)
         total = sum(used.values())
         for name, cpu in sorted(used.items(), key=lambda kv: -kv[1]):
             lines.append(f"  {name:<26} {cpu / wall:5.2f} cores  {100 * cpu / total:5.1f} %  "

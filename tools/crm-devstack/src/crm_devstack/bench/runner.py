@@ -1,5 +1,5 @@
 """``make bench`` from start to finish: its own PostgreSQL and Kafka under temporary folders, the
-platform and the two baseline apps on them, the eight figures, the report, and a clean stop.
+platform and the two baseline apps on them, every figure, the report, and a clean stop.
 
 ``run_bench`` can also measure a platform that is already running (the test suite's, at a tiny
 scale): then it starts only the baseline apps and cleans up what it added to the platform.
@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from crm_devstack.bench import cpu
 from crm_devstack.bench.baselines import create_tables
 from crm_devstack.bench.figures import Bench, BenchPlan
-from crm_devstack.bench.report import Row, format_table, write_chart, write_json
+from crm_devstack.bench.report import Row, format_breakdown, format_table, write_chart, write_json
 from crm_devstack.errors import DevstackError
 from crm_devstack.kafka import KafkaBroker, ensure_kafka_jars
 from crm_devstack.platform import Platform, start_platform
@@ -66,10 +67,15 @@ def _kafka_cache() -> Path:
     return Path(configured) if configured else find_repo_root() / ".run" / "kafka-cache"
 
 
+@dataclass(frozen=True)
+class BaselineApps:
+    urls: dict[str, str]  # endpoint URLs by name (``json``, ``insert``)
+    pids: dict[str, int]  # their gunicorn masters (figure 11 counts the insert app's CPU)
+
+
 @contextlib.contextmanager
-def baseline_apps(plan: BenchPlan, postgres: PostgresCluster, logs: Path) -> Iterator[dict[str, str]]:
-    """The two baseline apps under gunicorn with the platform's worker and thread counts; yields
-    their endpoint URLs by name (``json``, ``insert``)."""
+def baseline_apps(plan: BenchPlan, postgres: PostgresCluster, logs: Path) -> Iterator[BaselineApps]:
+    """The two baseline apps under gunicorn with the platform's worker and thread counts."""
     url = postgres.create_database(f"bench_baseline_{uuid.uuid4().hex[:8]}")
     create_tables(url)
     gunicorn = Path(sys.prefix) / "bin" / "gunicorn"
@@ -86,7 +92,7 @@ def baseline_apps(plan: BenchPlan, postgres: PostgresCluster, logs: Path) -> Ite
             urls[name] = f"http://127.0.0.1:{port}/items"
         for name in urls:
             wait_http_ok(urls[name].replace("/items", "/healthz"), timeout=60, check=processes.check)
-        yield urls
+        yield BaselineApps(urls, {name: pid for name in urls if (pid := processes.pid(f"baseline-{name}"))})
     finally:
         processes.stop_all()
 
@@ -145,12 +151,13 @@ def bench_stack(plan: BenchPlan, out_dir: Path, log: Callable[[str], None] = say
         shutil.rmtree(kafka_dir, ignore_errors=True)
 
 
-def measure(plan: BenchPlan, target: Target, baseline_urls: dict[str, str], log: Callable[[str], None], *,
+def measure(plan: BenchPlan, target: Target, baselines: BaselineApps, log: Callable[[str], None], *,
             clean_up: bool = False) -> tuple[list[Row], dict[str, object]]:
     """Every figure, in an order that keeps them apart: the latency figures on a quiet platform
     first, the load figures next, the catch-up (which stops the workers) last. ``clean_up``
     takes the bench's trigger and bulk-loaded rows out again (for a platform that stays up)."""
-    bench = Bench(plan, target.platform, target.postgres, target.bootstrap, baseline_urls, target.db_prefix, log)
+    bench = Bench(plan, target.platform, target.postgres, target.bootstrap, baselines.urls, target.db_prefix, log,
+                  baseline_pids=baselines.pids, kafka_pid=target.kafka.pid if target.kafka is not None else None)
     try:
         bench.setup()
         outbox = bench.figure_outbox()
@@ -159,6 +166,8 @@ def measure(plan: BenchPlan, target: Target, baseline_urls: dict[str, str], log:
         create = bench.figure_create()
         bulk = bench.figure_bulk()
         bench.settle("figures 1 and 5")
+        cpu_use = bench.figure_cpu()
+        trigger_load = bench.figure_trigger_under_load()
         listing = bench.figure_list()
         bench.settle("figure 4")
         imports = bench.figure_import()
@@ -168,7 +177,8 @@ def measure(plan: BenchPlan, target: Target, baseline_urls: dict[str, str], log:
     finally:
         if clean_up:
             bench.clean_up()
-    return create + trigger + outbox + listing + bulk + catchup + ryw + board + imports, bench.details
+    return (create + trigger + trigger_load + outbox + listing + bulk + catchup + ryw + board + imports + cpu_use,
+            bench.details)
 
 
 def run_bench(plan: BenchPlan, out_dir: Path, *, log: Callable[[str], None] = say,
@@ -191,8 +201,8 @@ def run_bench(plan: BenchPlan, out_dir: Path, *, log: Callable[[str], None] = sa
         if target is None:
             target = stack.enter_context(bench_stack(plan, out_dir, log))
         log("starting the baseline apps")
-        baseline_urls = stack.enter_context(baseline_apps(plan, target.postgres, logs))
-        rows, details = measure(plan, target, baseline_urls, log, clean_up=not own)
+        baselines = stack.enter_context(baseline_apps(plan, target.postgres, logs))
+        rows, details = measure(plan, target, baselines, log, clean_up=not own)
 
     seconds = time.monotonic() - began
     json_path, chart_path = out_dir / "bench.json", out_dir / "bench.png"
@@ -207,6 +217,8 @@ def run_bench(plan: BenchPlan, out_dir: Path, *, log: Callable[[str], None] = sa
         "details": details,
     }
     write_json(json_path, rows, meta)
+    breakdown = cpu.breakdown(details)
     write_chart(chart_path, rows, f"make bench, BENCH_SCALE={plan.scale:g}, {os.cpu_count()} CPUs: "
-                                  "each figure against its baseline from the same run")
-    return BenchReport(rows, format_table(rows), json_path, chart_path, seconds)
+                                  "each figure against its baseline from the same run", breakdown)
+    table = format_table(rows) + (f"\n\n{format_breakdown(breakdown)}" if breakdown is not None else "")
+    return BenchReport(rows, table, json_path, chart_path, seconds)
