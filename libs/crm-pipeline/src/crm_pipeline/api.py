@@ -8,8 +8,9 @@ from typing import Any
 
 from marshmallow import Schema
 from sqlalchemy import Table, select
+from sqlalchemy.orm import Session
 
-from crm_catalogue_view import CatalogueView
+from crm_catalogue_view import CatalogueEntryView, CatalogueView
 from crm_kit.bulk import MAX_BULK_CREATE
 from crm_kit.errors import DomainError, NotFound
 from crm_kit.web import Api, ListResult, Reply, RequestContext, check_if_match
@@ -57,39 +58,118 @@ class Presenter:
         self.kind = kind
         self.records = records
         self.view = records.view
+        self.stage_versions = StageVersions(records.view, kind.kind)
 
     def many(self, ctx: RequestContext, rows: list[Any], *,
-             groups: Mapping[str, list[str]] | None = None) -> list[dict[str, Any]]:
-        """``groups``: each row's group ids when the caller already has them (no query)."""
+             groups: Mapping[str, list[str]] | None = None,
+             stages: Mapping[str, CatalogueEntryView] | None = None) -> list[dict[str, Any]]:
+        """``groups``: each row's group ids when the caller already has them (no query); ``stages``:
+        the stages of the rows by id when the caller already has them (``page``).
+
+        The catalogue copy is read once for all ``rows``, and each stage's representation (its
+        name in the caller's language) is made once and shared by the rows in that stage."""
         if not rows:
             return []
         if groups is None:
             groups = self.records.group_ids_of(ctx.session, [r.id for r in rows])
-        if len(rows) == 1:  # one read by primary key rather than every stage of the kind
+        if stages is not None:
+            pass
+        elif len(rows) == 1:  # one read by primary key rather than every stage of the kind
             found = self.view.get(ctx.session, rows[0].stage_id)
             stages = {found.id: found} if found else {}
         else:
             stages = {s.id: s for s in self.view.stages(ctx.session, self.kind.kind)}
-        default_language = ctx.settings["CRM_DEFAULT_LANGUAGE"]
+        shown = _StagesShown(ctx, stages)
         out = []
         for row in rows:
-            item = {k: v for k, v in row._asdict().items() if k != "stage_index"}
-            stage = stages.get(row.stage_id)
-            language = ctx.language(list(stage.names)) if stage else default_language
-            item["stage"] = {
-                "id": row.stage_id,
-                "name": stage.name(language, default_language) if stage else "",
-                "code": stage.code if stage else "",
-                "color": stage.attr("color") if stage else None,
-                "is_end": bool(stage.attr("is_end")) if stage else False,
-                "remarks": stage.attr("remarks") if stage else None,
-            }
+            item = row._asdict()
+            item.pop("stage_index", None)
+            item.pop("stage_version", None)
+            item["stage"] = shown.of(row.stage_id)
             item["group_ids"] = groups[row.id]
             out.append(item)
         return out
 
+    def page(self, ctx: RequestContext, rows: list[Any]) -> list[dict[str, Any]]:
+        """A list page: rows of ``list_statement``, which carry their stage's version in the copy."""
+        stages = self.stage_versions.stages(ctx.session, {(r.stage_id, r.stage_version) for r in rows})
+        return self.many(ctx, rows, stages=stages)
+
     def one(self, ctx: RequestContext, row: Any, group_ids: list[str] | None = None) -> dict[str, Any]:
         return self.many(ctx, [row], groups=None if group_ids is None else {row.id: group_ids})[0]
+
+
+class StageVersions:
+    """The kind's stages in the catalogue copy, kept in the process by id and version.
+
+    A version of a catalogue entry never changes (the copy keeps only strictly newer versions,
+    ``apply_catalogue_event``), so a list page, whose query reads each row's stage version along
+    with the row (``list_statement``), needs the copy only when it meets a version not seen
+    before; then it reads the kind's stages once, as before. A version that is no active stage
+    of the kind (deleted, or another kind's entry) is remembered as unknown."""
+
+    def __init__(self, view: CatalogueView, kind: str) -> None:
+        self.view = view
+        self.kind = kind
+        self._known: dict[tuple[str, int], CatalogueEntryView | None] = {}
+
+    def stages(self, session: Session, wanted: set[tuple[str, int | None]]) -> dict[str, CatalogueEntryView]:
+        """The stages of ``wanted`` (stage id, its version in the copy, None if it is not there) by id."""
+        known = self._known
+        found: dict[str, CatalogueEntryView] = {}
+        for stage_id, version in wanted:
+            if version is None:
+                continue  # not in the copy
+            key = (stage_id, version)
+            if key not in known:
+                return self._refresh(session, wanted)
+            entry = known[key]
+            if entry is not None:
+                found[stage_id] = entry
+        return found
+
+    def _refresh(self, session: Session, wanted: set[tuple[str, int | None]]) -> dict[str, CatalogueEntryView]:
+        fresh = {s.id: s for s in self.view.stages(session, self.kind)}
+        known: dict[tuple[str, int], CatalogueEntryView | None] = {(s.id, s.version): s for s in fresh.values()}
+        for stage_id, version in wanted:
+            if version is not None and stage_id not in fresh:
+                known[(stage_id, version)] = None
+        self._known = known  # replaced whole: other threads read the old one or this one
+        return {stage_id: fresh[stage_id] for stage_id, _ in wanted if stage_id in fresh}
+
+
+class _StagesShown:
+    """The ``stage`` of records as the caller sees it, made once per stage for one answer."""
+
+    def __init__(self, ctx: RequestContext, stages: Mapping[str, CatalogueEntryView]) -> None:
+        self.ctx = ctx
+        self.stages = stages
+        self.default_language = ctx.settings["CRM_DEFAULT_LANGUAGE"]
+        self.shown: dict[str, dict[str, Any]] = {}
+        self.languages: dict[tuple[str, ...], str] = {}  # the languages a stage has -> the one shown
+
+    def of(self, stage_id: str) -> dict[str, Any]:
+        found = self.shown.get(stage_id)
+        if found is None:
+            found = self.shown[stage_id] = self._show(stage_id)
+        return found
+
+    def _show(self, stage_id: str) -> dict[str, Any]:
+        stage = self.stages.get(stage_id)
+        if stage is None:
+            return {"id": stage_id, "name": "", "code": "", "color": None, "is_end": False, "remarks": None}
+        names = tuple(stage.names)
+        language = self.languages.get(names)
+        if language is None:  # Accept-Language against these names (noted for Content-Language once)
+            language = self.languages[names] = self.ctx.language(list(names))
+        return {
+            "id": stage_id,
+            "name": stage.name(language, self.default_language),
+            "code": stage.code,
+            "color": stage.attr("color"),
+            "is_end": bool(stage.attr("is_end")),
+            "remarks": stage.attr("remarks"),
+        }
 
 
 def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView | None = None) -> Api:
@@ -123,7 +203,7 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
     def list_records(ctx: RequestContext) -> ListResult:
         stmt, keys, fingerprint = list_statement(kind, tables, ctx.user, ctx.query)
         page = ctx.page(stmt, keys, fingerprint=fingerprint)
-        return ListResult(present.many(ctx, list(page.rows)), page.next_page_token)
+        return ListResult(present.page(ctx, list(page.rows)), page.next_page_token)
 
     overview_query, overview_out = overview_schemas(kind)
 

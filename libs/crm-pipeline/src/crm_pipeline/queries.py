@@ -94,7 +94,9 @@ def list_statement(kind: RecordKind, tables: Mapping[str, Table], identity: Iden
     """The list's SELECT, its sort keys and a fingerprint of its filters (for page tokens)."""
     table = tables["records"]
     stage = VIEW.alias("stage_sort")
-    stmt = (select(table, func.coalesce(stage.c.index, 0).label("stage_index"))
+    # The stage's version in the copy comes along: the presenter shows the stage from the version
+    # it knows (crm_pipeline.api.StageVersions) without reading the copy again.
+    stmt = (select(table, func.coalesce(stage.c.index, 0).label("stage_index"), stage.c.version.label("stage_version"))
             .outerjoin(stage, stage.c.id == table.c.stage_id)
             .where(visible(table, identity), view_clause(table, identity, query.get("view", "all"))))
     for name in _EQUALITY_FILTERS + kind.list_filters:
