@@ -200,7 +200,7 @@ def figure(bench: Bench) -> list[Row]:
     total_create, total_change = sum(per_create.values()), sum(per_change.values())
     bench.say(f"    {total_create:.1f} ms CPU per create, {total_change:.1f} ms per stage change, the bare insert "
               f"{base:.2f} ms; idle {idle_cores:.2f} cores")
-    top = ", ".join(f"{p} {per_create[p]:.1f}" for p in order[:4])
+    top = ", ".join(f"{p} {per_create[p]:.1f}" for p in sorted(parts, key=lambda p: -per_create[p])[:4])
     return [
         Row(FIGURE, "per create", "ms", total_create, BASELINE, base,
             f"CPU of every part of the platform (gateway, apis, workers, Kafka, PostgreSQL) over "

@@ -34,6 +34,7 @@ POLL_SECONDS = 0.01
 BASELINE = "raw Kafka produce->consume"
 GOAL = Goal(at_most=True, factor=1.0, plus=50.0, source="issue 19")  # ms over the raw p99
 RATES = (("half figure 1's rate", 0.5), ("figure 1's rate", 1.0))
+LATENCY_ROOM = 4.0  # seconds a PATCH may take before the paced loop runs out of tasks
 BULK_ITEMS = 100  # a call well inside the gateway's upstream timeout on a busy machine
 
 
@@ -152,8 +153,10 @@ def figure(bench: Bench) -> list[Row]:
     raw_p99 = 1000 * percentile(baseline, 99)
     bench.say(f"figure 2 under load: stage changes -> trigger action, paced at half and at all of figure 1's "
               f"{full:,.1f} creates/s, {seconds:g} s each")
-    # Enough for every change the paced loop can start (it may start one per task past the deadline).
-    concurrencies = {label: max(bench.plan.concurrency, min(256, math.ceil(full * share))) for label, share in RATES}
+    # An open loop: enough tasks for every change due while earlier ones wait up to LATENCY_ROOM s for
+    # their answer; enough leads for every change the loop can start (one per task past the deadline).
+    concurrencies = {label: max(bench.plan.concurrency, min(512, math.ceil(full * share * LATENCY_ROOM)))
+                     for label, share in RATES}
     needed = {label: math.ceil(full * share * seconds) + concurrencies[label] + 5 for label, share in RATES}
     bench.say(f"  {sum(needed.values()):,} leads of the bench's source, in bulk creates of {BULK_ITEMS}")
     leads = leads_of_the_bench_source(bench, sum(needed.values()))
