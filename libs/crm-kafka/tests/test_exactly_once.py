@@ -139,12 +139,14 @@ def test_each_event_applied_exactly_once_across_relay_and_consumer_kills(pg_url,
     published = count_on_topic(bootstrap, TOPIC, is_marker(marker))
     assert published == 2 * total, "the relay crash should have produced one duplicate of every event"
 
-    # 3. A consumer applies 50 events, then dies before committing its offsets.
+    # 3. A consumer applies 50 events, then dies before committing its offsets. It dies after
+    # the commit of the batch with the 50th (a poll batch is at most 200 messages), so some were
+    # left: those, and all it applied, come again.
     group = "g-" + marker
     consumer = role("consume", target_url, bootstrap, group, marker, "--exit-after", "50")
     assert consumer.wait(timeout=90) == -9, consumer.stderr.read()
     with target.transaction() as s:
-        assert s.execute(select(func.count()).select_from(effects)).scalar_one() == 50
+        assert 50 <= s.execute(select(func.count()).select_from(effects)).scalar_one() < total
 
     # 4. A new consumer gets everything redelivered and finishes the job.
     consumer = role("consume", target_url, bootstrap, group, marker)
