@@ -183,6 +183,15 @@ class ReadModels:
                         late.append(f"{consumer} {topic}[{partition}]")
         return late
 
+    def met_in(self, session: Session, requirement: Requirement) -> bool:
+        """One look in ``session`` (the request's own transaction, before the handler reads
+        anything): True, counted as fresh, when every read model has applied the required offsets."""
+        started = time.monotonic()
+        if self.behind(session, requirement.offsets):
+            return False
+        _observe(self.service, "read_models", "fresh", started)
+        return True
+
     def wait_for(self, requirement: Requirement) -> bool:
         """Wait until every read model has applied the required offsets; True when fresh.
 

@@ -366,6 +366,13 @@ def _await_read_models() -> None:
     if requirement is None:
         return
     try:
+        # Mostly they are there already: one look in the request's own transaction (its first
+        # statement), so the handler reads at least what the look saw, on the same connection.
+        if models.met_in(request_session(), requirement):
+            return
+        # Behind: the wait looks again in transactions of its own; the request's transaction
+        # (nothing read or written in it yet) starts afresh after it, never from an older snapshot.
+        _finish_session(commit=False)
         if not models.wait_for(requirement):
             g.crm_stale = True
     except consistency.ConsistencyError as exc:
