@@ -21,6 +21,8 @@ from crm_devstack.kafka import KafkaBroker, ensure_kafka_jars
 from crm_devstack.platform import Platform, start_platform
 from crm_devstack.postgres import PostgresCluster
 
+KAFKA_START_TIMEOUT = 180.0  # seconds; see the kafka fixture
+
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -54,7 +56,10 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     try:
         jars = ensure_kafka_jars(cache)
         broker = KafkaBroker(tmp_path_factory.mktemp("kafka"), jars)
-        broker.start()
+        # Generous: one broker serves the whole session, and when it cannot start every test that
+        # needs it errors. On a 2-core box at load 20+ (a bench beside the suite) the JVM's start
+        # went past the 60 s default and 2,400 tests errored.
+        broker.start(timeout=KAFKA_START_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - any failure ends the session with its message
         if broker is not None:
             broker.stop()
