@@ -21,7 +21,7 @@ from crm_pipeline.bulk import check_office as check_record_office
 from crm_pipeline.errors import MissingPermission, TitleRequired
 from crm_pipeline.events import Actor
 from crm_pipeline.kind import RecordKind
-from crm_pipeline.queries import list_statement, load_visible, overview
+from crm_pipeline.queries import GROUP_IDS, group_ids_of, list_statement, load_visible, overview
 from crm_pipeline.records import Records, new_group_ids
 from crm_pipeline.schemas import (
     CREATE,
@@ -49,6 +49,10 @@ class RecordsApi:
     present: Presenter
     load: Callable[[RequestContext, str], Any]  # the record, if the caller may see it (else UnknownRecord)
     out: Schema  # the record's representation
+
+
+# The list query's columns that only serve the page (sort key, stage version, group ids), not the answer.
+_LIST_HELPERS = ("stage_index", "stage_version", GROUP_IDS)
 
 
 class Presenter:
@@ -83,17 +87,18 @@ class Presenter:
         out = []
         for row in rows:
             item = row._asdict()
-            item.pop("stage_index", None)
-            item.pop("stage_version", None)
+            for helper in _LIST_HELPERS:
+                item.pop(helper, None)
             item["stage"] = shown.of(row.stage_id)
             item["group_ids"] = groups[row.id]
             out.append(item)
         return out
 
-    def page(self, ctx: RequestContext, rows: list[Any]) -> list[dict[str, Any]]:
-        """A list page: rows of ``list_statement``, which carry their stage's version in the copy."""
+    def page(self, ctx: RequestContext, rows: list[Any], dialect: str) -> list[dict[str, Any]]:
+        """A list page: rows of ``list_statement`` on ``dialect``, which carry their stage's version
+        in the copy and their group ids."""
         stages = self.stage_versions.stages(ctx.session, {(r.stage_id, r.stage_version) for r in rows})
-        return self.many(ctx, rows, stages=stages)
+        return self.many(ctx, rows, stages=stages, groups={r.id: group_ids_of(r, dialect) for r in rows})
 
     def one(self, ctx: RequestContext, row: Any, group_ids: list[str] | None = None) -> dict[str, Any]:
         return self.many(ctx, [row], groups=None if group_ids is None else {row.id: group_ids})[0]
@@ -201,9 +206,10 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
     @api.get(base, permission=kind.permission("view"), query=schemas.list_query, response=out, many=True,
              summary=f"List {kind.plural}: views, filters, search, order")
     def list_records(ctx: RequestContext) -> ListResult:
-        stmt, keys, fingerprint = list_statement(kind, tables, ctx.user, ctx.query)
+        dialect = ctx.session.get_bind().dialect.name
+        stmt, keys, fingerprint = list_statement(kind, tables, ctx.user, ctx.query, dialect)
         page = ctx.page(stmt, keys, fingerprint=fingerprint)
-        return ListResult(present.page(ctx, list(page.rows)), page.next_page_token)
+        return ListResult(present.page(ctx, list(page.rows), dialect), page.next_page_token)
 
     overview_query, overview_out = overview_schemas(kind)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, and_, exists, func, not_, select, true
+from sqlalchemy import JSON, ColumnElement, Select, Table, and_, exists, func, not_, select, true, type_coerce
 from sqlalchemy.orm import Session
 
 from crm_catalogue_view import CatalogueView
@@ -89,14 +89,41 @@ def filter_clause(kind: RecordKind, tables: Mapping[str, Table], text: str) -> C
         raise InvalidFilter(exc.message, exc.pointer(), exc.position) from None
 
 
+GROUP_IDS = "group_id_list"  # the list's column of each row's group ids (group_ids_of reads it)
+
+
+def group_ids_column(tables: Mapping[str, Table], dialect: str) -> ColumnElement[Any]:
+    """Each record's group ids as a column of the list's SELECT (a correlated subquery), so a page
+    needs no query of its own for them: ordered by the database on PostgreSQL (as ``ORDER BY
+    group_id`` would), a JSON array on SQLite (``group_ids_of`` sorts it, as its binary collation would)."""
+    groups, table = tables["record_groups"], tables["records"]
+    if dialect == "postgresql":
+        collected: Any = func.array_agg(groups.c.group_id).aggregate_order_by(groups.c.group_id)
+    else:
+        collected = type_coerce(func.json_group_array(groups.c.group_id), JSON)
+    return select(collected).where(groups.c.record_id == table.c.id).scalar_subquery().label(GROUP_IDS)
+
+
+def group_ids_of(row: Any, dialect: str) -> list[str]:
+    """The group ids ``group_ids_column`` brought along with ``row``, in ``group_id`` order."""
+    found = getattr(row, GROUP_IDS) or []
+    return list(found) if dialect == "postgresql" else sorted(found)
+
+
 def list_statement(kind: RecordKind, tables: Mapping[str, Table], identity: Identity,
-                   query: Mapping[str, Any]) -> tuple[Select[Any], list[SortKey], str]:
-    """The list's SELECT, its sort keys and a fingerprint of its filters (for page tokens)."""
+                   query: Mapping[str, Any], dialect: str | None = None) -> tuple[Select[Any], list[SortKey], str]:
+    """The list's SELECT, its sort keys and a fingerprint of its filters (for page tokens).
+
+    With ``dialect`` (the database's) each row also carries its group ids (``group_ids_column``)."""
     table = tables["records"]
     stage = VIEW.alias("stage_sort")
     # The stage's version in the copy comes along: the presenter shows the stage from the version
     # it knows (crm_pipeline.api.StageVersions) without reading the copy again.
-    stmt = (select(table, func.coalesce(stage.c.index, 0).label("stage_index"), stage.c.version.label("stage_version"))
+    columns: list[Any] = [table, func.coalesce(stage.c.index, 0).label("stage_index"),
+                          stage.c.version.label("stage_version")]
+    if dialect is not None:
+        columns.append(group_ids_column(tables, dialect))
+    stmt = (select(*columns)
             .outerjoin(stage, stage.c.id == table.c.stage_id)
             .where(visible(table, identity), view_clause(table, identity, query.get("view", "all"))))
     for name in _EQUALITY_FILTERS + kind.list_filters:
