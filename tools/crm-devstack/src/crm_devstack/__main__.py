@@ -1,4 +1,4 @@
-"""Command line: python -m crm_devstack run|start|stop|status|token."""
+"""Command line: python -m crm_devstack run|start|stop|status|memory|token."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from .stack import (
     LocalStack,
     StackConfig,
     make_token,
+    stack_memory,
     stack_status,
     start_detached,
     stop_stack,
@@ -46,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
         help=f"how long to wait before killing (default {STOP_TIMEOUT:g})",
     )
     commands.add_parser("status", help="show which parts are up (exit 0 when all are)")
+    memory = commands.add_parser(
+        "memory", help="print the memory (PSS and RSS) of a running stack, per process group and in total"
+    )
+    memory.add_argument("--json", action="store_true", help="print JSON (megabytes) instead of a table")
     token = commands.add_parser(
         "token", help="print a signed dev JWT (HS256, secret $CRM_JWT_SECRET or the dev default)"
     )
@@ -73,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return start_detached(config, ready_timeout=args.ready_timeout)
         if args.command == "stop":
             return stop_stack(config, timeout=args.timeout)
+        if args.command == "memory":
+            return stack_memory(config, as_json=args.json)
         return stack_status(config)
     except DevstackError as exc:
         print(f"[devstack] error: {exc}", file=sys.stderr, flush=True)

@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,14 @@ from .processes import (
 )
 
 KAFKA_VERSION = "4.1.1"
+
+DEFAULT_JVM_OPTIONS = (
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+)
+"""The broker's JVM tuning besides the heap, unless a caller gives its own (the tests' and the bench's)."""
 
 _log = logging.getLogger(__name__)
 
@@ -204,7 +212,9 @@ class KafkaBroker:
     `data_dir` keeps the topics and committed offsets.
 
     Ports given as 0 are picked when the object is created and kept, so `restart()`
-    comes back on the same address and clients can reconnect.
+    comes back on the same address and clients can reconnect. The JVM gets `-Xms<initial_heap>`
+    (default: the same as `heap`), `-Xmx<heap>` and `jvm_options` (default: G1 tuned for short
+    pauses; `make run` starts a smaller dev broker, crm_devstack.stack.DEV_BROKER).
     """
 
     def __init__(
@@ -214,6 +224,9 @@ class KafkaBroker:
         port: int = 0,
         controller_port: int = 0,
         heap: str = "256m",
+        *,
+        jvm_options: Sequence[str] = DEFAULT_JVM_OPTIONS,
+        initial_heap: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.jars_dir = Path(jars_dir).resolve()
@@ -222,6 +235,8 @@ class KafkaBroker:
         if self.controller_port == self.port:
             raise DevstackError(f"Kafka port and controller port are both {self.port}; they must differ.")
         self.heap = heap
+        self.initial_heap = initial_heap or heap
+        self.jvm_options = tuple(jvm_options)
         self.log_dir = self.data_dir / "data"
         self.properties_file = self.data_dir / "server.properties"
         self.log4j_file = self.data_dir / "log4j2.properties"
@@ -417,12 +432,9 @@ class KafkaBroker:
     def _jvm_options(self, java: str) -> list[str]:
         return [
             *self._class_archive_options(java, create=True),
-            f"-Xms{self.heap}",
+            f"-Xms{self.initial_heap}",
             f"-Xmx{self.heap}",
-            "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20",
-            "-XX:InitiatingHeapOccupancyPercent=35",
-            "-XX:+ExplicitGCInvokesConcurrent",
+            *self.jvm_options,
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.log4j_file}",
             "-cp",

@@ -274,6 +274,37 @@ def service_env(config: StackConfig, name: str, role: str, base: Mapping[str, st
     return env
 
 
+DEV_BROKER: Mapping[str, Any] = {
+    # A dev broker's JVM (make run only; the tests and the bench keep KafkaBroker's defaults): the
+    # serial collector (G1 keeps ~45 MB of its own structures), only the C1 compiler (C2 costs ~35 MB),
+    # a heap that starts small and is capped at 128 MB (~45 MB live after a full GC under a test load).
+    # ~200 -> ~178 MB of PSS idle in make run; a 64 MB cap saved ~17 MB more, too close to that.
+    "heap": "128m",
+    "initial_heap": "16m",
+    "jvm_options": ("-XX:+UseSerialGC", "-XX:MinHeapFreeRatio=10", "-XX:MaxHeapFreeRatio=20",
+                    "-XX:TieredStopAtLevel=1", "-XX:ReservedCodeCacheSize=32m"),
+}
+"""How `make run` starts Kafka (KafkaBroker's keywords)."""
+
+EMBEDDED_PROFILE: Mapping[str, str] = {
+    # One gunicorn worker with 8 threads per api: as many requests at once as 2 x 4 (the default),
+    # in one process fewer per api (each worker is a whole copy of its app: ~60 MB).
+    "CRM_WEB_CONCURRENCY": "1",
+    "CRM_WEB_THREADS": "8",
+}
+"""What `make run` sets for its processes unless the caller's environment sets it: a platform
+on a laptop, small. The bench and the tests start theirs with their own counts (platform.py)."""
+
+
+def embedded_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with the embedded profile's settings where it has none of its own."""
+    merged = dict(env)
+    for name, value in EMBEDDED_PROFILE.items():
+        if not merged.get(name):
+            merged[name] = value
+    return merged
+
+
 def make_token(
     secret: str,
     *,
@@ -468,7 +499,8 @@ class LocalStack:
         if cached_kafka_jars(config.kafka_cache) is None:
             _say(f"fetching Kafka {KAFKA_VERSION} from Maven Central into {config.kafka_cache} (first run only)")
         jars = ensure_kafka_jars(config.kafka_cache)
-        self.broker = KafkaBroker(config.kafka_dir, jars, config.kafka_port, config.kafka_controller_port)
+        self.broker = KafkaBroker(config.kafka_dir, jars, config.kafka_port, config.kafka_controller_port,
+                                  **DEV_BROKER)
         self.broker.start(timeout=KAFKA_START_TIMEOUT)
         _say(f"kafka up on {self.broker.bootstrap} in {self.broker.last_start_seconds:.1f} s")
         self._write_state()
@@ -511,7 +543,7 @@ class LocalStack:
         _say(f"ready in {time.monotonic() - started:.1f} s")
 
     def _add(self, process: str, argv: list[str], name: str, role: str) -> None:
-        env = service_env(self.config, name, role)
+        env = embedded_env(service_env(self.config, name, role))
         self.group.add(process, argv, env, self.config.log_path(process), cwd=self.config.root)
         self._write_state()
 
@@ -696,3 +728,22 @@ def stack_status(config: StackConfig, out: IO[str] | None = None) -> int:
                 ok = True  # its /readyz is informative; the gateway does not depend on it
             line(f"{name} worker", state, ok)
     return 0 if all_up else 1
+
+
+def stack_memory(config: StackConfig, out: IO[str] | None = None, *, as_json: bool = False) -> int:
+    """Print the memory of a running stack (PSS and RSS per process group, and in total); 1 when none runs."""
+    from .memory import measure, stack_roots
+
+    stream = out or sys.stdout
+    pid = running_stack_pid(config)
+    if pid is None or not config.state_file.is_file():
+        print("no stack is running (start one with make run or make start)", file=stream)
+        return 1
+    snapshot = measure(stack_roots(config.state_file, pid))
+    if as_json:
+        print(json.dumps(snapshot.as_dict(), indent=2), file=stream)
+    else:
+        print(f"memory of the stack (pid {pid}); PSS shares each page among the processes that map it,\n"
+              "RSS counts shared pages once per process:", file=stream)
+        print(snapshot.table(), file=stream)
+    return 0
