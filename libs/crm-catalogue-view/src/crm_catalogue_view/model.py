@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic.operations import Operations
 from google.protobuf.json_format import MessageToDict
 from sqlalchemy import JSON, Boolean, Column, Index, Integer, MetaData, String, Table, select, update
 from sqlalchemy.orm import Session
@@ -16,6 +15,9 @@ from crm_kafka.consumer import dispatch
 from crm_kafka.worker import ConsumerSpec
 from crm_kit.db import UTCDateTime, utcnow
 from crm_kit.errors import Invalid
+
+if TYPE_CHECKING:  # alembic only for migrations: the api and the worker never load it
+    from alembic.operations import Operations
 
 TOPIC = CATALOGUE  # what the copy is kept from (the registry's name)
 # The catalogue's 8 tables per kind, as the events name them (``entity``).

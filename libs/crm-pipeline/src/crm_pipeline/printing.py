@@ -37,11 +37,8 @@ import resource
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fpdf import FPDF, FontFace
-from fpdf.enums import ResourceAccessPolicy
-from fpdf.errors import FPDFResourceAccessError, FPDFUnicodeEncodingException
 from jinja2 import ChainableUndefined, TemplateError, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from sqlalchemy.orm import Session
@@ -51,6 +48,9 @@ from crm_catalogue_view.model import CatalogueEntryView
 from crm_kit.identity import Identity
 from crm_pipeline.errors import PreviewNeedsPermission, RenderFailed, TemplateNotPrintable
 from crm_pipeline.kind import RecordKind
+
+if TYPE_CHECKING:  # fpdf (40 MB) is loaded where PDFs are made: in the render children, not the api
+    from fpdf import FPDF, FontFace
 
 TEMPLATE_KINDS = ("email", "document", "print")
 TEMPLATE_BODY_LENGTH = 500_000  # the catalogue's limit on a template's body
@@ -219,6 +219,10 @@ def html_document(body: str, title: str) -> str:
 
 def render_pdf(body: str, title: str) -> bytes:
     """``body`` (HTML) as a PDF made by fpdf2; it loads no file and no URL (images: data: URIs only)."""
+    from fpdf import FPDF
+    from fpdf.enums import ResourceAccessPolicy
+    from fpdf.errors import FPDFResourceAccessError, FPDFUnicodeEncodingException
+
     pdf = FPDF(format="A4")
     pdf.resource_access_policy = ResourceAccessPolicy.NONE
     pdf.set_title(title)
@@ -242,6 +246,8 @@ def render_pdf(body: str, title: str) -> bytes:
 
 def _fonts(pdf: FPDF) -> tuple[str, dict[str, FontFace]]:
     """The font family (and code/pre style) to write with: DejaVu when installed, else the core fonts."""
+    from fpdf import FontFace
+
     for directory in UNICODE_FONT_DIRS:
         if not (directory / "DejaVuSans.ttf").is_file():
             continue
@@ -275,7 +281,7 @@ def render_isolated(job: PrintJob) -> bytes:
     ``if __name__ == "__main__"`` (gunicorn and pytest, which run the services and the tests, do).
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])  # used when the fork server starts (first call)
+    context.set_forkserver_preload([__name__, "fpdf"])  # used when the fork server starts (first call)
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(target=_render_in_child, args=(sender, job), name="crm-render", daemon=True)
     try:

@@ -10,9 +10,8 @@ composite index that ends in the default order.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic.operations import Operations
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -31,6 +30,9 @@ from sqlalchemy import (
 
 from crm_kit.bulk import IMPORT_KEY_LENGTH
 from crm_kit.db import UTCDateTime
+
+if TYPE_CHECKING:  # alembic only for migrations: the api and the worker never load it
+    from alembic.operations import Operations
 
 ID = 36  # UUID strings
 REF = 200  # ids of users and offices come from the identity provider

@@ -12,12 +12,14 @@ is the DDL of the migration that adds them (one line in each service's migration
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic.operations import Operations
 from sqlalchemy import JSON, Column, Index, Integer, MetaData, PrimaryKeyConstraint, String, Table, Text
 
 from crm_kit.db import UTCDateTime
+
+if TYPE_CHECKING:  # alembic only for migrations: the api and the worker never load it
+    from alembic.operations import Operations
 
 JOBS = "import_jobs"
 ROWS = "import_rows"
