@@ -203,6 +203,10 @@ def run_bench(plan: BenchPlan, out_dir: Path, *, log: Callable[[str], None] = sa
         log("starting the baseline apps")
         baselines = stack.enter_context(baseline_apps(plan, target.postgres, logs))
         rows, details = measure(plan, target, baselines, log, clean_up=not own)
+    if own:  # figure 10 starts make run's platform of its own, once the bench's has stopped
+        from crm_devstack.bench.memory_figure import figure_memory
+
+        rows += figure_memory(plan.load_seconds, plan.concurrency, log, details)
 
     seconds = time.monotonic() - began
     json_path, chart_path = out_dir / "bench.json", out_dir / "bench.png"
