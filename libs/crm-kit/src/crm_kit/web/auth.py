@@ -18,6 +18,7 @@ API contract ships).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -44,6 +45,9 @@ DEFAULT_ROLE_PERMISSIONS: dict[str, list[str]] = {
     "account_manager": [*(f"opportunities:{a}" for a in _ACTIONS), "leads:view", "files:view", "files:edit"],
     "viewer": [p for p in ALL_PERMISSIONS if p.endswith(":view")],
 }
+
+
+_VERIFIED_KEPT = 4096  # tokens remembered per process (see TokenVerifier.verify)
 
 
 def _unauthenticated(detail: str) -> Problem:
@@ -97,6 +101,7 @@ class TokenVerifier:
         self._audience = audience or None
         self._issuer = issuer or None
         self._leeway = leeway
+        self._verified: dict[str, tuple[Identity, float]] = {}  # token -> its identity, valid until
         roles = role_permissions or DEFAULT_ROLE_PERMISSIONS
         self.role_permissions = {role: frozenset(perms) for role, perms in roles.items()}
 
@@ -118,7 +123,25 @@ class TokenVerifier:
         return frozenset(perms)
 
     def verify(self, token: str) -> Identity:
-        """Return the identity in ``token`` or raise a 401 Problem saying why not."""
+        """Return the identity in ``token`` or raise a 401 Problem saying why not.
+
+        A token verified with a key that cannot change while the process runs (the secret, the
+        configured PEM) is remembered until it expires (``exp`` plus the leeway, as the decoder
+        counts it): a request passes through the gateway and one or more services, each of which
+        would otherwise check the same signature and claims again. Tokens whose key comes from
+        the provider's JWKS (which may rotate) are checked every time."""
+        known = self._verified.get(token)
+        if known is not None and time.time() < known[1]:
+            return known[0]
+        identity, valid_until = self._verify(token)
+        if valid_until is not None:
+            if len(self._verified) >= _VERIFIED_KEPT:
+                self._verified.clear()  # many callers at once: start again rather than grow
+            self._verified[token] = (identity, valid_until)
+        return identity
+
+    def _verify(self, token: str) -> tuple[Identity, float | None]:
+        """The identity, and until when it may be remembered (None: not at all)."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -127,9 +150,11 @@ class TokenVerifier:
         audience = issuer = None
         if alg == "HS256":
             key: Any = self._secret
+            constant_key = True
         elif alg == "RS256" and (self._public_key or self._jwks is not None):
             key = self._provider_key(token)
             audience, issuer = self._audience, self._issuer
+            constant_key = self._jwks is None
         else:
             raise _unauthenticated(f"Tokens signed with {alg!r} are not accepted.")
         options: Any = {"require": ["exp", "sub"]}  # and office, roles: _contract_claims
@@ -149,7 +174,7 @@ class TokenVerifier:
             raise _unauthenticated("The bearer token is not valid.") from None
         sub, office, roles = _contract_claims(claims)
         name = claims.get("name")
-        return Identity(
+        identity = Identity(
             user_id=sub,
             name=name.strip() if isinstance(name, str) and name.strip() else sub,
             office_id=office,
@@ -157,6 +182,8 @@ class TokenVerifier:
             permissions=self.permissions_for(roles),
             token=token,
         )
+        # The decoder refuses a token once exp <= now - leeway: it holds while now < exp + leeway.
+        return identity, (int(claims["exp"]) + self._leeway) if constant_key else None
 
     def _provider_key(self, token: str) -> Any:
         """The key that verifies the provider's ``token``: from the JWKS by ``kid``, else the PEM."""
