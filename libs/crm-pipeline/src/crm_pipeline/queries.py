@@ -9,6 +9,7 @@ office's, ``view=all`` to everything they may see.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import JSON, ColumnElement, Select, Table, and_, exists, func, not_, select, true, type_coerce
@@ -89,14 +90,20 @@ def filter_clause(kind: RecordKind, tables: Mapping[str, Table], text: str) -> C
         raise InvalidFilter(exc.message, exc.pointer(), exc.position) from None
 
 
+_STAGE_SORT = VIEW.alias("stage_sort")  # the catalogue copy's stage of each listed record
 GROUP_IDS = "group_id_list"  # the list's column of each row's group ids (group_ids_of reads it)
 
 
 def group_ids_column(tables: Mapping[str, Table], dialect: str) -> ColumnElement[Any]:
     """Each record's group ids as a column of the list's SELECT (a correlated subquery), so a page
     needs no query of its own for them: ordered by the database on PostgreSQL (as ``ORDER BY
-    group_id`` would), a JSON array on SQLite (``group_ids_of`` sorts it, as its binary collation would)."""
-    groups, table = tables["record_groups"], tables["records"]
+    group_id`` would), a JSON array on SQLite (``group_ids_of`` sorts it, as its binary collation would).
+    Made once per table and database (a statement's parts never change)."""
+    return _group_ids_column(tables["record_groups"], tables["records"], dialect)
+
+
+@lru_cache(maxsize=16)
+def _group_ids_column(groups: Table, table: Table, dialect: str) -> ColumnElement[Any]:
     if dialect == "postgresql":
         collected: Any = func.array_agg(groups.c.group_id).aggregate_order_by(groups.c.group_id)
     else:
@@ -116,7 +123,7 @@ def list_statement(kind: RecordKind, tables: Mapping[str, Table], identity: Iden
 
     With ``dialect`` (the database's) each row also carries its group ids (``group_ids_column``)."""
     table = tables["records"]
-    stage = VIEW.alias("stage_sort")
+    stage = _STAGE_SORT
     # The stage's version in the copy comes along: the presenter shows the stage from the version
     # it knows (crm_pipeline.api.StageVersions) without reading the copy again.
     columns: list[Any] = [table, func.coalesce(stage.c.index, 0).label("stage_index"),
