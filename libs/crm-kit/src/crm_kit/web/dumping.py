@@ -67,27 +67,27 @@ def _compile(schema: Schema) -> Dump:
         return by_marshmallow
 
     dict_class = schema.dict_class
-    # (key, source, field, convert): source None = the field serialises itself (field.serialize)
-    plan: list[tuple[str, str | None, fields.Field, Convert]] = []
+    # (key, source, field, convert, passes): source None = the field serialises itself (field.serialize);
+    # a value whose type is in ``passes`` is what the field would make of it (a str for a String).
+    plan: list[tuple[str, str | None, fields.Field, Convert, tuple[type, ...]]] = []
     for attr_name, field in schema.dump_fields.items():
         key = field.data_key if field.data_key is not None else attr_name
         source = attr_name if field.attribute is None else field.attribute
         cls = type(field)
         if (not field._CHECK_ATTRIBUTE or "." in source or cls.serialize is not fields.Field.serialize
                 or cls.get_value is not fields.Field.get_value):
-            plan.append((key, None, field, _by_field(field, attr_name, schema)))
+            plan.append((key, None, field, _by_field(field, attr_name, schema), ()))
         else:
-            plan.append((key, source, field, _converter(field, attr_name)))
+            plan.append((key, source, field, *_converter(field, attr_name)))
 
     def one(obj: Any) -> Any:
         out = dict_class()
         is_dict = type(obj) is dict
-        for key, source, field, convert in plan:
+        for key, source, field, convert, passes in plan:
             if source is None:
                 value = convert(None, obj)
-                if value is missing:
-                    continue
-                out[key] = value
+                if value is not missing:
+                    out[key] = value
                 continue
             if is_dict:
                 value = obj[source] if source in obj else getattr(obj, source, missing)
@@ -98,7 +98,7 @@ def _compile(schema: Schema) -> Dump:
                 value = default() if callable(default) else default
                 if value is missing:
                     continue
-            out[key] = convert(value, obj)
+            out[key] = value if type(value) in passes else convert(value, obj)
         return out
 
     def compiled(obj: Any, many: bool) -> Any:
@@ -118,23 +118,23 @@ def _by_field(field: fields.Field, attr_name: str, schema: Schema) -> Convert:
     return serialize
 
 
-def _converter(field: fields.Field, attr: str) -> Convert:
-    """What ``field._serialize(value, attr, obj)`` does, as directly as the field's type allows."""
+_NONE = type(None)
+
+
+def _converter(field: fields.Field, attr: str) -> tuple[Convert, tuple[type, ...]]:
+    """What ``field._serialize(value, attr, obj)`` does, as directly as the field's type allows, and
+    the types of value it returns unchanged."""
     cls = type(field)
     own = cls._serialize
     if own is fields.String._serialize:
         def string(value: Any, obj: Any) -> Any:
-            if type(value) is str or value is None:
-                return value
-            return ensure_text_type(value)
-        return string
+            return None if value is None else ensure_text_type(value)
+        return string, (str, _NONE)
     if (own is fields.Number._serialize and isinstance(field, fields.Integer) and not field.as_string
             and getattr(cls, "_format_num", None) is fields.Number._format_num and field.num_type is int):
         def integer(value: Any, obj: Any) -> Any:
-            if type(value) is int or value is None:
-                return value
-            return int(value)
-        return integer
+            return None if value is None else int(value)
+        return integer, (int, _NONE)
     if own is fields.Nested._serialize:
         nested = field  # type: ignore[assignment]
         schema = nested.schema  # type: ignore[attr-defined]
@@ -143,15 +143,17 @@ def _converter(field: fields.Field, attr: str) -> Convert:
 
         def nested_dump(value: Any, obj: Any) -> Any:
             return None if value is None else inner_dump(value, many)
-        return nested_dump
+        return nested_dump, (_NONE,)
     if own is fields.List._serialize:
-        inner = _converter(field.inner, attr)  # type: ignore[attr-defined]
+        inner, inner_passes = _converter(field.inner, attr)  # type: ignore[attr-defined]
 
         def each(value: Any, obj: Any) -> Any:
-            return None if value is None else [inner(item, obj) for item in value]
-        return each
+            if value is None:
+                return None
+            return [item if type(item) in inner_passes else inner(item, obj) for item in value]
+        return each, (_NONE,)
     serialize = field._serialize
 
     def by_type(value: Any, obj: Any) -> Any:
         return serialize(value, attr, obj)
-    return by_type
+    return by_type, ()
