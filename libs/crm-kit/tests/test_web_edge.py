@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sample_app import SECRET, make_app
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from crm_kit.settings import ConfigError, load_settings
 from crm_kit.web import issue_token
@@ -304,3 +305,22 @@ def test_metrics_survive_an_empty_file_left_by_a_killed_process(tmp_path, monkey
     finally:
         monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
         values.ValueClass = values.get_value_class()
+
+
+@pytest.mark.parametrize(("error", "status"), [
+    (OperationalError("SELECT 1", {}, Exception("could not connect to server")), 503),
+    (InterfaceError("SELECT 1", {}, Exception("connection already closed")), 503),  # psycopg, after a restart
+    (DBAPIError("SELECT 1", {}, Exception("server closed the connection"), connection_invalidated=True), 503),
+    (DBAPIError("SELECT 1", {}, Exception("a bug in a statement")), 500),
+])
+def test_a_database_that_went_away_is_503_with_retry_after_and_a_bug_stays_500(tmp_path, error, status):
+    app, db = make_app(f"sqlite:///{tmp_path / 'gone.sqlite3'}")
+
+    def fails() -> None:
+        raise error
+
+    app.add_url_rule("/internal/fails", "fails", fails)
+    r = app.test_client().get("/internal/fails", headers=auth())
+    assert r.status_code == status and r.content_type == PROBLEM
+    assert (r.headers.get("Retry-After") == "2") == (status == 503)
+    db.dispose()

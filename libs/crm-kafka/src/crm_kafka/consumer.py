@@ -46,27 +46,20 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 from sqlalchemy import select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Envelope
 from crm_events.envelope import EnvelopeDecodeError, decode
 from crm_events.topics import dlq_name
 from crm_kit import correlation, metrics
-from crm_kit.db import Database, new_metadata, utcnow
+from crm_kit.db import Database, database_unavailable, new_metadata, utcnow
 
 log = logging.getLogger(__name__)
 
 INBOX = new_metadata().tables["inbox"]
 OFFSETS = new_metadata().tables["consumer_offsets"]
 Handler = Callable[[Session, Envelope], None]
-
-
-def _database_unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` says the database could not be reached or dropped the connection (or
-    another transient condition PostgreSQL reports as operational: a deadlock, a shutdown)."""
-    return isinstance(exc, OperationalError | InterfaceError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
 @dataclass
@@ -326,7 +319,7 @@ class IdempotentConsumer:
             if failure.dead_lettered:
                 self._store_offset(msg)  # the DLQ has it: a restart must not dead-letter it again
         except Exception as exc:
-            if not _database_unavailable(exc):
+            if not database_unavailable(exc):
                 raise
             delay = self._wait_for_database(msg, failure, exc, f"message {key[0]}/{key[1]}@{failure.offset}")
         if delay is not None:
@@ -348,7 +341,7 @@ class IdempotentConsumer:
         try:
             applied = self._apply_once(envelope, msg)
         except Exception as exc:  # noqa: BLE001 - any handler error is retried, then dead-lettered
-            if _database_unavailable(exc):
+            if database_unavailable(exc):
                 return self._wait_for_database(msg, failure, exc, f"event {envelope.event_id}")
             failure.attempts += 1
             if failure.attempts >= self.max_attempts:

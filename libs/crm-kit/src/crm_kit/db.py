@@ -27,6 +27,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -190,6 +191,15 @@ def write_held_back(session: Session) -> None:
     """Write now what ``session`` holds back (in its transaction: a rollback still takes it back)."""
     for write in session.info.get(_PENDING_WRITERS, ()):
         write()
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database could not be reached or dropped the connection (or
+    another transient condition PostgreSQL reports as operational: a deadlock, a shutdown): the
+    web edge answers 503 to it, a consumer waits. psycopg reports a connection a restart closed as
+    an ``InterfaceError`` or an invalidated ``DBAPIError``, not only an ``OperationalError``."""
+    return isinstance(exc, OperationalError | InterfaceError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
 def is_postgres(engine_or_session: Engine | Session) -> bool:

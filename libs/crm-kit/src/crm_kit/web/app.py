@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, Response, g, request
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from crm_kit import consistency, correlation, metrics
-from crm_kit.db import Database
+from crm_kit.db import Database, database_unavailable
 from crm_kit.settings import Settings
 from crm_kit.web.api import Api, Route
 from crm_kit.web.auth import TokenVerifier
@@ -96,8 +96,10 @@ def create_app(
         log.info("integrity error answered with 409: %s", exc.orig)
         return Problem(409, "The request conflicts with data that already exists.").response(request.path)
 
-    @app.errorhandler(OperationalError)
-    def _db_down(exc: OperationalError) -> Response:
+    @app.errorhandler(DBAPIError)
+    def _db_down(exc: DBAPIError) -> Response:
+        if not database_unavailable(exc):
+            raise exc  # a bug, not an outage: the 500 handler logs it
         log.error("database unavailable: %s", exc.orig)
         return Problem(503, "The service's database is unavailable; retry shortly.",
                        headers={"Retry-After": "2"}).response(request.path)

@@ -171,7 +171,7 @@ class Api:
             if own is not None and status in REFUSALS:
                 pass  # counted by once() (the report fails the run); a refusal wrote nothing
             elif status and status not in RETRY_STATUSES:
-                raise WorkloadError(f"{method} {path}: HTTP {status}: {response.text[:500] if response else ''}")
+                raise WorkloadError(f"{method} {path}: HTTP {status}: {_text(response, 500)}")
             else:
                 self.note_retry(status, f"{method} {path}", response)
             if time.monotonic() > deadline:
@@ -183,7 +183,12 @@ class Api:
         self.stats.retries += 1
         self.stats.statuses[status] += 1
         if status == 500:  # the contract: never a 500; a database restart is a 503
-            self.stats.unexpected.append(f"{what}: HTTP 500: {response.text[:300] if response else ''}")
+            self.stats.unexpected.append(f"{what}: HTTP 500: {_text(response, 300)}")
+
+
+def _text(response: requests.Response | None, limit: int) -> str:
+    """The start of an answer's body for a report (a 4xx/5xx ``Response`` is falsy: test for None)."""
+    return response.text[:limit] if response is not None else ""
 
 
 # --------------------------------------------------------------------------- setup
@@ -205,7 +210,7 @@ def _post_until_known(api: Api, path: str, body: dict[str, Any], timeout: float 
             return dict(response.json())
         status = 0 if response is None else response.status_code
         if status not in (0, 409, 422, *RETRY_STATUSES) or time.monotonic() > deadline:
-            raise WorkloadError(f"setup: POST {path} {body}: HTTP {status}: {response.text[:500] if response else ''}")
+            raise WorkloadError(f"setup: POST {path} {body}: HTTP {status}: {_text(response, 500)}")
         time.sleep(0.3)
 
 
@@ -348,7 +353,7 @@ class Client:
                 break
             status = 0 if response is None else response.status_code
             if status not in (412, *REFUSALS, *RETRY_STATUSES):
-                raise WorkloadError(f"PATCH {path}: HTTP {status}: {response.text[:500] if response else ''}")
+                raise WorkloadError(f"PATCH {path}: HTTP {status}: {_text(response, 500)}")
             if status in REFUSALS:
                 time.sleep(0.2)  # counted by once(); decided from the history like any unclear answer
             elif status != 412:
