@@ -22,9 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
-from crm_devstack.bench.load import LoadResult, Operation, Unexpected, run_load
+from crm_devstack.bench.load import LoadResult, Operation, run_load, stage_changes
 from crm_devstack.bench.report import Breakdown, Row
 from crm_devstack.errors import DevstackError
 from crm_devstack.platform import Platform
@@ -232,14 +230,6 @@ def _stage_change(bench: Bench, leads: list[str]) -> Operation:
     if len(leads) < 2 * bench.plan.concurrency:
         raise DevstackError(f"figure 11 needs at least {2 * bench.plan.concurrency} leads, it created {len(leads)}")
 
-    async def change(session: aiohttp.ClientSession, n: int) -> None:
-        body = {"stage_id": targets[(n // len(leads)) % 2]}
-        async with session.patch(f"{bench.gateway}/v1/leads/{leads[n % len(leads)]}", json=body,
-                                 headers=bench.writer) as response:
-            data = await response.read()
-            if response.status != 200:
-                raise Unexpected(f"status {response.status}", data)
-
-    return change
+    return stage_changes(f"{bench.gateway}/v1/leads", leads, targets, bench.writer)
 
 

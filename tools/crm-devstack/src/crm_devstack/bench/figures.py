@@ -21,7 +21,15 @@ import psycopg
 import requests
 
 from crm_devstack.bench.kafka_probes import Backlog, BacklogState, EventClock, raw_round_trips
-from crm_devstack.bench.load import LoadResult, Operation, Unexpected, percentile, run_coroutine, run_load
+from crm_devstack.bench.load import (
+    LoadResult,
+    Operation,
+    Unexpected,
+    percentile,
+    run_coroutine,
+    run_load,
+    stage_changes,
+)
 from crm_devstack.bench.report import Goal, Row
 from crm_devstack.errors import DevstackError
 from crm_devstack.platform import Platform
@@ -381,13 +389,7 @@ class Bench:
             finally:
                 free.put_nowait(i)
 
-        async def single(session: aiohttp.ClientSession, k: int) -> None:
-            body = {"stage_id": targets[(k // len(single_ids)) % 2]}
-            async with session.patch(f"{url}/{single_ids[k % len(single_ids)]}", json=body,
-                                     headers=self.writer) as response:
-                data = await response.read()
-                if response.status != 200:
-                    raise Unexpected(f"status {response.status}", data)
+        single = stage_changes(url, single_ids, targets, self.writer)
 
         bulk_result = self._load(f"POST /v1/leads/bulk set_stage, {chunk} ids a call", bulk, 4)
         single_result = self._load("PATCH /v1/leads/{id} stage_id", single, self.plan.concurrency)

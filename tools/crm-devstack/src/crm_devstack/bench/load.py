@@ -14,7 +14,7 @@ import concurrent.futures
 import itertools
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -52,6 +52,21 @@ class Unexpected(aiohttp.ClientError):
     def __init__(self, what: str, body: bytes = b"") -> None:
         super().__init__(f"{what}: {body[:300]!r}")
         self.what = what
+
+
+def stage_changes(records_url: str, ids: Sequence[str], targets: Sequence[str],
+                  headers: Mapping[str, str]) -> Operation:
+    """Operation ``n`` moves record ``ids[n % len(ids)]`` to one of two stages in turn (every PATCH a
+    real change; a record is never moved by two at once while there are more ids than connections)."""
+
+    async def change(session: aiohttp.ClientSession, n: int) -> None:
+        body = {"stage_id": targets[(n // len(ids)) % 2]}
+        async with session.patch(f"{records_url}/{ids[n % len(ids)]}", json=body, headers=headers) as response:
+            data = await response.read()
+            if response.status != 200:
+                raise Unexpected(f"status {response.status}", data)
+
+    return change
 
 
 @dataclass
