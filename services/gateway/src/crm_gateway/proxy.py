@@ -32,7 +32,6 @@ import requests
 import urllib3.exceptions
 from flask import Response, request
 from requests.adapters import HTTPAdapter
-from requests.structures import CaseInsensitiveDict
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
@@ -57,8 +56,6 @@ FORWARDED_RESPONSE_HEADERS = (
 )
 
 CHUNK = 64 * 1024
-# What Session.request adds to send() for a session that trusts no environment: no proxies, TLS verified.
-_SEND_SETTINGS: dict[str, Any] = {"proxies": {}, "verify": True, "cert": None}
 RETRY_AFTER_SECONDS = 2
 _NO_BODY_STATUSES = frozenset({204, 304})
 # Characters left as they are when the (decoded) path is quoted again for the service.
@@ -226,8 +223,8 @@ class Upstream:
         for attempt in range(attempts):
             started = time.perf_counter()
             try:
-                resp = self.session.send(self._prepared(method, url, headers, body), stream=True, timeout=timeout,
-                                         allow_redirects=False, **_SEND_SETTINGS)
+                resp = self.session.request(method, url, headers=headers, data=body, stream=True,
+                                            timeout=timeout, allow_redirects=False)
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 metrics.UPSTREAM_DURATION.labels(self.name).observe(time.perf_counter() - started)
                 if body is not None and body.error is not None:
@@ -250,17 +247,6 @@ class Upstream:
             metrics.UPSTREAM_REQUESTS.labels(self.name, str(resp.status_code)).inc()
             return resp
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _prepared(self, method: str, url: str, headers: dict[str, str] | None,
-                  body: RequestBody | None) -> requests.PreparedRequest:
-        """What ``Session.request`` would send, without its per-request merging of what this
-        session never has (cookies: never kept; auth, params, hooks, proxies: none; the environment:
-        not trusted): the session's headers, then the request's (case-insensitively), and the body."""
-        merged = CaseInsensitiveDict(self.session.headers)
-        merged.update(headers or {})
-        prepared = requests.PreparedRequest()
-        prepared.prepare(method=method, url=url, headers=merged, data=body or {})
-        return prepared
 
     def get_json(self, path: str, timeout: tuple[float, float] | None = None,
                  headers: dict[str, str] | None = None) -> tuple[int, Any]:
