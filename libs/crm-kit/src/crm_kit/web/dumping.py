@@ -6,9 +6,7 @@ request's CPU time. ``dump(schema, obj)`` gives exactly what ``schema.dump(obj)`
 same keys in the same order, the same values - from a plan made once per schema: per field
 its key, where its value comes from, and a converter (the field's own ``_serialize``, or
 for the common field types the same rule written out: a ``String`` passes a ``str`` through,
-an ``Integer`` an ``int``, a ``Nested`` or ``List`` uses the plan of what it holds). A dict
-that holds every field (what the presenters make) is dumped by one dict display generated for
-the schema; anything else field by field.
+an ``Integer`` an ``int``, a ``Nested`` or ``List`` uses the plan of what it holds).
 
 Whatever the plan does not know is left to marshmallow as it is: a schema with dump hooks
 (``pre_dump``/``post_dump``) or its own ``get_attribute`` is dumped by ``Schema.dump``, and
@@ -19,7 +17,6 @@ a field with its own ``serialize``/``get_value``, a dotted ``attribute`` or no a
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from threading import Lock
 from typing import Any
@@ -28,8 +25,6 @@ from weakref import WeakKeyDictionary
 from marshmallow import Schema, fields, missing
 from marshmallow.decorators import POST_DUMP, PRE_DUMP
 from marshmallow.utils import ensure_text_type
-
-from crm_kit.web.fields import Timestamp
 
 Convert = Callable[[Any, Any], Any]  # (value, the object it came from) -> its JSON-able form
 Dump = Callable[[Any, bool], Any]  # (object or objects, many) -> dumped
@@ -74,7 +69,7 @@ def _compile(schema: Schema) -> Dump:
     dict_class = schema.dict_class
     # (key, source, field, convert, passes): source None = the field serialises itself (field.serialize);
     # a value whose type is in ``passes`` is what the field would make of it (a str for a String).
-    plan: Plan = []
+    plan: list[tuple[str, str | None, fields.Field, Convert, tuple[type, ...]]] = []
     for attr_name, field in schema.dump_fields.items():
         key = field.data_key if field.data_key is not None else attr_name
         source = attr_name if field.attribute is None else field.attribute
@@ -85,16 +80,9 @@ def _compile(schema: Schema) -> Dump:
         else:
             plan.append((key, source, field, *_converter(field, attr_name)))
 
-    whole = _whole_dict(plan) if dict_class is dict else None
-
     def one(obj: Any) -> Any:
-        is_dict = type(obj) is dict
-        if is_dict and whole is not None:
-            try:
-                return whole(obj)
-            except KeyError:
-                pass  # some field is not in the dict: field by field, as marshmallow looks for it
         out = dict_class()
+        is_dict = type(obj) is dict
         for key, source, field, convert, passes in plan:
             if source is None:
                 value = convert(None, obj)
@@ -119,26 +107,6 @@ def _compile(schema: Schema) -> Dump:
         return one(obj)
 
     return compiled
-
-
-Plan = list[tuple[str, str | None, fields.Field, Convert, tuple[type, ...]]]
-
-
-def _whole_dict(plan: Plan) -> Callable[[Any], Any] | None:
-    """For a dict that holds every field's value (what presenters make): one dict display, made for
-    this schema, with the same keys in the same order and each value as ``one`` would convert it.
-    A missing value raises KeyError (``one`` then goes field by field). None when a field serialises
-    itself (it may leave its key out)."""
-    if any(source is None for _, source, _, _, _ in plan):
-        return None
-    scope: dict[str, Any] = {}
-    items = []
-    for i, (key, source, _field, convert, passes) in enumerate(plan):
-        scope[f"convert_{i}"], scope[f"passes_{i}"] = convert, passes
-        items.append(f"{key!r}: (v if type(v := obj[{source!r}]) in passes_{i} else convert_{i}(v, obj))")
-    code = "def whole(obj):\n    return {" + ", ".join(items) + "}\n"
-    exec(compile(code, f"<dump plan of {len(plan)} fields>", "exec"), scope)  # noqa: S102 - our own literals
-    return scope["whole"]  # type: ignore[no-any-return]
 
 
 def _by_field(field: fields.Field, attr_name: str, schema: Schema) -> Convert:
@@ -167,14 +135,6 @@ def _converter(field: fields.Field, attr: str) -> tuple[Convert, tuple[type, ...
         def integer(value: Any, obj: Any) -> Any:
             return None if value is None else int(value)
         return integer, (int, _NONE)
-    if own is Timestamp._serialize:
-        def timestamp(value: Any, obj: Any) -> Any:
-            if value is None:
-                return None
-            if value.tzinfo is None:
-                value = value.replace(tzinfo=dt.UTC)
-            return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-        return timestamp, (_NONE,)
     if own is fields.Nested._serialize:
         nested = field  # type: ignore[assignment]
         schema = nested.schema  # type: ignore[attr-defined]
