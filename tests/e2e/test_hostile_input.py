@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 import requests
+from werkzeug.http import parse_options_header
 
 pytestmark = pytest.mark.e2e
 
@@ -412,3 +413,17 @@ def test_the_cases_bodies_are_valid_so_each_refusal_is_the_payloads(world):
             assert r.status_code == 415, f"{case.id}: {r.status_code} {r.text[:300]}"  # it takes multipart only
         else:
             assert 200 <= r.status_code < 300, f"{case.id} with its own body: {r.status_code} {r.text[:500]}"
+
+
+@pytest.mark.parametrize("file_name", ["Zürich – 東京 😀.csv", 'quote"semi;colon\\back.csv', ".csv"])
+def test_an_imports_result_file_downloads_whatever_its_file_name(world, file_name):
+    """A file name in any script, or with quotes, is valid text; its result file (whose name it
+    gives) downloads with that name, RFC 8187-encoded, never a 500 (the fuzzer's find in CI)."""
+    job = world.api.ok("POST", "/v1/contacts/imports",
+                       {"file_name": file_name, "columns": ["First", "Last"], "rows": [["A", "B"]]})
+    r = world.api("GET", f"/v1/contacts/imports/{job['id']}/result")
+    assert r.status_code == 200, f"{r.status_code} {r.text[:300]}"
+    assert r.text.splitlines() == ["row,status,id,error", "2,pending,,"]
+    disposition, params = parse_options_header(r.headers["Content-Disposition"])
+    stem = file_name.rsplit(".", 1)[0] or "import"
+    assert (disposition, params["filename"]) == ("attachment", f"{stem}-result.csv")

@@ -19,13 +19,13 @@ from crm_kit.settings import (
 )
 from crm_kit.web import Api, ListResult, Reply, RequestContext, SortKey
 from crm_kit.web.app import route_of_request
+from crm_kit.web.http import content_disposition
 from crm_pipeline.attachments import (
     MAX_TYPE,
     OCTET_STREAM,
     PUBLIC,
     AttachmentListQuery,
     AttachmentOut,
-    content_disposition,
     delete_blobs_of_record,
     find_attachment,
     is_visible,

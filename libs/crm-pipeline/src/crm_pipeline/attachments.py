@@ -28,7 +28,6 @@ import unicodedata
 import uuid
 from collections.abc import Callable, Mapping
 from typing import IO, Any
-from urllib.parse import quote
 
 from marshmallow import Schema, fields, validate
 from sqlalchemy import Table, delete, event, insert, select
@@ -115,11 +114,6 @@ def clean_content_type(mimetype: str | None, params: Mapping[str, str] | None = 
     if charset and _CHARSET.fullmatch(charset):
         return f"{mimetype}; charset={charset.lower()}"
     return mimetype
-
-
-def content_disposition(filename: str) -> str:
-    """``attachment; filename*=UTF-8''<percent-encoded name>`` (RFC 6266 / RFC 8187)."""
-    return "attachment; filename*=UTF-8''" + quote(filename, safe="")
 
 
 # -- keeping the store in step with the transaction --------------------------------------------

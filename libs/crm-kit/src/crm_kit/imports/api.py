@@ -24,6 +24,7 @@ from crm_kit.imports.schemas import (
     ImportStartIn,
 )
 from crm_kit.web import Api, ListResult, Problem, Reply, RequestContext, SortKey, check_if_match
+from crm_kit.web.http import content_disposition
 from crm_kit.web.pagination import PageQuery
 
 
@@ -113,9 +114,9 @@ def register_import_routes(api: Api, imports: Imports, importer: Importer) -> No
         writer.writerow(["row", "status", "id", "error"])
         for r in imports.result_rows(ctx.session, job["id"]):
             writer.writerow([r.number, r.status, r.record_id or "", r.error or ""])
-        name = f"{job['file_name'].rsplit('.', 1)[0] or 'import'}-result.csv".replace('"', "")
+        name = f"{job['file_name'].rsplit('.', 1)[0] or 'import'}-result.csv"
         return Response(out.getvalue(), status=200, mimetype="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+                        headers={"Content-Disposition": content_disposition(name)})
 
     result.__doc__ = ("`row,status,id,error` for every row (`row` is the CSV line): created / exists with the "
                       "record's id, error / invalid with why; rows not reached yet show pending or valid.")
