@@ -100,8 +100,11 @@ class Presenter:
         stages = self.stage_versions.stages(ctx.session, {(r.stage_id, r.stage_version) for r in rows})
         return self.many(ctx, rows, stages=stages, groups={r.id: group_ids_of(r, dialect) for r in rows})
 
-    def one(self, ctx: RequestContext, row: Any, group_ids: list[str] | None = None) -> dict[str, Any]:
-        return self.many(ctx, [row], groups=None if group_ids is None else {row.id: group_ids})[0]
+    def one(self, ctx: RequestContext, row: Any, group_ids: list[str] | None = None,
+            stage: CatalogueEntryView | None = None) -> dict[str, Any]:
+        """``stage``: the row's stage when the caller already has it (no query)."""
+        return self.many(ctx, [row], groups=None if group_ids is None else {row.id: group_ids},
+                         stages=None if stage is None else {stage.id: stage})[0]
 
 
 class StageVersions:
@@ -200,8 +203,8 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
               example=example, summary=f"Create a {kind.kind}")
     def create_record(ctx: RequestContext) -> Reply:
         check_office(ctx, ctx.body)
-        row = records.create(ctx.session, ctx.body, Actor.of(ctx.user))
-        return Reply(present.one(ctx, row, new_group_ids(ctx.body)), headers={"Location": f"{base}/{row.id}"})
+        row, stage = records.create_in_stage(ctx.session, ctx.body, Actor.of(ctx.user))
+        return Reply(present.one(ctx, row, new_group_ids(ctx.body), stage), headers={"Location": f"{base}/{row.id}"})
 
     @api.get(base, permission=kind.permission("view"), query=schemas.list_query, response=out, many=True,
              summary=f"List {kind.plural}: views, filters, search, order")
@@ -278,8 +281,8 @@ def build_api(kind: RecordKind, tables: Mapping[str, Table], view: CatalogueView
         data = {f: getattr(source, f) for f in _COPIED if hasattr(source, f) and (f in schemas.create().fields)}
         data.update({k: v for k, v in ctx.body.items()})
         data["group_ids"] = records.group_ids(ctx.session, source.id)
-        row = records.create(ctx.session, data, Actor.of(ctx.user))
-        return Reply(present.one(ctx, row, new_group_ids(data)), headers={"Location": f"{base}/{row.id}"})
+        row, stage = records.create_in_stage(ctx.session, data, Actor.of(ctx.user))
+        return Reply(present.one(ctx, row, new_group_ids(data), stage), headers={"Location": f"{base}/{row.id}"})
 
     bulk_body, _ = bulk_schemas(kind, schemas.create)
     item_schema = bulk_item_schema(kind)

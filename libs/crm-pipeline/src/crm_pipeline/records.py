@@ -119,6 +119,12 @@ class Records:
         copy (a conversion); this copy may lag behind it, so they are taken as they are
         rather than refused - refusing would leave a conversion half-done.
         """
+        return self.create_in_stage(session, data, actor, record_id=record_id, trusted=trusted)[0]
+
+    def create_in_stage(self, session: Session, data: Mapping[str, Any], actor: Actor, *,
+                        record_id: str | None = None, trusted: bool = False) -> tuple[Any, Any]:
+        """``create``, and the stage the record got as the catalogue copy has it (its answer shows
+        it without reading the copy again)."""
         new = self._prepare(session, data, actor, record_id=record_id, trusted=trusted)
         # RETURNING: the row as stored, without reading it back (one round trip less per create).
         row = session.execute(insert(self.table).values(**new.values).returning(*self.table.c)).one()
@@ -127,7 +133,7 @@ class Records:
                                                        added_at=new.values["created_at"], added_by=actor.user_id))
         session.execute(insert(self.history).values(**new.history))
         self.emit(session, "created", row, actor, snapshot(self.kind, row, new_group_ids(data)))
-        return row
+        return row, new.stage
 
     def _prepare(self, session: Session, data: Mapping[str, Any], actor: Actor, *, record_id: str | None = None,
                  trusted: bool = False, memo: Memo | None = None, import_key: str | None = None) -> _NewRecord:
@@ -158,7 +164,7 @@ class Records:
         row_values["attribute_ids"] = list(dict.fromkeys(row_values["attribute_ids"] or []))
         history = {"record_id": row_values["id"], "from_stage_id": None, "to_stage_id": stage.id, "at": now,
                    "by": actor.user_id, "cause": actor.cause}
-        return _NewRecord(row_values, group_ids, history)
+        return _NewRecord(row_values, group_ids, history, stage)
 
     def create_many(self, session: Session, items: Sequence[tuple[Mapping[str, Any], str]],
                     actor: Actor) -> list[Any]:
@@ -299,6 +305,7 @@ class _NewRecord:
     values: dict[str, Any]
     group_ids: list[str]
     history: dict[str, Any]
+    stage: Any  # a CatalogueEntryView, or a _Stage (trusted)
 
 
 @dataclass
