@@ -12,10 +12,10 @@ from crm_kit.web.input import check_texts
 from crm_kit.web.problem import Problem
 
 
-def content_disposition(filename: str, disposition: str = "attachment") -> str:
+def content_disposition(filename: str) -> str:
     """``attachment; filename*=UTF-8''<percent-encoded name>`` (RFC 6266 / RFC 8187): any name, in any
     script or with quotes, travels as ASCII (a raw non-Latin-1 header value cannot be sent at all)."""
-    return f"{disposition}; filename*=UTF-8''" + quote(filename, safe="")
+    return "attachment; filename*=UTF-8''" + quote(filename, safe="")
 
 
 def etag_for(version: int) -> str:
