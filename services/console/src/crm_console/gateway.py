@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
+
+from crm_kit.keepalive import pooled_session
 
 TOKEN_HEADER = "Consistency-Token"  # noqa: S105 - a header name, not a secret
 
@@ -72,10 +73,7 @@ class Gateway:
     def __init__(self, base_url: str, *, timeout: float = 15.0, pool_size: int = 16) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self._http = requests.Session()
-        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
-        self._http.mount("http://", adapter)
-        self._http.mount("https://", adapter)
+        self._http = pooled_session(pool_size=pool_size)  # a save after a pause must not meet a closing connection
 
     def request(self, caller: Caller, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                 json: Any = None, headers: Mapping[str, str] | None = None, files: Any = None,

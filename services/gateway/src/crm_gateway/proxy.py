@@ -1,7 +1,8 @@
 """Forwarding a request to the service that owns it, streamed both ways.
 
-One pooled ``requests.Session`` per service (keep-alive connections, no cookies kept, no
-proxies or ``.netrc`` taken from the environment). The request body is read from the
+One pooled ``requests.Session`` per service (keep-alive connections retired before the service
+would close them, ``crm_kit.keepalive``; no cookies kept, no proxies or ``.netrc`` taken from the
+environment). The request body is read from the
 client in chunks while it is sent upstream, and the response body is passed on the same
 way: the gateway never holds a whole body in memory.
 
@@ -31,12 +32,12 @@ from urllib.parse import quote
 import requests
 import urllib3.exceptions
 from flask import Response, request
-from requests.adapters import HTTPAdapter
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from crm_gateway import metrics
 from crm_kit import correlation
+from crm_kit.keepalive import pooled_session
 from crm_kit.web import Problem
 
 log = logging.getLogger(__name__)
@@ -183,15 +184,12 @@ class Upstream:
         self.read_timeout = read_timeout
         self.retries = max(0, retries)
         self.backoff = backoff
-        session = requests.Session()
+        # Retries are ours (see request()); urllib3 itself never retries.
+        session = pooled_session(pool_size=pool_size, max_retries=0)
         session.trust_env = False  # no proxy variables, no .netrc credentials
         session.cookies.set_policy(_NoCookies())
         session.headers.clear()
         session.headers.update({"User-Agent": "crm-gateway", "Accept-Encoding": "identity"})
-        # Retries are ours (see request()); urllib3 itself never retries.
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
         self.session = session
 
     def close(self) -> None:
