@@ -135,6 +135,11 @@ def test_a_tokenless_post_goes_at_once_and_only_a_refusal_waits_for_the_latest_w
     r = gateway.post("/v1/leads/l1/contacts", json={"x": 2}, headers=auth())
     assert r.status_code == 201  # refused once, asked again once linking had every committed change
     assert owners.asked == ["", "", ""] and owners.required[-2:] == [{}, {"crm.leads.v1": {"0": 1}}]
+    # A bulk call answers 200 with its refusals inside: it waits for the latest writes first.
+    gateway.set_cookie(COOKIE, "")  # the write's answer set one: this test's client keeps none
+    owners.asked.clear()
+    assert gateway.post("/v1/contacts/bulk", json={"items": []}, headers=auth()).status_code == 201
+    assert owners.asked == ["", "", ""] and owners.required[-1] == {"crm.leads.v1": {"0": 2}}
 
 
 def test_a_path_with_a_line_break_is_404_not_405(make_gateway, echo):
