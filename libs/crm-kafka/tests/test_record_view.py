@@ -23,11 +23,13 @@ KEPT = RecordView(kept, lambda r, _e: {"state": {"title": r.title}}, tombstone=l
 
 
 @pytest.fixture
-def session():
-    engine = create_engine("sqlite://")
+def session(any_db_url):
+    """On both databases: the view is kept with each one's ``INSERT ... ON CONFLICT``."""
+    engine = create_engine(any_db_url)
     metadata.create_all(engine)
     with Session(engine) as s:
         yield s
+    engine.dispose()
 
 
 def changed(version: int, title: str, record_id: str = "r1"):

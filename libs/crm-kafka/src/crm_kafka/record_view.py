@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Table, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Envelope
@@ -28,6 +29,11 @@ from crm_events.topics import RECORD_TOPICS
 from crm_kafka.worker import ConsumerSpec
 
 __all__ = ["RECORD_TOPICS", "RecordView", "Seen"]
+
+
+def _insert_for(session: Session) -> Callable[[Table], Any]:
+    """The dialect's INSERT, which has ``ON CONFLICT`` (PostgreSQL, and SQLite for ``make run``)."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 @dataclass(frozen=True)
@@ -62,18 +68,24 @@ class RecordView:
         if record is None or not record.id:
             return Seen()
         t = self.table
-        wanted = [t.c.version, t.c.deleted] if self.tombstone else [t.c.version]
-        current = session.execute(select(*wanted).where(t.c.id == record.id)).first()
         values = {**self.columns(record, envelope), "version": record.version}
         if self.tombstone:
             values["deleted"] = False
-        if current is None:
-            session.execute(t.insert().values(id=record.id, **values))
+        # The usual case in one statement: a record first seen, or strictly newer than the view's.
+        newer = t.c.version < record.version
+        if self.tombstone:
+            newer = newer & t.c.deleted.is_(False)
+        upsert = _insert_for(session)(t).values(id=record.id, **values)
+        upsert = upsert.on_conflict_do_update(index_elements=[t.c.id], set_=values, where=newer).returning(t.c.id)
+        if session.execute(upsert).first() is not None:
             return Seen(record=record, stored=True, newer=True)
-        if (self.tombstone and current.deleted) or record.version < current.version:
+        # The same version again (a redelivery), an older one, or a deleted record.
+        wanted = [t.c.version, t.c.deleted] if self.tombstone else [t.c.version]
+        current = session.execute(select(*wanted).where(t.c.id == record.id)).first()
+        if current is None or (self.tombstone and current.deleted) or record.version < current.version:
             return Seen(record=record)  # deleted meanwhile, or older than what is known
         session.execute(update(t).where(t.c.id == record.id).values(**values))
-        return Seen(record=record, stored=True, newer=record.version > current.version)
+        return Seen(record=record, stored=True)
 
     def _forget(self, session: Session, envelope: Envelope) -> Seen:
         t = self.table

@@ -85,8 +85,13 @@ def event_matches(event: Mapping[str, Any], what: str, envelope: Envelope) -> bo
 
 
 def triggers_of(session: Session, kind: str) -> list[Any]:
-    return list(session.execute(select(trigger_rules).where(trigger_rules.c.kind == kind)
-                                .order_by(trigger_rules.c.id)).all())
+    """The kind's triggers, read once per transaction: a consumer's batch is one (and a trigger
+    changed meanwhile counts from the next batch, as if the batch had come a moment earlier)."""
+    known = session.info.setdefault("crm_triggers_of", {})
+    if kind not in known:
+        known[kind] = list(session.execute(select(trigger_rules).where(trigger_rules.c.kind == kind)
+                                           .order_by(trigger_rules.c.id)).all())
+    return known[kind]  # type: ignore[no-any-return]
 
 
 def arm(session: Session, trigger: Any, record_id: str, kind: str, armed_at: dt.datetime) -> None:
