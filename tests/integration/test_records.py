@@ -19,7 +19,7 @@ from sqlalchemy import select
 from crm.events.v1.catalogue_pb2 import CatalogueEntry
 from crm.events.v1.records_pb2 import RecordCommand
 from crm_catalogue_view import apply_catalogue_event
-from crm_events.envelope import decode, new_envelope
+from crm_events.envelope import decode, new_envelope, record_state
 from crm_kafka.outbox import OUTBOX
 from crm_kit.cli import migrate
 from crm_kit.db import Database
@@ -138,6 +138,13 @@ def test_records_lifecycle(service, name, kind):
     assert c.post(f"{url}/groups", json={"group_id": ids["vip"]}, headers=auth()).status_code == 201
     again = c.post(f"{url}/groups", json={"group_id": ids["vip"]}, headers=auth())
     assert again.status_code == 200 and again.json["group_ids"] == [ids["vip"]]  # already a member
+    # The event of a second group carries both, in the order every other event lists them.
+    cold = cat.put(kind.kind, "groups", "COLD", entry_id="00000000-0000-4000-8000-000000000000")  # sorts first
+    assert c.post(f"{url}/groups", json={"group_id": cold}, headers=auth()).status_code == 201
+    added = [e for e in events(db) if e.event_type == kind.event_type("added_to_group")][-1]
+    assert list(record_state(added).group_ids) == sorted([ids["vip"], cold])
+    assert c.get(url, headers=auth()).json["group_ids"] == sorted([ids["vip"], cold])
+    assert c.delete(f"{url}/groups/{cold}", headers=auth()).status_code == 204
     documented = c.get("/openapi.json").json["paths"][f"{base}/{{record_id}}/groups"]["post"]["responses"]
     assert {"200", "201"} <= set(documented)
     # Copy and bulk.

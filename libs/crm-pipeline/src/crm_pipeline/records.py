@@ -249,11 +249,13 @@ class Records:
     def add_group(self, session: Session, row: Any, group_id: str, actor: Actor) -> tuple[Any, bool]:
         """Add the record to a group; (record, False) when it already was a member."""
         self._require(session, group_id, "groups", "group_id")
-        if group_id in self.group_ids(session, row.id):
+        members = self.group_ids(session, row.id)
+        if group_id in members:
             return row, False
         session.execute(insert(self.groups).values(record_id=row.id, group_id=group_id, added_at=utcnow(),
                                                    added_by=actor.user_id))
-        return self._touch(session, row, actor, "added_to_group", group_id), True
+        # The groups now, without reading them again (sorted as group_ids reads them: ids are ASCII).
+        return self._touch(session, row, actor, "added_to_group", group_id, sorted([*members, group_id])), True
 
     def remove_group(self, session: Session, row: Any, group_id: str, actor: Actor) -> Any:
         """Remove the record from a group; 404 when it is not a member."""
@@ -273,11 +275,14 @@ class Records:
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _touch(self, session: Session, row: Any, actor: Actor, what: str, group_id: str) -> Any:
-        """Bump the version for a membership change and emit its event."""
+    def _touch(self, session: Session, row: Any, actor: Actor, what: str, group_id: str,
+               group_ids: list[str] | None = None) -> Any:
+        """Bump the version for a membership change and emit its event (``group_ids``: the record's
+        groups after it, when the caller knows them)."""
         new = self._guarded(session, row, update(self.table).values(version=row.version + 1, modified_at=utcnow(),
                                                                     modified_by=actor.user_id))
-        self.emit(session, what, new, actor, events.membership_changed(self.snapshot(session, new), group_id))
+        state = self.snapshot(session, new) if group_ids is None else snapshot(self.kind, new, group_ids)
+        self.emit(session, what, new, actor, events.membership_changed(state, group_id))
         return new
 
     def snapshot(self, session: Session, row: Any) -> Any:
