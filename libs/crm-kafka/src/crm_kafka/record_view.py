@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Table, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Envelope
@@ -27,13 +26,9 @@ from crm.events.v1.records_pb2 import PipelineRecord
 from crm_events.envelope import record_state
 from crm_events.topics import RECORD_TOPICS
 from crm_kafka.worker import ConsumerSpec
+from crm_kit.db import insert_on_conflict
 
 __all__ = ["RECORD_TOPICS", "RecordView", "Seen"]
-
-
-def _insert_for(session: Session) -> Callable[[Table], Any]:
-    """The dialect's INSERT, which has ``ON CONFLICT`` (PostgreSQL, and SQLite for ``make run``)."""
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 @dataclass(frozen=True)
@@ -75,7 +70,7 @@ class RecordView:
         newer = t.c.version < record.version
         if self.tombstone:
             newer = newer & t.c.deleted.is_(False)
-        upsert = _insert_for(session)(t).values(id=record.id, **values)
+        upsert = insert_on_conflict(session, t).values(id=record.id, **values)
         upsert = upsert.on_conflict_do_update(index_elements=[t.c.id], set_=values, where=newer).returning(t.c.id)
         if session.execute(upsert).first() is not None:
             return Seen(record=record, stored=True, newer=True)

@@ -208,6 +208,14 @@ def is_postgres(engine_or_session: Engine | Session) -> bool:
     return bind.dialect.name == "postgresql"
 
 
+def insert_on_conflict(session: Session, table: Table) -> Any:
+    """``INSERT`` into ``table`` in the session's dialect, which has ``on_conflict_do_update`` and
+    ``on_conflict_do_nothing`` (PostgreSQL, and SQLite for ``make run``)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql.insert if is_postgres(session) else sqlite.insert)(table)
+
+
 class Database:
     """An engine and its session factory; one per process."""
 

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Envelope
 from crm_catalogue_view import CatalogueReferenceError, CatalogueView
-from crm_kit.db import utcnow
+from crm_kit.db import insert_on_conflict, utcnow
 from crm_triggers.events import PLURALS, send_commands
 from crm_triggers.records import RECORDS, is_converted, modified_at, occurred_at, state_of
 from crm_triggers.tables import catalogue_view, executions, record_states, schedule, trigger_rules
@@ -187,11 +187,6 @@ def fire(session: Session, trigger: Any, record_id: str, kind: str, causing_even
          event_at: dt.datetime | None, depth: int) -> str | None:
     """Fire ``trigger`` for the record once per causing event; the execution's result, or None
     when this firing happened already (a redelivery)."""
-    done = session.execute(select(executions.c.id).where(
-        executions.c.trigger_id == trigger.id, executions.c.record_id == record_id,
-        executions.c.event_id == causing_event_id)).first()
-    if done is not None:
-        return None
     reason: str | None = None
     planned: list[dict[str, Any]] = []
     if depth >= MAX_DEPTH:
@@ -201,11 +196,14 @@ def fire(session: Session, trigger: Any, record_id: str, kind: str, causing_even
         planned, reason = plan_actions(session, trigger, record_id, kind, causing_event_id)
         result = "failed" if reason else "applied"
     now = utcnow()
-    # The UNIQUE (trigger, record, event) constraint settles a race: the loser's transaction
-    # rolls back and its retry finds the execution above.
-    session.execute(executions.insert().values(
+    # Once per (trigger, record, causing event), whoever comes first - a redelivery, or the
+    # scheduler and the evaluation at once: UNIQUE (trigger, record, event) keeps the first.
+    first = session.execute(insert_on_conflict(session, executions).values(
         id=str(uuid.uuid4()), trigger_id=trigger.id, record_id=record_id, kind=kind, event_id=causing_event_id,
-        actions=planned, result=result, reason=reason, trigger_depth=depth, event_at=event_at, at=now))
+        actions=planned, result=result, reason=reason, trigger_depth=depth, event_at=event_at, at=now,
+    ).on_conflict_do_nothing().returning(executions.c.id)).first()
+    if first is None:
+        return None
     if result == "applied":
         send_commands(session, trigger, record_id, kind, planned, causing_event_id, depth, now)
         if event_at is not None:
