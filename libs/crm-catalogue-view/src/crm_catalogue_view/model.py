@@ -54,6 +54,7 @@ def create_catalogue_view_table(op: Operations) -> None:
 
 
 VIEW = catalogue_view_table(MetaData())
+_KNOWN = "crm_catalogue_view"  # session.info: the entries this session read, by (table, id)
 
 
 def apply_catalogue_event(session: Session, envelope: Envelope) -> None:
@@ -80,6 +81,7 @@ def apply_catalogue_event(session: Session, envelope: Envelope) -> None:
         "attributes": MessageToDict(entry.attributes) if entry.HasField("attributes") else {},
         "updated_at": utcnow(),
     }
+    session.info.pop(_KNOWN, None)  # what this transaction read of the copy may be older now
     if current is None:
         session.execute(VIEW.insert().values(id=entry.id, **values))
     else:
@@ -149,11 +151,18 @@ class CatalogueView:
                                   attributes=dict(row.attributes or {}))
 
     def get(self, session: Session, entry_id: str) -> CatalogueEntryView | None:
-        """The entity with this id, or None if unknown or deleted."""
-        row = session.execute(
-            select(self.table).where(self.table.c.id == entry_id, self.table.c.deleted.is_(False))
-        ).first()
-        return self._row_to_view(row) if row else None
+        """The entity with this id, or None if unknown or deleted.
+
+        Read once per session (a request, or a consumer's batch: a trigger's commands check the
+        same group again and again); ``apply_catalogue_event`` forgets what was read."""
+        known = session.info.setdefault(_KNOWN, {})
+        key = (self.table.name, entry_id)
+        if key not in known:
+            row = session.execute(
+                select(self.table).where(self.table.c.id == entry_id, self.table.c.deleted.is_(False))
+            ).first()
+            known[key] = self._row_to_view(row) if row else None
+        return known[key]  # type: ignore[no-any-return]
 
     def require(self, session: Session, entry_id: str, *, kind: str, entity: str, field_name: str,
                 active: bool = True) -> CatalogueEntryView:
