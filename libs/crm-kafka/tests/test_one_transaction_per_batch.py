@@ -28,7 +28,7 @@ from crm.events.v1.probe_pb2 import Probe
 from crm_events.envelope import encode, new_envelope
 from crm_events.topics import dlq_name
 from crm_kafka.clients import consumer_config, idempotent_producer
-from crm_kafka.consumer import INBOX, OFFSETS, IdempotentConsumer
+from crm_kafka.consumer import INBOX, OFFSETS, Dispatch, IdempotentConsumer
 from crm_kit.db import Database, utcnow
 
 pytestmark = pytest.mark.integration
@@ -191,6 +191,30 @@ def test_duplicates_in_a_batch_are_skipped_and_the_rest_applied(any_db_url, boot
     with db.transaction() as s:
         assert s.execute(select(func.count()).select_from(INBOX).where(INBOX.c.consumer == consumer.name)
                          ).scalar_one() == 6
+    db.dispose()
+
+
+@pytest.mark.parametrize("batches", [True, False], ids=["batch", "one-by-one"])
+def test_types_a_dispatch_does_not_handle_leave_no_inbox_row_and_their_offsets_advance(pg_url, bootstrap, new_topic,
+                                                                                        batches):
+    db = prepare(pg_url)
+    topic, marker = new_topic(1), "i-" + uuid.uuid4().hex[:8]
+    events = probes(marker, 6)
+    for env in events[::2]:  # events 1, 3 and 5 are of a type this consumer does not handle
+        env.event_type = "test.other"
+    produce(bootstrap, topic, events)
+    consumer = new_consumer(db, bootstrap, topic, Dispatch({"test.probed": recording()}),
+                            batch_transactions=batches)
+
+    consume_until_caught_up(consumer, bootstrap, lambda: consumed(consumer, "ignored") == 3)
+
+    assert applied_sequences(db, marker) == [2, 4, 6]
+    assert consumed(consumer, "applied") == 3 and consumed(consumer, "duplicate") == 0
+    with db.transaction() as s:
+        inbox = set(s.execute(select(INBOX.c.event_id).where(INBOX.c.consumer == consumer.name)).scalars())
+        stored = s.execute(select(OFFSETS.c.next_offset).where(OFFSETS.c.consumer == consumer.name)).scalar_one()
+    assert inbox == {e.event_id for e in events[1::2]}
+    assert stored == 6  # past the last one, which was ignored
     db.dispose()
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Envelope
 from crm_events.topics import CATALOGUE
-from crm_kafka.consumer import dispatch
+from crm_kafka.consumer import Dispatch
 from crm_kafka.worker import ConsumerSpec
 from crm_kit.db import UTCDateTime, utcnow
 from crm_kit.errors import Invalid
@@ -90,7 +90,7 @@ def apply_catalogue_event(session: Session, envelope: Envelope) -> None:
 
 def consumer_spec(name: str = "catalogue") -> ConsumerSpec:
     """The consumer that keeps a service's catalogue copy (add it to the worker plan)."""
-    return ConsumerSpec(name, [TOPIC], dispatch(dict.fromkeys(_EVENT_TYPES, apply_catalogue_event)))
+    return ConsumerSpec(name, [TOPIC], Dispatch(dict.fromkeys(_EVENT_TYPES, apply_catalogue_event)))
 
 
 @dataclass(frozen=True)

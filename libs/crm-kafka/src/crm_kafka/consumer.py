@@ -72,17 +72,25 @@ class _Failure:
     dead_lettered: bool = False  # the DLQ has it; only its offset is left to store
 
 
-def dispatch(handlers: Mapping[str, Handler], default: Handler | None = None) -> Handler:
-    """One handler from a map of ``event_type`` -> handler; other types are ignored (or
-    given to ``default``). Ignoring is deliberate: topics carry more types than any one
-    consumer needs, and new types must not break old consumers."""
+class Dispatch:
+    """One handler from a map of ``event_type`` -> handler; other types are ignored (or given to
+    ``default``). Ignoring is deliberate: topics carry more types than any one consumer needs,
+    and new types must not break old consumers.
 
-    def handle(session: Session, envelope: Envelope) -> None:
-        handler = handlers.get(envelope.event_type, default)
+    Without a default, ``event_types`` says which types it handles: the consumer then leaves
+    the others alone altogether (no handler call, no inbox row; their offsets still advance).
+    """
+
+    def __init__(self, handlers: Mapping[str, Handler], default: Handler | None = None) -> None:
+        self.handlers = dict(handlers)
+        self.default = default
+        self.event_types: frozenset[str] | None = frozenset(self.handlers) if default is None else None
+
+    def __call__(self, session: Session, envelope: Envelope) -> None:
+        handler = self.handlers.get(envelope.event_type, self.default)
         if handler is not None:
             handler(session, envelope)
 
-    return handle
 
 
 class IdempotentConsumer:
@@ -116,6 +124,8 @@ class IdempotentConsumer:
         self.name = name
         self.topics = topics
         self.handler = handler
+        # The event types the handler acts on, when it says (a Dispatch): the rest are skipped.
+        self.event_types: frozenset[str] | None = getattr(handler, "event_types", None)
         self.database = database
         self.config = dict(consumer_config)
         self.dlq_producer_factory = dlq_producer_factory
@@ -269,13 +279,13 @@ class IdempotentConsumer:
                 # same partition (a rebalance) wait for this commit, then find the inbox rows.
                 for key in sorted(last):
                     self._write_offset(session, last[key])
+                wanted = {e.event_id for _m, e in run if self._wants(e)}
                 seen = set(session.execute(
-                    select(INBOX.c.event_id).where(INBOX.c.consumer == self.name,
-                                                   INBOX.c.event_id.in_({e.event_id for _m, e in run}))
-                ).scalars())
+                    select(INBOX.c.event_id).where(INBOX.c.consumer == self.name, INBOX.c.event_id.in_(wanted))
+                ).scalars()) if wanted else set()
                 rows = []
                 for position, (msg, envelope) in enumerate(run):
-                    if envelope.event_id in seen:
+                    if envelope.event_id in seen or envelope.event_id not in wanted:
                         continue
                     seen.add(envelope.event_id)  # the same event twice in the batch: once
                     token = correlation.set(envelope.correlation_id or correlation.new_id())
@@ -297,8 +307,8 @@ class IdempotentConsumer:
             return False
         for position, (msg, envelope) in enumerate(run):
             done = position in applied
-            metrics.EVENTS_CONSUMED.labels(self.service, self.name, msg.topic() or "",
-                                           "applied" if done else "duplicate").inc()
+            outcome = "applied" if done else "duplicate" if self._wants(envelope) else "ignored"
+            metrics.EVENTS_CONSUMED.labels(self.service, self.name, msg.topic() or "", outcome).inc()
             if done:
                 self.applied += 1
                 self._after_apply(envelope)
@@ -339,7 +349,7 @@ class IdempotentConsumer:
                 return None
         token = correlation.set(envelope.correlation_id or correlation.new_id())
         try:
-            applied = self._apply_once(envelope, msg)
+            outcome = self._apply_once(envelope, msg)
         except Exception as exc:  # noqa: BLE001 - any handler error is retried, then dead-lettered
             if database_unavailable(exc):
                 return self._wait_for_database(msg, failure, exc, f"event {envelope.event_id}")
@@ -356,8 +366,8 @@ class IdempotentConsumer:
             return delay
         finally:
             correlation.reset(token)
-        metrics.EVENTS_CONSUMED.labels(self.service, self.name, topic, "applied" if applied else "duplicate").inc()
-        if applied:
+        metrics.EVENTS_CONSUMED.labels(self.service, self.name, topic, outcome).inc()
+        if outcome == "applied":
             self.applied += 1
             self._after_apply(envelope)
         return None
@@ -371,25 +381,31 @@ class IdempotentConsumer:
         log.warning("%s: the database is unavailable, retrying in %.2f s: %s", what, delay, exc)
         return delay
 
-    def _apply_once(self, envelope: Envelope, msg: Message) -> bool:
+    def _wants(self, envelope: Envelope) -> bool:
+        return self.event_types is None or envelope.event_type in self.event_types
+
+    def _apply_once(self, envelope: Envelope, msg: Message) -> str:
         """Apply the event in one transaction with its inbox row and the partition's next
-        offset; False if it was done before."""
+        offset: ``applied``, ``duplicate`` (done before) or ``ignored`` (a type the handler
+        does not act on: only the offset is written)."""
         topic = msg.topic() or ""
         try:
             with self.database.transaction() as session:
                 self._write_offset(session, msg)
+                if not self._wants(envelope):
+                    return "ignored"
                 if self._seen(session, envelope.event_id):
-                    return False
+                    return "duplicate"
                 self.handler(session, envelope)
                 session.execute(INBOX.insert().values(consumer=self.name, event_id=envelope.event_id,
                                                       topic=topic, processed_at=utcnow()))
-            return True
+            return "applied"
         except IntegrityError:
             # A concurrent delivery of the same event (e.g. during a rebalance) won the
             # inbox row: if it is there now, this one is a duplicate; otherwise re-raise.
             with self.database.transaction() as session:
                 if self._seen(session, envelope.event_id):
-                    return False
+                    return "duplicate"
             raise
 
     def _after_apply(self, envelope: Envelope) -> None:

@@ -36,8 +36,9 @@ HTTP_DURATION = Histogram(
 )
 EVENTS_PUBLISHED = Counter("crm_events_published_total", "Events the outbox relay delivered to Kafka.",
                            ["service", "topic"])
-EVENTS_CONSUMED = Counter("crm_events_consumed_total", "Events a consumer finished, by result "
-                          "(applied, duplicate, dead_lettered).", ["service", "consumer", "topic", "result"])
+EVENTS_CONSUMED = Counter("crm_events_consumed_total", "Events a consumer finished, by result (applied, "
+                          "duplicate, dead_lettered; ignored: a type the consumer does not act on).",
+                          ["service", "consumer", "topic", "result"])
 EVENT_RETRIES = Counter("crm_event_retries_total", "Failed attempts at an event that were retried.",
                         ["service", "consumer", "topic"])
 DLQ_MESSAGES = Counter("crm_dlq_messages_total", "Messages sent to a dead-letter topic.",

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Envelope
 from crm_events.envelope import record_state
-from crm_kafka.consumer import Handler, dispatch
+from crm_kafka.consumer import Dispatch, Handler
 from crm_kit.db import utcnow
 from crm_pipeline.errors import UnknownFile
 from crm_pipeline.kind import OPPORTUNITY_NAMES
@@ -113,7 +113,7 @@ def file_handler(records: Any) -> Handler:
             log.info("%s %s named deleted %s %s: cleared", records.kind.kind, row.id, field, gone)
             records.update(session, row, {field: None}, actor, check=False)
 
-    return dispatch(dict.fromkeys(FILE_EVENTS, handle))
+    return Dispatch(dict.fromkeys(FILE_EVENTS, handle))
 
 
 class OpportunityViews:

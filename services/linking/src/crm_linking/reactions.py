@@ -46,7 +46,7 @@ from crm.events.v1.envelope_pb2 import Envelope
 from crm_catalogue_view import CatalogueView
 from crm_events.envelope import record_state
 from crm_events.topics import RECORD_TOPICS
-from crm_kafka.consumer import dispatch
+from crm_kafka.consumer import Dispatch
 from crm_kafka.worker import ConsumerSpec
 from crm_kit.db import utcnow
 from crm_linking import journal
@@ -247,12 +247,8 @@ for _kind in RECORD_KINDS:
         f"{_kind}.removed_from_group": _group_membership("removed_from_group"),
         f"{_kind}.deleted": _deleted,
     })
-_dispatch = dispatch(_HANDLERS)
-
-
-def reactions_handler(session: Session, envelope: Envelope) -> None:
-    """Apply one record event's effects on links and timelines (other event types: ignored)."""
-    _dispatch(session, envelope)
+# One record event's effects on links and timelines (other event types: ignored).
+reactions_handler = Dispatch(_HANDLERS)
 
 
 REACTIONS = ConsumerSpec("reactions", TOPICS, reactions_handler)

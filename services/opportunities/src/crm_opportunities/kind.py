@@ -15,7 +15,7 @@ from dataclasses import replace
 from marshmallow import fields
 from sqlalchemy import Table
 
-from crm_kafka.consumer import dispatch
+from crm_kafka.consumer import Dispatch
 from crm_kafka.worker import ConsumerSpec
 from crm_kit.web import limits
 from crm_pipeline.conversion import conversion_handler
@@ -32,7 +32,7 @@ def out_fields() -> dict[str, fields.Field]:
 def worker_consumers(records: Records, tables: Mapping[str, Table]) -> list[ConsumerSpec]:
     """The converted leads' opportunities, made or linked once."""
     return [ConsumerSpec("conversions", [LEAD_NAMES.topic],
-                         dispatch({LEAD_NAMES.event_type("converted"): conversion_handler(records)}))]
+                         Dispatch({LEAD_NAMES.event_type("converted"): conversion_handler(records)}))]
 
 
 OPPORTUNITY = replace(
