@@ -92,7 +92,6 @@ class Dispatch:
             handler(session, envelope)
 
 
-
 class IdempotentConsumer:
     """One consumer group over some topics, applying ``handler`` exactly once per event.
 
