@@ -58,8 +58,8 @@ class ClosingServer:
                 buffered = buffered[length:]
                 if idle_since is not None and time.monotonic() - idle_since >= SERVER_KEEPALIVE:
                     return  # closed for idleness as the request came in: never answered
+                self.answered.append(number)  # before the answer goes: the client may look at once
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                self.answered.append(number)
                 idle_since = time.monotonic()
 
     def close(self) -> None:

@@ -13,17 +13,33 @@ import uuid
 from typing import Any
 
 from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 
 def _drag(page: Page, handle: Locator, target: Locator) -> None:
-    """Drag ``handle`` onto the top half of ``target`` with real mouse steps (SortableJS follows
-    the browser's drag events, which a single jump does not start)."""
-    box, to = handle.bounding_box(), target.bounding_box()
-    assert box and to
+    """Drag ``handle``'s row onto the top of ``target``'s row with real mouse steps (SortableJS
+    follows the browser's drag events, which a single jump does not start), and let go only once
+    the row sits right above the target. SortableJS moves the row itself while it is dragged, but
+    ignores the pointer over a row that is still sliding (``animation``): a drop made then left
+    the row one place short in about one run of two. So the pointer goes to the target's top again
+    (the target's box read afresh) until the row is in place."""
+    box = handle.bounding_box()
+    assert box
+    moved, above = handle.evaluate("h => h.closest('tr').dataset.id"), target.get_attribute("data-id")
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] / 2 + 2, box["y"] + box["height"] / 2 - 6, steps=5)
-    page.mouse.move(to["x"] + 10, to["y"] + 4, steps=20)
+    in_place = ("([moved, above]) => { const ids = [...document.querySelectorAll('#stage-region tbody tr[data-id]')]"
+                ".map((r) => r.dataset.id); return ids.indexOf(moved) === ids.indexOf(above) - 1; }")
+    for attempt in range(10):
+        to = target.bounding_box()
+        assert to
+        page.mouse.move(to["x"] + 10, to["y"] + 4 + attempt % 2, steps=20 if attempt == 0 else 2)
+        try:
+            page.wait_for_function(in_place, arg=[moved, above], timeout=500)
+            break
+        except PlaywrightTimeoutError:
+            continue
     page.mouse.up()
 
 

@@ -59,6 +59,11 @@ class WorkerPlan:
         """The group id (and inbox and offsets key) of one of this plan's consumers."""
         return f"{self.service}.{spec.name}"
 
+    def event_types(self) -> dict[str, frozenset[str] | None]:
+        """Consumer name -> the event types its handler acts on (a ``Dispatch`` says; None: every
+        type). The consumer leaves the other types alone: no handler call, no inbox row."""
+        return {self.consumer_name(spec): getattr(spec.handler, "event_types", None) for spec in self.consumers}
+
     def readers(self) -> dict[str, list[str]]:
         """Topic -> the names of this plan's consumers that read it (the service's read models)."""
         readers: dict[str, list[str]] = {}

@@ -59,6 +59,24 @@ def subscriptions(platform: Platform) -> Subscriptions:
             for service in SERVICES}
 
 
+Handled = dict[str, dict[str, frozenset[str] | None]]
+"""Service -> its consumer groups -> the event types each acts on (None: every type; the rest get no inbox row)."""
+
+
+def event_types(service: str, settings: Settings) -> dict[str, frozenset[str] | None]:
+    """``service``'s consumer groups and the event types each acts on, from its worker plan."""
+    plan = find_service(service).worker_plan
+    if plan is None:
+        raise ValueError(f"{service} has no worker plan")
+    return plan(settings).event_types()
+
+
+def handled_types(platform: Platform) -> Handled:
+    """What each domain service's consumers act on, from the worker plans with the platform's settings."""
+    return {service: event_types(service, load_settings("domain", platform.env_for(service, "worker")))
+            for service in SERVICES}
+
+
 class RedeliveryWatch:
     """Scrapes the workers' ``crm_events_consumed_total{result="duplicate"}`` in a thread."""
 

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine
 
 from crm_devstack.chaos.faults import FAULT_KINDS, Fault, FaultInjector, InjectedFault, plan_faults
-from crm_devstack.chaos.observe import Backlog, RedeliveryWatch, subscriptions, wait_caught_up
+from crm_devstack.chaos.observe import Backlog, RedeliveryWatch, handled_types, subscriptions, wait_caught_up
 from crm_devstack.chaos.verify import Verification, Verifier
 from crm_devstack.chaos.workload import Api, Client, KindSetup, Pace, RecordLedger, Stats, configure
 from crm_devstack.kafka import KafkaBroker, ensure_kafka_jars
@@ -279,7 +279,7 @@ def _run(platform: Platform, kafka: KafkaBroker, postgres: PostgresCluster, conf
     if caught_up:
         log(f"chaos {tag}: caught up in {waited:.0f} s; verifying against the databases")
         records: list[RecordLedger] = [r for c in clients for r in c.records]
-        verification = Verifier(engines, kafka.bootstrap, groups, setups, records, tag).run()
+        verification = Verifier(engines, kafka.bootstrap, groups, handled_types(platform), setups, records, tag).run()
     operations: Counter[str] = Counter()
     operations.update(stats.operations)
     return ChaosReport(operations, seconds, injected, stats, waited, caught_up, left, watch.duplicates_dropped,
