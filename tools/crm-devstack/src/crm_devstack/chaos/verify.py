@@ -153,8 +153,9 @@ class Verifier:
         outboxes = {service: _rows(engine, select(OUTBOX.c.event_id, OUTBOX.c.topic, OUTBOX.c.sent_at,
                                                   OUTBOX.c.payload))
                     for service, engine in self.engines.items()}
-        republished, dead_lettered = self.events(outboxes)
-        events = {kind: [decode(row.payload) for row in outboxes[plural] if row.topic == f"crm.{plural}.v1"]
+        envelopes = {row.event_id: decode(row.payload) for rows in outboxes.values() for row in rows}
+        republished, dead_lettered = self.events(outboxes, envelopes)
+        events = {kind: [envelopes[row.event_id] for row in outboxes[plural] if row.topic == f"crm.{plural}.v1"]
                   for kind, plural in KINDS.items()}
         for kind in KINDS:
             self.records_and_triggers(kind, events[kind])
@@ -165,14 +166,12 @@ class Verifier:
 
     # -- events ----------------------------------------------------------------------------------
 
-    def events(self, outboxes: Mapping[str, list[Any]]) -> tuple[int, int]:
+    def events(self, outboxes: Mapping[str, list[Any]], envelopes: Mapping[str, Any]) -> tuple[int, int]:
         by_topic: dict[str, set[str]] = defaultdict(set)
-        type_of: dict[str, str] = {}
         unsent = self.check("outbox rows published")
         for service, rows in outboxes.items():
             for row in rows:
                 by_topic[row.topic].add(row.event_id)
-                type_of[row.event_id] = decode(row.payload).event_type
                 unsent.checked += 1
                 if row.sent_at is None:
                     unsent.missing(1, f"{service} outbox row {row.event_id} ({row.topic}) never marked sent")
@@ -197,7 +196,7 @@ class Verifier:
                 acts_on = self.handled[service].get(consumer)
                 for topic in consumer_topics:
                     for event_id in by_topic.get(topic, ()):
-                        if acts_on is not None and type_of[event_id] not in acts_on:
+                        if acts_on is not None and envelopes[event_id].event_type not in acts_on:
                             continue  # a type this consumer leaves alone: no inbox row
                         consumed.checked += 1
                         if event_id not in done[consumer]:
