@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 # the event contracts' code generator (crm-codegen).
 LIBS := libs/crm-kit libs/crm-events libs/crm-kafka libs/crm-catalogue-view libs/crm-pipeline
 TOOLS := tools/crm-devstack tools/crm-codegen
-SERVICES := services/catalogue services/leads services/opportunities services/linking services/triggers services/gateway services/console
+SERVICES := services/catalogue services/leads services/opportunities services/linking services/triggers services/webhooks services/gateway services/console
 STAMP := $(VENV)/.installed
 # The OpenAPI linters the API's clients use (Redocly CLI, Spectral + OWASP), from the npm registry,
 # pinned by their package-lock.json; tests/e2e/test_openapi_tools.py runs them.

@@ -19,6 +19,7 @@ name, scratch = sys.argv[1], sys.argv[2]
 settings = load_settings("domain", {
     "CRM_SERVICE_NAME": name, "CRM_DATABASE_URL": f"sqlite:///{scratch}/db.sqlite3",
     "CRM_KAFKA_BOOTSTRAP": "127.0.0.1:9", "CRM_JWT_SECRET": "x" * 40, "CRM_LOG_FORMAT": "text",
+    "CRM_WEBHOOK_SECRETS_KEY": "only-to-build-the-plan",
     "CRM_ATTACHMENTS_DIR": f"{scratch}/files"})
 plan = find_service(name).worker_plan(settings)
 web = ("flask", "werkzeug", "crm_kit.web.api", "crm_kit.web.app")

@@ -44,6 +44,7 @@ _PLACEHOLDER = re.compile(r"\{[^}]*\}")
 # Only to build the apps: nothing is contacted, and the developer's environment changes nothing.
 _BUILD_ENV = {
     "CRM_JWT_SECRET": "only-to-derive-the-route-table-long-enough-for-hs256",
+    "CRM_WEBHOOK_SECRETS_KEY": "only-to-derive-the-route-table",
     "CRM_DATABASE_URL": "sqlite://",
     "CRM_KAFKA_BOOTSTRAP": "127.0.0.1:9",
     "CRM_LOG_FORMAT": "text",

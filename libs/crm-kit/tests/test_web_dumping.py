@@ -122,7 +122,8 @@ def test_the_plan_is_made_once_per_schema():
 
 # -- every response schema the services declare, on generated values ------------------------------------------
 
-_BUILD_ENV = {"CRM_JWT_SECRET": "only-to-build-the-apps-long-enough-for-hs256", "CRM_DATABASE_URL": "sqlite://",
+_BUILD_ENV = {"CRM_JWT_SECRET": "only-to-build-the-apps-long-enough-for-hs256",
+              "CRM_WEBHOOK_SECRETS_KEY": "only-to-build-the-apps", "CRM_DATABASE_URL": "sqlite://",
               "CRM_KAFKA_BOOTSTRAP": "127.0.0.1:9", "CRM_LOG_FORMAT": "text"}
 
 

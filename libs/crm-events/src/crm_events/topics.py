@@ -177,21 +177,21 @@ _MAIN_TOPICS = [
         _delete_after(30),
         "Lead events (created, changed, stage changed, converted, deleted), each "
         "carrying the lead as it is after the change; key = the lead id.",
-        readers=("catalogue", "opportunities", "linking", "triggers"),
+        readers=("catalogue", "opportunities", "linking", "triggers", "webhooks"),
     ),
     _main_topic(
         OPPORTUNITIES,
         "opportunities",
         _delete_after(30),
         "Opportunity events, each carrying the opportunity as it is after the change; key = the opportunity id.",
-        readers=("catalogue", "leads", "linking", "triggers"),
+        readers=("catalogue", "leads", "linking", "triggers", "webhooks"),
     ),
     _main_topic(
         LINKING,
         "linking",
         _delete_after(30),
         "Events of the links between records; key = the link's aggregate id.",
-        readers=("leads", "opportunities"),
+        readers=("leads", "opportunities", "webhooks"),
     ),
     _main_topic(
         TRIGGERS,

@@ -26,7 +26,8 @@ class Setting:
     env: str
     description: str
     default: str | None = None
-    required_for: tuple[str, ...] = ()  # "domain" (every service with a database), "gateway", "console", "all"
+    # "domain" (every service with a database), "gateway", "console", "all", or a service's name
+    required_for: tuple[str, ...] = ()
     parse: Callable[[str], Any] = str
     secret: bool = False
 
@@ -50,7 +51,7 @@ def _csv(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-SERVICES = ("catalogue", "leads", "opportunities", "linking", "triggers")
+SERVICES = ("catalogue", "leads", "opportunities", "linking", "triggers", "webhooks")
 # CRM_MAX_UPLOAD_BYTES limits an attachment's file; its multipart body may add this much
 # around it (boundaries, part headers, the `type` field), at the gateway and in the services.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -108,6 +109,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CRM_CATALOGUE_SEED", "Catalogue: `migrate` loads the starter configuration (stages, stage groups, "
             "priorities, sources; English and Dutch) once, on a database where it never ran. The protected "
             "MAIN and SIGN roles are loaded either way.", "true", parse=_bool),
+    Setting("CRM_WEBHOOK_SECRETS_KEY", "Webhooks: the Fernet keys (comma-separated; the first encrypts, all decrypt, "
+            "so the key can be rotated) that encrypt the endpoints' signing secrets at rest. Required by the "
+            "webhooks service; `make run` uses a development key.", None, ("webhooks",), secret=True, parse=_csv),
+    Setting("CRM_WEBHOOK_ALLOW_LOOPBACK", "Webhooks: also allow `http://` targets on the loopback address "
+            "(`make run` and tests; never in production, where targets must be `https` on public addresses).",
+            "false", parse=_bool),
+    Setting("CRM_WEBHOOK_TIMEOUT", "Webhooks: seconds an endpoint has to answer a delivery (2xx) before the "
+            "attempt counts as failed.", "10", parse=float),
+    Setting("CRM_WEBHOOK_CONCURRENCY", "Webhooks: deliveries in flight at once to one endpoint.", "4", parse=int),
+    Setting("CRM_WEBHOOK_RETRY_DAYS", "Webhooks: days an endpoint may fail every attempt before it is disabled "
+            "(its events wait for it to be enabled again).", "3", parse=float),
     Setting("CRM_UPSTREAM_TIMEOUT", "Gateway: seconds to wait for a service before 504.", "10", parse=float),
     Setting("CRM_UPSTREAM_CONNECT_TIMEOUT", "Gateway: seconds to connect to a service before 503.", "2",
             parse=float),
@@ -197,7 +209,8 @@ def load_settings(role: str, environ: Mapping[str, str] | None = None) -> Settin
     for setting in SETTINGS:
         raw = env.get(setting.env)
         if raw is None or (raw == "" and setting.default is None):
-            if "all" in setting.required_for or role in setting.required_for:
+            if "all" in setting.required_for or role in setting.required_for \
+                    or env.get("CRM_SERVICE_NAME") in setting.required_for:
                 problems.append(f"{setting.env} is required: {setting.description}")
                 continue
             raw = setting.default

@@ -24,7 +24,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
-__all__ = ["MAX_DEPTH", "MAX_LENGTH", "MAX_TERMS", "FilterError", "FilterField", "parse_filter", "parse_order_by"]
+__all__ = ["MAX_DEPTH", "MAX_LENGTH", "MAX_TERMS", "FilterError", "FilterField", "parse_filter", "parse_order_by",
+           "record_fields"]
 
 MAX_LENGTH = 2000  # characters of filter / order_by text
 MAX_TERMS = 50  # comparisons in one filter
@@ -139,6 +140,29 @@ def _json_list_has_pg(element: _JsonListHas, compiler: Any, **kw: Any) -> str:
     # The cast to text gives jsonb_build_array a type for the parameter, which psycopg sends untyped.
     return (f"(CAST({compiler.process(element.column, **kw)} AS JSONB) "
             f"@> jsonb_build_array(CAST({compiler.process(element.value, **kw)} AS TEXT)))")
+
+
+def record_fields(table: Any, *, link_field: str | None, money: bool, group_id: FilterField) -> dict[str, FilterField]:
+    """The fields a filter on leads or opportunities may name, over ``table``'s columns of the same
+    names (the records' own table, or another service's copy of them); ``group_id`` (membership)
+    is given, as each table keeps groups its own way."""
+    ids = ["stage_id", "stage_group_id", "owner_id", "office_id", "source_id", "priority_id", "category_id",
+           "procedure_id", "company_id", "contact_id"] + ([link_field] if link_field else [])
+    fields: dict[str, FilterField] = {name: FilterField(table.c[name], "id") for name in ids}
+    fields.update(
+        title=FilterField(table.c.title, "string"),
+        created_at=FilterField(table.c.created_at, "datetime"),
+        modified_at=FilterField(table.c.modified_at, "datetime"),
+        stage_changed_at=FilterField(table.c.stage_changed_at, "datetime"),
+        group_id=group_id,
+        attribute_ids=FilterField(table.c.attribute_ids, "id_list"),
+    )
+    if money:
+        fields.update(amount=FilterField(table.c.amount, "number"),
+                      probability=FilterField(table.c.probability, "integer"),
+                      currency=FilterField(table.c.currency, "string"),
+                      expected_close_date=FilterField(table.c.expected_close_date, "date"))
+    return fields
 
 
 def parse_filter(text: str, fields: Mapping[str, FilterField]) -> ColumnElement[bool]:

@@ -20,7 +20,7 @@ from crm_catalogue_view.model import VIEW
 from crm_kit.identity import Identity
 from crm_kit.web.pagination import SortKey
 from crm_pipeline.errors import InvalidFilter, InvalidOrder, UnknownRecord
-from crm_pipeline.filtering import FilterError, FilterField, parse_filter, parse_order_by
+from crm_pipeline.filtering import FilterError, FilterField, parse_filter, parse_order_by, record_fields
 from crm_pipeline.kind import RecordKind
 from crm_pipeline.money import money as money_text
 from crm_pipeline.money import weighted
@@ -63,23 +63,8 @@ def _in_group(groups: Table, table: Table) -> Any:
 def filter_fields(kind: RecordKind, tables: Mapping[str, Table]) -> dict[str, FilterField]:
     """The fields ``filter`` may use, with their types."""
     table = tables["records"]
-    ids = ["stage_id", "stage_group_id", "owner_id", "office_id", "source_id", "priority_id", "category_id",
-           "procedure_id", "company_id", "contact_id"] + ([kind.link_field] if kind.link_field else [])
-    fields: dict[str, FilterField] = {name: FilterField(table.c[name], "id") for name in ids}
-    fields.update(
-        title=FilterField(table.c.title, "string"),
-        created_at=FilterField(table.c.created_at, "datetime"),
-        modified_at=FilterField(table.c.modified_at, "datetime"),
-        stage_changed_at=FilterField(table.c.stage_changed_at, "datetime"),
-        group_id=FilterField(None, "id", build=_in_group(tables["record_groups"], table)),
-        attribute_ids=FilterField(table.c.attribute_ids, "id_list"),
-    )
-    if kind.money:
-        fields.update(amount=FilterField(table.c.amount, "number"),
-                      probability=FilterField(table.c.probability, "integer"),
-                      currency=FilterField(table.c.currency, "string"),
-                      expected_close_date=FilterField(table.c.expected_close_date, "date"))
-    return fields
+    return record_fields(table, link_field=kind.link_field, money=kind.money,
+                         group_id=FilterField(None, "id", build=_in_group(tables["record_groups"], table)))
 
 
 def filter_clause(kind: RecordKind, tables: Mapping[str, Table], text: str) -> ColumnElement[bool]:

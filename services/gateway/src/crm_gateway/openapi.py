@@ -171,6 +171,8 @@ TAG_DESCRIPTIONS = {
     "operations": "Liveness, readiness, metrics and this document.",
     "opportunities": "Opportunities: as leads, plus amount, currency, probability (opportunities:*).",
     "triggers": "Rules that act on records when something happens (triggers:admin).",
+    "webhooks": "Endpoints that receive the events, signed, in order, retried (webhooks:admin).",
+    "events": "The events as a feed for clients that pull, filtered to what the caller may see.",
 }
 
 # What the gateway answers on every path, /v1 or not, before routing.

@@ -38,7 +38,7 @@ from .processes import (
 )
 from .supervisor import ProcessGroup, wait_http_ok
 
-SERVICES = ("catalogue", "leads", "opportunities", "linking", "triggers")
+SERVICES = ("catalogue", "leads", "opportunities", "linking", "triggers", "webhooks")
 """Domain services, in start order; each has `migrate`, `api` and `worker`."""
 GATEWAY = "gateway"
 """The HTTP front; it has only an `api`."""
@@ -55,6 +55,7 @@ DEFAULT_API_PORTS: Mapping[str, int] = {
     "linking": 8084,
     "triggers": 8085,
     "console": 8086,
+    "webhooks": 8087,
 }
 DEFAULT_WORKER_PORTS: Mapping[str, int] = {
     "catalogue": 9181,
@@ -62,11 +63,15 @@ DEFAULT_WORKER_PORTS: Mapping[str, int] = {
     "opportunities": 9183,
     "linking": 9184,
     "triggers": 9185,
+    "webhooks": 9187,
 }
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_KAFKA_CONTROLLER_PORT = 19093
 DEV_JWT_SECRET = "dev-only-insecure-secret-change-me"  # noqa: S105 - the documented local default
 DEV_CONSOLE_SECRET_KEY = "dev-only-console-session-key-change-me"  # noqa: S105 - local platforms only
+# The Fernet key (urlsafe base64 of 32 bytes: "dev-only-webhook-secrets-key-32b") that keeps the
+# webhooks' signing secrets on local platforms only.
+DEV_WEBHOOK_SECRETS_KEY = "ZGV2LW9ubHktd2ViaG9vay1zZWNyZXRzLWtleS0zMmI="  # noqa: S105 - local platforms only
 READY_TIMEOUT = 120.0
 MIGRATE_TIMEOUT = 300.0
 KAFKA_START_TIMEOUT = 90.0
@@ -262,6 +267,10 @@ def service_env(config: StackConfig, name: str, role: str, base: Mapping[str, st
     if name in SERVICES:
         env["CRM_DATABASE_URL"] = f"sqlite:///{config.db_dir / f'{name}.sqlite3'}"
         env["CRM_WORKER_PORT"] = str(config.worker_ports[name])
+        if name == "webhooks":
+            env.setdefault("CRM_WEBHOOK_SECRETS_KEY", DEV_WEBHOOK_SECRETS_KEY)
+            # Local platforms may deliver to receivers on this machine (http on loopback).
+            env.setdefault("CRM_WEBHOOK_ALLOW_LOOPBACK", "true")
     elif name == GATEWAY:
         for upstream in SERVICES:
             env[f"CRM_{upstream.upper()}_URL"] = config.api_url(upstream)

@@ -23,6 +23,7 @@ def plan_settings(service: str, scratch: Path) -> Settings:
     return load_settings("domain", {
         "CRM_SERVICE_NAME": service, "CRM_DATABASE_URL": f"sqlite:///{scratch}/{service}.sqlite3",
         "CRM_KAFKA_BOOTSTRAP": "127.0.0.1:9", "CRM_JWT_SECRET": "x" * 40, "CRM_LOG_FORMAT": "text",
+        "CRM_WEBHOOK_SECRETS_KEY": "only-to-build-the-plans",
         "CRM_ATTACHMENTS_DIR": str(scratch / "files")})
 
 

@@ -35,6 +35,7 @@ ALL_PERMISSIONS: tuple[str, ...] = (
     *(f"opportunities:{a}" for a in _ACTIONS),
     "catalogue:admin",
     "triggers:admin",
+    "webhooks:admin",
     "files:view",
     "files:edit",
 )
