@@ -24,6 +24,8 @@ def register_views(app: Flask) -> None:
     app.register_blueprint(maintenance.bp)
     from crm_console.views import triggers  # screen 6, Triggers (triggers:admin)
     app.register_blueprint(triggers.bp)
+    from crm_console.views import webhooks  # screen 6, Webhooks (webhooks:admin)
+    app.register_blueprint(webhooks.bp)
     from crm_console.views import templates_admin  # screen 6, Maintenance > Templates (catalogue:admin)
     app.register_blueprint(templates_admin.bp)
     from crm_console.views import imports  # screen 6/7's Import (a collection's create permission)
