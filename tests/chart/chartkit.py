@@ -195,21 +195,21 @@ class ServiceFacts:
 
 def installed_services() -> dict[str, ServiceFacts]:
     """Every installed service (entry points `crm.services`) as its ServiceSpec describes it."""
-    from importlib.metadata import entry_points, requires
+    from importlib.metadata import entry_points
 
     from crm_kit.service import ENTRY_POINT_GROUP, find_service
 
     facts = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         spec = find_service(ep.name)
-        dependencies = {re.split(r"[ ;<>=!\[]", req, maxsplit=1)[0].lower() for req in requires(ep.dist.name) or []}
         facts[spec.name] = ServiceFacts(
             name=spec.name,
             role=spec.role,
             has_worker=spec.run_worker is not None,
             has_migrations=spec.migrations is not None,
-            # Attachments are crm-pipeline's (leads and opportunities share it).
-            stores_attachments="crm-pipeline" in dependencies,
+            # Attachments are crm-pipeline's records services' (leads and opportunities): their schema has its
+            # attachments table. Depending on crm-pipeline is not enough (webhooks uses only its filters).
+            stores_attachments=spec.metadata is not None and "attachments" in spec.metadata.tables,
         )
     assert facts, "no service is installed (entry point group crm.services): run make install"
     return facts

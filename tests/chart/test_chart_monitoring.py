@@ -31,6 +31,17 @@ WATCHED = {
     "crm_trigger_executions_total": "trigger failures",
     "crm_consistency_checks_total": "read-your-writes 503s",
     "crm_gateway_consistency_unavailable_total": "the gateway's read-your-writes 503s",
+    "crm_webhook_attempts_total": "webhook delivery success",
+    "crm_webhook_backlog_age_seconds": "webhook backlog age",
+    "crm_webhook_disabled_endpoints": "disabled webhook endpoints",
+}
+# What the dashboard's Webhooks row shows, by the metric (or histogram bucket) each panel queries.
+WEBHOOK_PANELS = {
+    "crm_webhook_attempts_total": "delivery success rate",
+    "crm_webhook_backlog_age_seconds": "backlog age per endpoint",
+    "crm_webhook_backlog": "backlog per endpoint",
+    "crm_webhook_disabled_endpoints": "disabled endpoints",
+    "crm_webhook_delivery_seconds_bucket": "delivery latency",
 }
 
 
@@ -101,11 +112,78 @@ def test_the_dashboard_uses_only_exported_metrics(exported: set[str]) -> None:
     assert set(WATCHED) <= watched
 
 
+def _dashboard() -> dict[str, Any]:
+    return json.loads((CHART / "files" / "dashboards" / "crm-platform.json").read_text(encoding="utf-8"))
+
+
+def test_the_dashboards_panels_do_not_overlap() -> None:
+    """Grafana's grid (24 columns): every panel within it, no two on the same cells, ids unique."""
+    panels = _dashboard()["panels"]
+    assert len({panel["id"] for panel in panels}) == len(panels)
+    cells: dict[tuple[int, int], str] = {}
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]
+
+
+def _row(dashboard: dict[str, Any], title: str) -> list[dict[str, Any]]:
+    """The panels under a row (up to the next row), the dashboard's panels being in grid order."""
+    panels = sorted(dashboard["panels"], key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))
+    start = next(i for i, p in enumerate(panels) if p["type"] == "row" and p["title"].startswith(title))
+    rest = panels[start + 1:]
+    end = next((i for i, p in enumerate(rest) if p["type"] == "row"), len(rest))
+    return rest[:end]
+
+
+def test_the_dashboard_has_a_webhooks_row() -> None:
+    """Delivery success rate, backlog age and backlog per endpoint, disabled endpoints, latency p50/p99."""
+    panels = _row(_dashboard(), "Webhooks")
+    exprs = {target["expr"] for panel in panels for target in panel.get("targets", [])}
+    by_metric = {name: [e for e in exprs if name in METRIC.findall(e)] for name in WEBHOOK_PANELS}
+    missing = [WEBHOOK_PANELS[name] for name, found in by_metric.items() if not found]
+    assert not missing, f"the Webhooks row lacks: {missing}"
+    compact = {re.sub(r"\s+", "", e) for e in exprs}
+    # Success rate: the delivered attempts over all attempts (0 before the first delivery, not "no data").
+    assert any('crm_webhook_attempts_total{namespace="$namespace",result="delivered"}' in e and e.count("/") == 1
+               and "vector(0)" in e for e in compact), by_metric["crm_webhook_attempts_total"]
+    # Per endpoint: one series per subscription, whichever worker replica reports it.
+    for name in ("crm_webhook_backlog_age_seconds", "crm_webhook_backlog"):
+        assert any(f"maxby(subscription)({name}{{" in e for e in compact), by_metric[name]
+    quantiles = {re.search(r"histogram_quantile\(([0-9.]+),", e).group(1)
+                 for e in by_metric["crm_webhook_delivery_seconds_bucket"]}
+    assert quantiles == {"0.5", "0.99"}
+    for panel in panels:
+        for target in panel["targets"]:
+            assert 'namespace="$namespace"' in target["expr"], target["expr"]
+
+
 def test_the_dashboard_configmap_is_found_by_grafanas_sidecar(render: Renderer) -> None:
     (configmap,) = render(PRODUCTION).of_kind("ConfigMap")
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     (content,) = configmap["data"].values()
     assert json.loads(content) == json.loads((CHART / "files" / "dashboards" / "crm-platform.json").read_text())
+
+
+def test_the_webhook_alerts(rule_groups: list[dict[str, Any]], render: Renderer) -> None:
+    """Success ratio over 15 minutes (only with attempts), backlog age per subscription, disabled endpoints."""
+    alerts = render(PRODUCTION).values["monitoring"]["alerts"]
+    rules = {rule["alert"]: rule for rule in _rules(rule_groups)}
+    success = rules["WebhookDeliverySuccessLow"]
+    assert "[15m]" in success["expr"] and f"< {alerts['webhookSuccessRatio']}" in success["expr"]
+    assert re.search(r"\band\b[^<]*crm_webhook_attempts_total[^<]*\) > 0$", success["expr"]), success["expr"]
+    backlog = rules["WebhookBacklogOld"]
+    assert "by (namespace, subscription)" in backlog["expr"]
+    assert backlog["expr"].endswith(f"> {alerts['webhookBacklogAgeSeconds']}")
+    assert backlog["for"] == "10m"
+    disabled = f'crm_webhook_disabled_endpoints{{namespace="{NAMESPACE}"}}) > 0'
+    assert rules["WebhookEndpointDisabled"]["expr"].endswith(disabled)
+    for name in ("WebhookDeliverySuccessLow", "WebhookBacklogOld", "WebhookEndpointDisabled"):
+        assert rules[name]["labels"]["severity"] == "warning"
+        assert {"summary", "description"} <= set(rules[name]["annotations"])
 
 
 def test_monitors_scrape_every_api_and_worker_keeping_the_services_label(render: Renderer) -> None:
@@ -179,6 +257,12 @@ def _unit_tests(rules_file: str, failing: bool) -> dict[str, Any]:
         # No label of its own: `service` is the scrape target's (the Kubernetes Service's name).
         ("crm_gateway_consistency_unavailable_total" + _series({"service": "crm-platform-gateway"}),
          "0+2x40" if bad else "0x40"),
+        # Webhooks: half the attempts failing, one subscription's backlog 20 minutes old, an endpoint disabled.
+        ("crm_webhook_attempts_total" + _series({"result": "delivered"}), "0+5x40" if bad else "0+100x40"),
+        ("crm_webhook_attempts_total" + _series({"result": "failed"}), "0+5x40" if bad else "0+1x40"),
+        ("crm_webhook_backlog_age_seconds" + _series({"subscription": "sub-slow"}), "1200x40" if bad else "30x40"),
+        ("crm_webhook_backlog_age_seconds" + _series({"subscription": "sub-fine"}), "5x40"),
+        ("crm_webhook_disabled_endpoints" + _series({}), "1x40" if bad else "0x40"),
     ]
     # What fires, by alert: the labels of its one alert, or a list when it fires more than once.
     firing: dict[str, dict[str, str] | list[dict[str, str]]] = {
@@ -193,6 +277,9 @@ def _unit_tests(rules_file: str, failing: bool) -> dict[str, Any]:
         "CrmTriggerSchedulerLate": {"severity": "warning"},
         "CrmConsistencyUnavailable": [{"service": "linking", "severity": "warning"},
                                       {"service": "gateway", "severity": "warning"}],
+        "WebhookDeliverySuccessLow": {"severity": "warning"},
+        "WebhookBacklogOld": {"subscription": "sub-slow", "severity": "warning"},
+        "WebhookEndpointDisabled": {"severity": "warning"},
     }
     return {
         "rule_files": [rules_file],
@@ -233,6 +320,62 @@ def test_alerts_fire_on_a_failing_platform_only(rule_groups: list[dict[str, Any]
     rules = _write_rules(tmp_path, groups)
     tests = tmp_path / "tests.yaml"
     tests.write_text(yaml.safe_dump(_unit_tests(rules.name, failing)), encoding="utf-8")
+    out = subprocess.run([promtool, "test", "rules", str(tests)], capture_output=True, text=True, timeout=120,
+                         check=False, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+# Each case: the sample series (one minute apart) and whether the alert fires at 25m.
+WEBHOOK_CASES: dict[str, tuple[str, list[tuple[str, str]], bool]] = {
+    "85% delivered": ("WebhookDeliverySuccessLow",
+                      [("attempts", "delivered", "0+85x40"), ("attempts", "failed", "0+15x40")], True),
+    "95% delivered": ("WebhookDeliverySuccessLow",
+                      [("attempts", "delivered", "0+95x40"), ("attempts", "error", "0+5x40")], False),
+    # No attempt ever succeeded: the result="delivered" series does not exist at all.
+    "nothing delivered yet": ("WebhookDeliverySuccessLow",
+                              [("attempts", "error", "0+5x40"), ("attempts", "refused", "0+1x40")], True),
+    "every attempt delivered": ("WebhookDeliverySuccessLow", [("attempts", "delivered", "0+10x40")], False),
+    # Old failures, no attempt in the last 15 minutes: nothing to judge.
+    "no attempts in the window": ("WebhookDeliverySuccessLow",
+                                  [("attempts", "delivered", "0+1x5 5x35"), ("attempts", "failed", "0+9x5 45x35")],
+                                  False),
+    "backlog old for 10 minutes": ("WebhookBacklogOld", [("backlog_age", "sub-1", "30x13 1200x26")], True),
+    "backlog old for only 7 minutes": ("WebhookBacklogOld", [("backlog_age", "sub-1", "30x17 1200x23")], False),
+    "backlog just under the threshold": ("WebhookBacklogOld", [("backlog_age", "sub-1", "899x40")], False),
+    "an endpoint disabled": ("WebhookEndpointDisabled", [("disabled", "", "0x20 1x20")], True),
+}
+_WEBHOOK_SERIES = {
+    "attempts": ("crm_webhook_attempts_total", "result"),
+    "backlog_age": ("crm_webhook_backlog_age_seconds", "subscription"),
+    "disabled": ("crm_webhook_disabled_endpoints", ""),
+}
+
+
+@pytest.mark.parametrize("case", list(WEBHOOK_CASES))
+def test_webhook_alerts_on_edge_cases(rule_groups: list[dict[str, Any]], tmp_path: Path, case: str) -> None:
+    """The success ratio fires before any delivery succeeded and stays quiet without attempts; the backlog
+    alert waits its 10 minutes and looks at each subscription."""
+    promtool = _promtool()
+    alert, samples, fires = WEBHOOK_CASES[case]
+    groups = [{**g, "rules": [{k: v for k, v in r.items() if k != "annotations"} for r in g["rules"]]}
+              for g in rule_groups if g["name"] == "crm-platform.webhooks"]
+    rules = _write_rules(tmp_path, groups)
+    series = []
+    labels: dict[str, str] = {}
+    for kind, label_value, values in samples:
+        metric, label = _WEBHOOK_SERIES[kind]
+        own = {label: label_value} if label else {}
+        if kind != "attempts":
+            labels = own
+        series.append({"series": metric + _series(own), "values": values})
+    expected = [{"exp_labels": {"namespace": NAMESPACE, **labels, "severity": "warning"}}] if fires else []
+    tests = tmp_path / "tests.yaml"
+    tests.write_text(yaml.safe_dump({
+        "rule_files": [rules.name],
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series,
+                   "alert_rule_test": [{"eval_time": "25m", "alertname": alert, "exp_alerts": expected}]}],
+    }), encoding="utf-8")
     out = subprocess.run([promtool, "test", "rules", str(tests)], capture_output=True, text=True, timeout=120,
                          check=False, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr

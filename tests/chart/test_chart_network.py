@@ -1,7 +1,8 @@
 """Who can reach what, evaluated on the rendered NetworkPolicies the way Kubernetes does: only the
 gateway and the console are reachable from outside the release; the services only from the gateway
 (and metrics scrapes); the domain services reach Kafka and their databases; the console only the
-gateway (and the OpenID provider when it signs in there); every pod reaches DNS."""
+gateway (and the OpenID provider when it signs in there); the webhooks worker alone reaches the
+customers' endpoints on the internet, never a private address; every pod reaches DNS."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ PRODUCTION = CHART / "ci" / "production-values.yaml"
 PUBLIC = {"gateway/api": "gatewayFrom", "console/api": "console"}
 # Where the cluster's pods and Services live: an ipBlock that leaves these out reaches no pod.
 PRIVATE_RANGES = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
+# Addresses a webhook must never be delivered to: the cluster's and private networks, the shared range,
+# link-local (the cloud metadata endpoint).
+NON_PUBLIC = ["10.0.0.7", "10.96.0.1", "172.16.4.2", "172.31.255.1", "192.168.1.10", "100.64.0.1",
+              "169.254.169.254"]
+CUSTOMER_ENDPOINTS = ["203.0.113.10", "198.51.100.20", "8.8.8.8"]
 
 
 def matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -298,3 +304,62 @@ def test_the_ingress_routes_the_api_to_the_gateway_and_the_rest_to_the_console(r
             assert _route(paths, path) != gateway, path
         assert {p["backend"]["service"]["port"]["name"] for p in paths} == {"http"}
     assert ingress["spec"]["tls"], "the production-like values terminate TLS at the ingress"
+
+
+def _egress_reaches_address(rendered: Any, source: dict[str, str], address: str, port: int) -> bool:
+    """Whether the pods with labels `source` may open connections to an IP address outside the cluster's
+    pods on `port`: a rule without `to`, or an ipBlock that holds the address."""
+    ip = ipaddress.ip_address(address)
+    for policy in _policies_for(rendered, source, "Egress"):
+        for rule in policy["spec"].get("egress", []):
+            ports = [p["port"] for p in rule.get("ports", [])]
+            if ports and port not in ports:
+                continue
+            if "to" not in rule:
+                return True
+            for peer in rule["to"]:
+                block = peer.get("ipBlock")
+                if block and ip in ipaddress.ip_network(block["cidr"]) and \
+                        not any(ip in ipaddress.ip_network(e) for e in block.get("except", [])):
+                    return True
+    return False
+
+
+def test_only_the_webhooks_worker_reaches_the_customers_endpoints(render: Renderer) -> None:
+    """The worker delivers to public addresses on 443 and 80; its api, and every other pod, cannot; the
+    worker reaches no private, shared or link-local address on those ports (its database, Kafka and DNS
+    are on their own ports, checked above)."""
+    rendered = render()
+    ports = rendered.values["networkPolicy"]["webhooks"]["ports"]
+    assert set(ports) == {443, 80}
+    for name, labels, _ in _pods(rendered):
+        for address in CUSTOMER_ENDPOINTS:
+            for port in ports:
+                reaches = _egress_reaches_address(rendered, labels, address, port)
+                assert reaches == (name == "webhooks/worker"), f"{name} -> {address}:{port}"
+    worker = _labels_of(rendered, "webhooks/worker")
+    for address in NON_PUBLIC:
+        for port in ports:
+            assert not _egress_reaches_address(rendered, worker, address, port), f"{address}:{port}"
+    # Nor any pod of the release on those ports.
+    for name, labels, _ in _pods(rendered):
+        for port in ports:
+            assert not _egress_reaches(rendered, worker, labels, port), f"webhooks/worker -> {name}:{port}"
+
+
+@VALUES
+def test_the_webhooks_delivery_policy_leaves_the_private_ranges_out(render: Renderer,
+                                                                    values_file: Path | None) -> None:
+    rendered = render(values_file)
+    np = rendered.values["networkPolicy"]
+    (policy,) = [p for p in rendered.of_kind("NetworkPolicy") if p["metadata"]["name"].endswith("-webhooks-delivery")]
+    selected = [name for name, labels, _ in _pods(rendered) if matches(policy["spec"]["podSelector"], labels)]
+    assert selected == ["webhooks/worker"]
+    assert policy["spec"]["policyTypes"] == ["Egress"]
+    (rule,) = policy["spec"]["egress"]
+    assert rule["to"] == np["webhooks"]["to"]
+    assert {p["port"] for p in rule["ports"]} == set(np["webhooks"]["ports"])
+    for peer in rule["to"]:
+        assert not _ip_block_may_reach_pods(peer["ipBlock"])
+        excepted = {ipaddress.ip_network(e) for e in peer["ipBlock"]["except"]}
+        assert {ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("100.64.0.0/10")} <= excepted

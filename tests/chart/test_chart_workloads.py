@@ -34,6 +34,8 @@ PRODUCTION = CHART / "ci" / "production-values.yaml"
 # Read by the process but not a setting of the table: gunicorn's bind address (crm_kit.web.gunicorn_conf).
 PROCESS_VARIABLES = {"CRM_BIND"}
 SECRET_PLACEHOLDER = "from-a-secret"
+# Settings the chart never sets, nor lets values set: http:// deliveries to loopback are for `make run` and tests.
+NEVER_SET = {"CRM_WEBHOOK_ALLOW_LOOPBACK"}
 
 
 def _containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -128,7 +130,9 @@ def test_every_setting_a_service_requires_is_set_and_every_value_parses(
         for container in _containers(workload):
             env = _environment(container)
             assert env["CRM_SERVICE_NAME"] == name
-            required = {s.env for s in SETTINGS if "all" in s.required_for or services[name].role in s.required_for}
+            # As the loader decides: for every process, for the service's role, or for the service itself.
+            required = {s.env for s in SETTINGS
+                        if {"all", services[name].role, name} & set(s.required_for)}
             missing = required - set(env)
             assert not missing, f"{workload['metadata']['name']} lacks required settings {sorted(missing)}"
             unknown = {var for var in env if var.startswith("CRM_")} - known
@@ -178,6 +182,7 @@ def test_every_setting_of_the_table_can_be_configured() -> None:
         for key, value in config.items():
             var = "CRM_" + re.sub(r"(?<!^)(?=[A-Z])", "_", key).upper()
             assert var in by_env, f"config key {key} names no setting ({var})"
+            assert var not in NEVER_SET, f"config key {key} sets {var}, which the chart must never set"
             configurable.add(var)
             if value in ("", {}, [], None):
                 continue  # left unset: the service's own default applies
@@ -188,8 +193,20 @@ def test_every_setting_of_the_table_can_be_configured() -> None:
     templates = "\n".join(p.read_text(encoding="utf-8") for p in (CHART / "templates").iterdir())
     set_by_chart = {var for var in by_env if re.search(rf"\b{var}\b", templates)}
     set_by_chart |= {f"CRM_{name.upper()}_URL" for name in values["services"]} & set(by_env)  # gateway URLs
-    unconfigurable = set(by_env) - configurable - set_by_chart
+    assert not set_by_chart & NEVER_SET, f"templates set {sorted(set_by_chart & NEVER_SET)}"
+    assert NEVER_SET <= set(by_env), "NEVER_SET names settings that do not exist"
+    unconfigurable = set(by_env) - configurable - set_by_chart - NEVER_SET
     assert not unconfigurable, f"settings the chart cannot set: {sorted(unconfigurable)}"
+
+
+@VALUES
+def test_the_chart_never_allows_loopback_webhooks(render: Renderer, values_file: Path | None) -> None:
+    for workload in render(values_file).workloads():
+        for container in _containers(workload):
+            env = _environment(container)
+            assert not NEVER_SET & set(env), f"{workload['metadata']['name']} sets {sorted(NEVER_SET & set(env))}"
+            if service_of(workload) == "webhooks":
+                assert load_settings("domain", env)["CRM_WEBHOOK_ALLOW_LOOPBACK"] is False
 
 
 def _workload(rendered: Any, service: str, component: str) -> dict[str, Any]:
@@ -368,3 +385,61 @@ def test_the_console_dev_signin_is_off_unless_explicitly_set(render: Renderer) -
         for patch in profile.get("patches", []):
             if "consoleDevSignin" in json.dumps(patch.get("value")):
                 assert profile["name"] == "dev" and profile["activation"] == [{"command": "dev"}]
+
+
+# ----------------------------------------------------------------------------------- webhooks
+
+@VALUES
+def test_the_webhooks_service_runs_with_its_keys_from_a_secret(render: Renderer, values_file: Path | None,
+                                                               services: dict[str, ServiceFacts]) -> None:
+    """An api, a worker and a migration Job like every domain service; CRM_WEBHOOK_SECRETS_KEY (which
+    encrypts the subscriptions' signing secrets; the settings loader requires it in every webhooks
+    process) in each, from a Secret, never a value; the gateway reaches its api through CRM_WEBHOOKS_URL."""
+    assert services["webhooks"].role == "domain"
+    rendered = render(values_file)
+    own = rendered.values["services"]["webhooks"]
+    secret = own["secretsKeySecret"]["name"] or rendered.values["existingSecret"]
+    key = own["secretsKeySecret"]["key"] or "CRM_WEBHOOK_SECRETS_KEY"
+    database = own["databaseSecret"]["key"] or "CRM_DATABASE_URL_WEBHOOKS"
+    for component, kind in (("api", "Deployment"), ("worker", "Deployment"), ("migrate", "Job")):
+        workload = _workload(rendered, "webhooks", component)
+        assert workload["kind"] == kind
+        assert workload["metadata"]["name"] == f"crm-platform-webhooks-{component}"
+        (container,) = _containers(workload)
+        assert container["args"] == [component]
+        items = env_of(container)
+        assert items["CRM_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == database
+        assert items["CRM_WEBHOOK_SECRETS_KEY"] == {
+            "name": "CRM_WEBHOOK_SECRETS_KEY", "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+        settings = load_settings("domain", _environment(container))
+        assert settings["CRM_WEBHOOK_SECRETS_KEY"], "the keys parse"
+    # Nobody else holds the keys.
+    holders = {service_of(w) for w in rendered.workloads()
+               for c in _containers(w) if "CRM_WEBHOOK_SECRETS_KEY" in env_of(c)}
+    assert holders == {"webhooks"}
+    gateway = _environment(_containers(_workload(rendered, "gateway", "api"))[0])
+    url = urlsplit(gateway["CRM_WEBHOOKS_URL"])
+    service = rendered.named("Service", url.hostname)
+    assert service["spec"]["selector"] == _workload(rendered, "webhooks", "api")["spec"]["selector"]["matchLabels"]
+
+
+def test_the_webhooks_keys_are_never_a_value(render: Renderer) -> None:
+    """The keys can only come from a Secret: values that would carry them are refused by the schema."""
+    for values_file in values_files():
+        text = (values_file or CHART / "values.yaml").read_text(encoding="utf-8")
+        assert "webhookSecretsKey" not in text
+    refused = {
+        ("services.webhooks.config.webhookSecretsKey=a-key",): "webhookSecretsKey",
+        ("services.webhooks.secretsKeySecret.value=a-key",): "value",
+        ("services.webhooks.config.webhookAllowLoopback=true",): "webhookAllowLoopback",
+        ("extraEnv[0].name=CRM_WEBHOOK_ALLOW_LOOPBACK", "extraEnv[0].value=true"): "extraEnv",
+    }
+    for sets, named in refused.items():
+        out = render.run(sets=sets)
+        assert out.returncode != 0, sets
+        assert named in out.stderr, out.stderr
+    assert render.run(sets=("extraEnv[0].name=TZ", "extraEnv[0].value=UTC")).returncode == 0
+    secret = render(sets=("services.webhooks.secretsKeySecret.name=webhook-keys",
+                          "services.webhooks.secretsKeySecret.key=fernet"))
+    ref = env_of(_containers(_workload(secret, "webhooks", "worker"))[0])["CRM_WEBHOOK_SECRETS_KEY"]
+    assert ref["valueFrom"]["secretKeyRef"] == {"name": "webhook-keys", "key": "fernet"}

@@ -154,6 +154,16 @@ app.kubernetes.io/part-of: {{ include "crm.name" . }}
 - name: CRM_TOPIC_REPLICATION
   value: {{ toJson $v.kafka.topicReplication | quote }}
 {{- end }}
+{{- if eq .name "webhooks" }}
+{{- /* The Fernet keys of the subscriptions' signing secrets: the api encrypts, the worker decrypts to sign
+(the settings loader requires them in every webhooks process, its migrations too). */}}
+{{- $keys := .svc.secretsKeySecret | default dict }}
+- name: CRM_WEBHOOK_SECRETS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $keys.name | default $v.existingSecret | quote }}
+      key: {{ $keys.key | default "CRM_WEBHOOK_SECRETS_KEY" | quote }}
+{{- end }}
 {{- if eq .svc.role "gateway" }}
 {{- range $other, $o := $v.services }}
 {{- if eq $o.role "domain" }}
