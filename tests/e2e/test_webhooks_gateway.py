@@ -182,8 +182,10 @@ def test_a_slow_endpoint_does_not_hold_back_another(platform):
         fast.stop()
 
 
+# Loopback (127.0.0.1, [::1]) is allowed on test platforms, as in `make run`; the service's own tests
+# refuse it with the production setting, at save time and at delivery (with a switched resolver).
 @pytest.mark.parametrize("url", ["https://10.1.2.3/hook", "https://169.254.169.254/latest/meta-data",
-                                 "https://[::1]/hook", "https://192.168.0.10/hook", "ftp://example.com/x"])
+                                 "https://192.168.0.10/hook", "http://example.com/x", "ftp://example.com/x"])
 def test_targets_on_private_addresses_are_refused(platform, url):
     admin = Client(platform)
     r = admin("POST", "/v1/webhooks", json={"url": url, "event_types": ["*"]})

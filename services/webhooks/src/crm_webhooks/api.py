@@ -84,6 +84,7 @@ def build_webhooks_api() -> Api:
         subs.remove(ctx.session, row)
 
     @api.post(f"{BASE}/<subscription_id>/rotate-secret", permission=ADMIN, response=SecretOut, body_required=False,
+              status=200,
               summary="A new signing secret (shown this once); the old one also signs for 24 hours")
     def rotate_secret(ctx: RequestContext, subscription_id: str) -> dict[str, Any]:
         row = subs.load(ctx.session, ctx.user, subscription_id)
