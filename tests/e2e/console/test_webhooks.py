@@ -105,6 +105,7 @@ def test_a_webhook_made_in_the_form_gets_a_signed_test_event_and_logs_it(
         for text in ("webhook.test", "200", "Delivered"):
             expect(row).to_contain_text(text)
         console.assert_accessible(page, "delivery log")
+        console.screenshot(page, "webhooks")
 
         # The list shows it, active, with nothing pending.
         page.get_by_role("navigation", name="Main").get_by_role("link", name="Webhooks").click()
