@@ -16,7 +16,7 @@ def test_registry_readers_match_the_worker_plans(name, tmp_path):
     settings = load_settings("domain", {
         "CRM_SERVICE_NAME": name, "CRM_DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
         "CRM_KAFKA_BOOTSTRAP": "127.0.0.1:9", "CRM_JWT_SECRET": "x" * 40, "CRM_LOG_FORMAT": "text",
-        "CRM_ATTACHMENTS_DIR": str(tmp_path / "files")})
+        "CRM_WEBHOOK_SECRETS_KEY": "only-to-build-the-app", "CRM_ATTACHMENTS_DIR": str(tmp_path / "files")})
     app = find_service(name).build_app(settings)
     consumed = set(app.extensions["crm_read_models"].readers)
     declared = {topic.name for topic in all_topics(include_dlq=False) if name in topic.readers}

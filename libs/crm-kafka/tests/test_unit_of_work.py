@@ -88,7 +88,7 @@ def test_a_write_answers_with_the_outbox_row_it_wrote_and_a_refusal_writes_none(
     consistency token covers), although the unit of work holds its events back until commit."""
     from crm_kit import consistency
     from crm_kit.errors import Conflict
-    from crm_kit.settings import load_settings
+    from crm_kit.settings import SERVICES, load_settings
     from crm_kit.web import Api, Reply, create_app, issue_token
 
     api = Api("probes")
@@ -102,8 +102,7 @@ def test_a_write_answers_with_the_outbox_row_it_wrote_and_a_refusal_writes_none(
 
     secret = "s" * 40
     settings = load_settings("gateway", {"CRM_SERVICE_NAME": "probes", "CRM_JWT_SECRET": secret,
-                                         **{f"CRM_{n}_URL": "http://127.0.0.1:9" for n in (
-                                             "CATALOGUE", "LEADS", "OPPORTUNITIES", "LINKING", "TRIGGERS")}})
+                                         **{f"CRM_{n.upper()}_URL": "http://127.0.0.1:9" for n in SERVICES}})
     client = create_app("probes", settings, [api], database=db).test_client()
     token = issue_token(secret, user_id="u1", name="U", office_id="o1", roles=["admin"])
     headers = {"Authorization": f"Bearer {token}"}

@@ -10,7 +10,7 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import Column, Integer, String, Table, delete, select, update
 
 from crm_kit.db import Database, UTCDateTime, new_metadata, utcnow
-from crm_kit.settings import load_settings
+from crm_kit.settings import SERVICES, load_settings
 from crm_kit.web import Api, ListResult, Problem, Reply, RequestContext, SortKey, check_if_match, create_app
 from crm_kit.web.fields import Timestamp
 from crm_kit.web.pagination import PageQuery
@@ -100,8 +100,7 @@ def make_app(db_url: str, **env: str) -> tuple[Any, Database]:
     upgrade(db_url, versions, metadata)
     settings = load_settings("gateway", {
         "CRM_SERVICE_NAME": "sample", "CRM_JWT_SECRET": SECRET,
-        **{f"CRM_{n}_URL": "http://127.0.0.1:9" for n in ("CATALOGUE", "LEADS", "OPPORTUNITIES", "LINKING",
-                                                         "TRIGGERS")},
+        **{f"CRM_{n.upper()}_URL": "http://127.0.0.1:9" for n in SERVICES},
         **env,
     })
     database = Database(db_url)

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from crm_kit.settings import load_settings
+from crm_kit.settings import SERVICES, load_settings
 from crm_kit.web.auth import TokenVerifier, issue_token
 from crm_kit.web.problem import Problem
 
@@ -85,8 +85,7 @@ def test_dev_hs256_token_without_aud_or_iss_is_still_accepted_where_the_provider
     settings = load_settings("gateway", {
         "CRM_SERVICE_NAME": "gateway", "CRM_JWT_SECRET": SECRET, "CRM_JWT_PUBLIC_KEY": _pem(key),
         "CRM_JWT_AUDIENCE": AUDIENCE, "CRM_JWT_ISSUER": ISSUER,
-        **{f"CRM_{s.upper()}_URL": "http://127.0.0.1:1" for s in ("catalogue", "leads", "opportunities",
-                                                                   "linking", "triggers")},
+        **{f"CRM_{s.upper()}_URL": "http://127.0.0.1:1" for s in SERVICES},
     })
     from_env = TokenVerifier.from_settings(settings)
     assert from_env.verify(dev).user_id == "dev"

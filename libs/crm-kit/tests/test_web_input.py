@@ -275,12 +275,11 @@ def test_localised_answers_carry_content_language_and_vary():
     def plain(ctx: RequestContext) -> dict[str, str]:
         return {"name": "plain"}
 
-    from crm_kit.settings import load_settings
+    from crm_kit.settings import SERVICES, load_settings
 
     app = create_app("names", load_settings("gateway", {
         "CRM_SERVICE_NAME": "names", "CRM_JWT_SECRET": SECRET,
-        **{f"CRM_{n}_URL": "http://127.0.0.1:9" for n in ("CATALOGUE", "LEADS", "OPPORTUNITIES", "LINKING",
-                                                         "TRIGGERS")}}), [api])
+        **{f"CRM_{n.upper()}_URL": "http://127.0.0.1:9" for n in SERVICES}}), [api])
     c = app.test_client()
     r = c.get("/v1/thing", headers={"Accept-Language": "nl-NL, en;q=0.5"})
     assert r.json == {"name": "Thing"} and r.headers["Content-Language"] == "en"  # werkzeug: exact before prefix

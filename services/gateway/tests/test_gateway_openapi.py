@@ -11,6 +11,7 @@ from gateway_helpers import Echo
 from marshmallow import Schema, fields
 
 from crm_gateway.openapi import DocumentCache, merge_documents
+from crm_kit.settings import SERVICES
 from crm_kit.web import Api
 from crm_kit.web.openapi import build_spec
 
@@ -233,13 +234,13 @@ def spec_services():
 def test_gateway_serves_the_merged_document(make_gateway, spec_services, closed_port):
     leads, catalogue = spec_services
     app = make_gateway({"leads": leads.url, "catalogue": catalogue.url, "opportunities": closed_port.url,
-                        "linking": closed_port.url, "triggers": closed_port.url})
+                        "linking": closed_port.url, "triggers": closed_port.url, "webhooks": closed_port.url})
     c = app.test_client()
     r = c.get("/openapi.json")
     assert r.status_code == 200 and r.content_type == "application/json"
     doc = r.json
     assert doc["openapi"] == "3.1.0" and doc["info"]["title"] == "CRM platform API"
-    assert doc["x-missing-services"] == ["linking", "opportunities", "triggers"]
+    assert doc["x-missing-services"] == ["linking", "opportunities", "triggers", "webhooks"]
     for path in ("/v1/me", "/v1/leads", "/v1/leads/{lead_id}", "/v1/lead-stages", "/healthz", "/readyz",
                  "/metrics", "/openapi.json", "/docs"):
         assert path in doc["paths"], path
@@ -255,7 +256,7 @@ def test_gateway_serves_the_merged_document(make_gateway, spec_services, closed_
 def test_gateway_document_when_everything_is_down(make_gateway, closed_port):
     r = make_gateway(closed_port.url).test_client().get("/openapi.json")
     assert r.status_code == 200
-    assert len(r.json["x-missing-services"]) == 5
+    assert r.json["x-missing-services"] == sorted(SERVICES)
     assert "/v1/me" in r.json["paths"]
 
 

@@ -45,6 +45,7 @@ def test_each_family_reaches_its_own_service(make_gateway):
         cases = {
             "catalogue": "/v1/lead-stages", "leads": "/v1/leads/l1", "opportunities": "/v1/opportunities",
             "linking": "/v1/leads/l1/contacts", "triggers": "/v1/trigger-executions",
+            "webhooks": "/v1/webhooks",
         }
         for service, path in cases.items():
             r = c.get(path, headers=auth())

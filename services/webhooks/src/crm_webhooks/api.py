@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from crm_kit.web import Api, ListResult, Reply, RequestContext, SortKey, check_if_match
+from crm_kit.web.pagination import PageQuery
 from crm_webhooks import subscriptions as subs
 from crm_webhooks.schemas import (
     AttemptOut,
@@ -57,7 +58,8 @@ def build_webhooks_api() -> Api:
         sub_id, secret = subs.create(ctx.session, ctx.user, vault(ctx), ctx.body, allow_loopback=loopback(ctx))
         return Reply({**shown(ctx, sub_id), "secret": secret}, headers={"Location": f"{BASE}/{sub_id}"})
 
-    @api.get(BASE, permission=ADMIN, response=WebhookOut, many=True, summary="List webhook subscriptions, by url")
+    @api.get(BASE, permission=ADMIN, query=PageQuery, response=WebhookOut, many=True,
+             summary="List webhook subscriptions, by url")
     def list_webhooks(ctx: RequestContext) -> ListResult:
         stmt = select(subscriptions).where(subs.visible(ctx.user))
         page = ctx.page(stmt, [SortKey("url", subscriptions.c.url), SortKey("id", subscriptions.c.id)])

@@ -62,6 +62,6 @@ def build_feed_api() -> Api:
             items.append({"cursor": str(row.seq), "id": row.event_id, **body})
         full = len(rows) == ctx.query["page_size"]
         next_cursor = rows[-1].seq if full else (last_scanned or after)
-        return {"items": items, "next_cursor": str(next_cursor)}
+        return {"entries": items, "next_cursor": str(next_cursor)}
 
     return api

@@ -113,6 +113,8 @@ class FeedItem(Schema):
 
 
 class FeedOut(Schema):
-    items = fields.List(fields.Nested(FeedItem), validate=validate.Length(max=MAX_FEED_PAGE))
-    next_cursor = fields.String(validate=validate.Length(max=20), metadata={
+    # Read from "entries" (a dict's "items" would be its method when absent), written as "items".
+    entries = fields.List(fields.Nested(FeedItem), required=True, data_key="items",
+                          validate=validate.Length(max=MAX_FEED_PAGE))
+    next_cursor = fields.String(required=True, validate=validate.Length(max=20), metadata={
         "description": "Where to go on from (also when this page was empty): pass it as `after`."})
