@@ -117,10 +117,9 @@ class Gateway:
     def get(self, caller: Caller, path: str, **params: Any) -> Any:
         return self.json(caller, "GET", path, params={k: v for k, v in params.items() if v not in (None, "")})
 
-    def all_pages(self, caller: Caller, path: str, *, page_size: int | None = 200, most: int = 2000,
+    def all_pages(self, caller: Caller, path: str, *, page_size: int = 200, most: int = 2000,
                   **params: Any) -> list[Any]:
-        """Every item of a paged list (up to ``most``), following ``next_page_token``; ``page_size``
-        None: the list's own (for a list that takes no ``page_size``)."""
+        """Every item of a paged list (up to ``most``), following ``next_page_token``."""
         items: list[Any] = []
         token = None
         while True:

@@ -156,7 +156,7 @@ def _secret_page(webhook: Mapping[str, Any], secret: str, *, rotated: bool,
 
 @bp.get("")
 def index() -> Any:
-    items = gateway().all_pages(caller(), API, page_size=None)  # GET /v1/webhooks takes no page_size
+    items = gateway().all_pages(caller(), API)
     return render_template("webhooks_list.html", items=items, all_events=ALL_EVENTS)
 
 
