@@ -31,10 +31,11 @@ class Received:
 
 
 class Receiver:
-    """``answer(received_count) -> status`` decides each answer (default 200); ``hold`` (an Event)
-    keeps each request open until it is set."""
+    """``answer(received_count) -> status`` decides each answer (default 200); ``headers`` are sent
+    with every answer; ``hold`` (an Event) keeps each request open until it is set."""
 
-    def __init__(self, answer: Callable[[int], int] | None = None) -> None:
+    def __init__(self, answer: Callable[[int], int] | None = None, headers: dict[str, str] | None = None) -> None:
+        self.headers = dict(headers or {})
         self.answer = answer or (lambda _n: 200)
         self.hold: threading.Event | None = None
         self.requests: list[Received] = []
@@ -61,6 +62,8 @@ class Receiver:
                         receiver.processed.setdefault(got.webhook_id, got)
                     receiver.arrived.notify_all()
                 self.send_response(status)
+                for name, value in receiver.headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

@@ -212,11 +212,36 @@ def test_an_endpoint_failing_too_long_is_disabled_and_gets_its_backlog_when_enab
         receiver.stop()
 
 
+def test_a_redirect_is_not_followed(any_db_url):
+    target = Receiver()
+    redirecting = Receiver(lambda _n: 307, headers={"Location": target.url})
+    env = Env(any_db_url, CRM_WEBHOOK_ALLOW_LOOPBACK="true")
+    try:
+        sub = env.subscribe(redirecting.url, event_types=["lead.created"])
+        env.lead(str(uuid.uuid4()), 1)
+        env.dispatcher.tick()
+        redirecting.wait_for(lambda rc: len(rc.requests) >= 1, what="the first attempt")
+        env.dispatcher.run_until_idle()
+        log = env.log(sub["id"])
+        assert log and all(a.result == "failed" and a.status_code == 307 and "redirect" in a.error for a in log)
+        assert target.requests == [] and redirecting.processed == {}
+    finally:
+        env.db.dispose()
+        target.stop()
+        redirecting.stop()
+
+
 def test_replay_sends_again_what_happened_since(any_db_url):
     receiver = Receiver()
     env = Env(any_db_url, CRM_WEBHOOK_ALLOW_LOOPBACK="true")
     try:
-        sub = env.subscribe(receiver.url, event_types=["lead.created"])
+        sub = env.subscribe(receiver.url, event_types=["*"])
+        r = env.client.post(f"/v1/webhooks/{sub['id']}/test", headers=auth())
+        assert r.status_code == 202
+        env.dispatcher.run_until_idle()
+        assert [got.json["type"] for got in receiver.requests] == ["webhook.test"]
+        receiver.requests.clear()
+        receiver.processed.clear()
         before = utcnow()
         leads = [str(uuid.uuid4()) for _ in range(4)]
         for lead in leads:

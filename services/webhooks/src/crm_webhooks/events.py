@@ -29,6 +29,7 @@ FILE_ENTITIES = ("company", "contact", "job_order", "placement", "activity")
 FILE_WHATS = ("created", "updated", "deleted")
 LINK_TYPES = ("contact.linked", "contact.unlinked", "contact.role_changed", "job_order.linked", "job_order.unlinked")
 TEST_TYPE = "webhook.test"
+TEST_ENTITY = "webhook"  # a test delivery's: in the log for its endpoint alone (not in the feed, not replayed)
 EVENT_TYPES: tuple[str, ...] = (
     *(f"{kind}.{what}" for kind in RECORD_KINDS for what in RECORD_WHATS),
     *(f"{entity}.{what}" for entity in FILE_ENTITIES for what in FILE_WHATS),

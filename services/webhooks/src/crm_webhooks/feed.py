@@ -17,7 +17,7 @@ from sqlalchemy import false, or_, select
 
 from crm_kit.identity import Identity
 from crm_kit.web import Api, RequestContext
-from crm_webhooks.events import RECORD_KINDS
+from crm_webhooks.events import RECORD_KINDS, TEST_ENTITY
 from crm_webhooks.schemas import FeedOut, FeedQuery
 from crm_webhooks.subscriptions import sees_every_office
 from crm_webhooks.tables import events
@@ -32,7 +32,7 @@ def visible(identity: Identity) -> Any:
     entities = [kind for kind, permission in PERMISSIONS.items() if identity.has(permission)]
     allowed = [events.c.entity.in_(entities)] if entities else []
     if identity.has(FILES):
-        allowed.append(events.c.entity.not_in([*RECORD_KINDS, "webhook"]))
+        allowed.append(events.c.entity.not_in([*RECORD_KINDS, TEST_ENTITY]))
     if not allowed:
         return false()
     by_entity = or_(*allowed)
@@ -49,7 +49,7 @@ def build_feed_api() -> Api:
     def feed(ctx: RequestContext) -> dict[str, Any]:
         after = int(ctx.query["after"] or 0)
         types = [t.strip() for t in ctx.query["types"].split(",") if t.strip()]
-        window = (select(events.c.seq).where(events.c.seq > after, events.c.entity != "webhook")
+        window = (select(events.c.seq).where(events.c.seq > after, events.c.entity != TEST_ENTITY)
                   .order_by(events.c.seq).limit(SCAN).subquery())
         last_scanned = ctx.session.execute(select(window.c.seq).order_by(window.c.seq.desc()).limit(1)).scalar()
         stmt = (select(events.c.seq, events.c.body, events.c.event_id).where(

@@ -19,7 +19,7 @@ from crm_kit.db import utcnow
 from crm_kit.identity import Identity
 from crm_webhooks import filters, signing, targets
 from crm_webhooks.errors import BadEventTypes, BadFilter, BadTarget, UnknownSubscription
-from crm_webhooks.events import ALL, EVENT_TYPES, RECORD_KINDS, TEST_TYPE, PublicEvent
+from crm_webhooks.events import ALL, EVENT_TYPES, RECORD_KINDS, TEST_ENTITY, TEST_TYPE, PublicEvent
 from crm_webhooks.ingest import QUEUED, enqueue
 from crm_webhooks.tables import deliveries, events, subscriptions
 
@@ -148,7 +148,8 @@ def replay(session: Session, row: Any, since: dt.datetime) -> int:
                           .where(subscriptions.c.id == row.id)).one()
     found = session.execute(select(events.c.seq, events.c.type, events.c.entity, events.c.event_id,
                                    events.c.entity_id, events.c.office_id)
-                            .where(events.c.occurred_at >= since).order_by(events.c.seq)).all()
+                            .where(events.c.occurred_at >= since, events.c.entity != TEST_ENTITY)
+                            .order_by(events.c.seq)).all()
     queued = sum(enqueue(session, [sub], e.type, e.entity, e.seq, e.event_id, f"{e.entity}:{e.entity_id}",
                          e.office_id) for e in found)
     _wake_after_commit(session)
@@ -158,10 +159,10 @@ def replay(session: Session, row: Any, since: dt.datetime) -> int:
 def send_test(session: Session, identity: Identity, row: Any) -> str:
     """Queue a ``webhook.test`` event for this endpoint alone; its id."""
     now = utcnow()
-    event = PublicEvent(str(uuid.uuid4()), TEST_TYPE, "webhook", row.id, 0, now,
+    event = PublicEvent(str(uuid.uuid4()), TEST_TYPE, TEST_ENTITY, row.id, 0, now,
                         {"id": row.id, "message": "A test delivery.", "requested_by": identity.user_id})
     seq = session.execute(insert(events).values(
-        event_id=event.event_id, type=TEST_TYPE, entity="webhook", entity_id=row.id, office_id=row.office_id,
+        event_id=event.event_id, type=TEST_TYPE, entity=TEST_ENTITY, entity_id=row.id, office_id=row.office_id,
         occurred_at=now, body=event.body({})).returning(events.c.seq)).scalar_one()
     session.execute(deliveries.insert().values(
         subscription_id=row.id, event_seq=seq, event_id=event.event_id, event_type=TEST_TYPE,
