@@ -108,14 +108,15 @@ def test_a_target_resolving_to_a_private_address_is_refused_at_save(env, resolve
         assert s.execute(select(subscriptions)).first() is None
 
 
-def test_a_target_that_resolves_elsewhere_later_is_refused_at_delivery(env, resolver):
+@pytest.mark.parametrize("address", ["169.254.169.254", "127.0.0.1", "10.20.30.40", "::1"])
+def test_a_target_that_resolves_elsewhere_later_is_refused_at_delivery(env, resolver, address):
     resolver["hooks.example.test"] = [PUBLIC]
     sub = env.subscribe("https://hooks.example.test/x", event_types=["lead.created"])
-    resolver["hooks.example.test"] = ["169.254.169.254"]  # DNS rebinding: now the metadata address
+    resolver["hooks.example.test"] = [address]  # DNS rebinding: now the metadata address, loopback, ...
     env.lead(str(uuid.uuid4()), 1)
     env.dispatcher.run_until_idle()
     log = env.log(sub["id"])  # (the quick test backoff may have retried it already: refused each time)
-    assert log and all(a.result == "refused" and "169.254.169.254" in a.error and a.status_code is None for a in log)
+    assert log and all(a.result == "refused" and address in a.error and a.status_code is None for a in log)
     with env.db.transaction() as s:  # not delivered: it waits for its retry
         assert s.execute(select(deliveries.c.state)).scalar() == "pending"
 
