@@ -21,6 +21,7 @@ from google.protobuf.json_format import MessageToDict
 
 from crm.events.v1.envelope_pb2 import Envelope
 from crm.events.v1.records_pb2 import PipelineRecord
+from crm_events.envelope import record_state
 
 RECORD_KINDS = ("lead", "opportunity")
 RECORD_WHATS = ("created", "updated", "stage_changed", "stage_group_changed", "added_to_group",
@@ -104,17 +105,6 @@ def record_data(record: PipelineRecord) -> dict[str, Any]:
     return data
 
 
-def _record_of(envelope: Envelope) -> PipelineRecord | None:
-    which = envelope.WhichOneof("payload")
-    if which == "record":
-        return envelope.record
-    if which in ("stage_changed", "group_changed"):
-        return getattr(envelope, which).record
-    if which == "lead_converted":
-        return envelope.lead_converted.lead
-    return None
-
-
 def public_event(envelope: Envelope) -> PublicEvent | None:
     """The public event of ``envelope``, or None when it is none (commands, unknown types)."""
     head, _, rest = envelope.event_type.partition(".")
@@ -125,7 +115,7 @@ def public_event(envelope: Envelope) -> PublicEvent | None:
         if rest == "deleted":
             event.deleted = True
             return event
-        record = _record_of(envelope)
+        record = record_state(envelope)
         if record is None:
             return None
         event.record, event.data = record, record_data(record)
