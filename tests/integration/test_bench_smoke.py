@@ -1,7 +1,8 @@
 """``make bench``'s machinery at a tiny scale, on the test session's platform (real PostgreSQL
 and Kafka): every figure is measured with its baseline from the same run, the report holds
 them all with their ratios and, where a figure has a goal, the goal with met or missed, the
-CPU figure's breakdown by part is printed, and the JSON and the PNG chart are written.
+CPU figure's breakdown by part is printed, and the JSON and the PNG chart are written. The webhook
+figures subscribe a receiver of their own through the gateway and remove it again.
 
 No timing is asserted: the machine is shared. The bench checks its own results as it goes
 (the SQL baseline returns the API's page, every trigger action of the catch-up was applied,
@@ -14,7 +15,7 @@ import json
 
 import pytest
 
-from crm_devstack.bench import FIGURES, BenchPlan, cpu, run_bench
+from crm_devstack.bench import FIGURES, BenchPlan, cpu, run_bench, webhook_load
 from crm_devstack.bench.figures import RYW_BASELINE
 from crm_devstack.bench.runner import Target
 
@@ -32,7 +33,9 @@ def test_bench_reports_every_figure_against_its_baseline(platform, postgres, kaf
     rows = data["rows"]
     assert {row["figure"] for row in rows} == set(FIGURES)
     for row in rows:
-        assert row["value"] > 0 and row["baseline_value"] > 0 and row["baseline"], row
+        # A drain is 0 when every webhook arrived within its load's window.
+        assert (row["value"] >= 0 if row["metric"].startswith("drain at") else row["value"] > 0), row
+        assert row["baseline_value"] > 0 and row["baseline"], row
         assert row["ratio"] == pytest.approx(row["value"] / row["baseline_value"], rel=1e-3), row
 
     def metrics(figure: str) -> set[tuple[str, str]]:
@@ -45,6 +48,10 @@ def test_bench_reports_every_figure_against_its_baseline(platform, postgres, kaf
     assert metrics("outbox") == {("p50", raw), ("p99", raw)}
     assert metrics("trigger") == {(q, raw) for q in ("p50", "p99")} | {
         (f"{q} at {rate}", raw) for q in ("p50", "p99") for rate in ("half figure 1's rate", "figure 1's rate")}
+    rates = ("half figure 1's rate", "figure 1's rate")
+    assert metrics("webhook") == {(f"{q} at {rate}", raw) for q in ("p50", "p99") for rate in rates}
+    assert metrics("webhook_rate") == {(f"deliveries/s at {rate}", webhook_load.RATE_BASELINE) for rate in rates} | {
+        (f"drain at {rate}", webhook_load.DRAIN_BASELINE) for rate in rates}
     small, large = TINY.list_sizes
     assert {m for m, _ in metrics("list")} == {"p50 @ 100", "p99 @ 100", "p50 @ 1k", "p99 @ 1k"}
     assert (small, large) == (100, 1000)
@@ -59,8 +66,13 @@ def test_bench_reports_every_figure_against_its_baseline(platform, postgres, kaf
     goals = {(row["figure"], row["metric"]): row["goal"] for row in rows if row["goal"]}
     assert set(goals) >= {("create", "throughput"), ("create", "p50"), ("trigger", "p99 at half figure 1's rate"),
                           ("list", "p50 @ 100"), ("list", "p50 @ 1k"), ("catchup", "drain time"),
-                          ("bulk", "create records/s"), ("board", "p50"), ("import", "run (start -> done)")}
+                          ("bulk", "create records/s"), ("board", "p50"), ("import", "run (start -> done)"),
+                          ("webhook", "p99 at half figure 1's rate"),
+                          ("webhook_rate", "deliveries/s at half figure 1's rate"),
+                          ("webhook_rate", "drain at half figure 1's rate")}
     assert goals[("trigger", "p99 at half figure 1's rate")]["text"] == "<= baseline + 50.0 ms"
+    assert goals[("webhook", "p99 at half figure 1's rate")]["text"] == "<= baseline + 50.0 ms"
+    assert goals[("webhook_rate", "deliveries/s at half figure 1's rate")]["text"] == ">= 0.95x"
     for (figure, metric), goal in goals.items():
         row = next(r for r in rows if (r["figure"], r["metric"]) == (figure, metric))
         if goal["text"].startswith(">="):
@@ -77,6 +89,12 @@ def test_bench_reports_every_figure_against_its_baseline(platform, postgres, kaf
     for rate in ("half_rate", "full_rate"):
         under_load = details["trigger_under_load"][rate]
         assert under_load["trigger_ms"]["count"] == under_load["changes"]["operations"] > 0
+    for rate in ("half_rate", "full_rate"):  # every lead's webhook arrived, each measured from its commit
+        webhooks = details["webhooks"][rate]
+        assert webhooks["commit_to_received_ms"]["count"] == webhooks["creates"]["operations"] > 0
+        assert webhooks["where_the_time_goes_ms"]["queued_to_received"]["count"] == webhooks["creates"]["operations"]
+        assert webhooks["keeping_up"]["backlog_series_s_events"][-1][1] == 0
+    assert details["webhooks"]["receiver_requests"] > details["webhooks"]["half_rate"]["creates"]["operations"]
     largest = details["catchup"]["largest_backlog"]
     assert largest["events"] == max(largest["consumed_by_group"].values()) > 0
     assert details["import"]["rows"] == 1000  # the smallest import, every row created (the figure checks)
@@ -98,6 +116,8 @@ def test_bench_reports_every_figure_against_its_baseline(platform, postgres, kaf
 
     triggers = requests.get(f"{platform.gateway_url}/v1/triggers", headers=admin, timeout=30).json()["items"]
     assert not [t for t in triggers if t["name"].startswith("bench qualified")]
+    hooks = requests.get(f"{platform.gateway_url}/v1/webhooks", headers=admin, timeout=30).json()["items"]
+    assert not [h for h in hooks if h["description"] == webhook_load.DESCRIPTION]  # and its subscription
     leads = requests.get(f"{platform.gateway_url}/v1/leads", params={"office_id": "bench-list-100"},
                          headers=admin, timeout=30).json()["items"]
     assert leads == []

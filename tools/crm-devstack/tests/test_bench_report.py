@@ -1,5 +1,6 @@
 """The bench's report shows each goal next to its figure with met or missed, its CPU figure
-counts what processes really used, and the catch-up's drain rate follows the largest backlog."""
+counts what processes really used, the catch-up's drain rate follows the largest backlog, and the
+webhook figures count what their receiver got against the creates of the same window."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ import sys
 import time
 
 import pytest
+import requests
 
 from crm_devstack.bench.cpu import CpuMeter, cpu_seconds, descendants, part_name
 from crm_devstack.bench.figures import _largest_drain
 from crm_devstack.bench.kafka_probes import BacklogState
+from crm_devstack.bench.load import LoadResult
 from crm_devstack.bench.report import Breakdown, Goal, Row, format_breakdown, format_table, write_chart, write_json
+from crm_devstack.bench.webhook_load import Arrival, Phase, Receiver, keeping_up
+from crm_devstack.bench.webhook_load import _rows as _webhook_rows
 
 AT_MOST_4X = Goal(at_most=True, factor=4.0)
 AT_LEAST_QUARTER = Goal(at_most=False, factor=0.25)
@@ -114,3 +119,87 @@ def test_the_drain_rate_is_the_busiest_groups_events_from_its_first_move_to_its_
     assert (found["group"], found["events"], found["seconds"], found["drained_per_s"]) == (
         "linking.records", 300, 2.0, 150.0)
     assert found["started_moving_after_s"] == 2.0
+
+
+def test_keeping_up_counts_the_windows_deliveries_the_drain_and_the_backlog() -> None:
+    # 10 commits over a 2 s window starting at 100.0; each delivered 0.35 s after its commit.
+    commits = [100.0 + 0.2 * k for k in range(10)]
+    arrivals = [c + 0.35 for c in commits]
+    found = keeping_up(commits, arrivals, start=100.0, seconds=2.0, step=0.5)
+    assert found["delivered_in_window"] == 9  # the last, committed at 101.8, arrives at 102.15
+    assert found["per_s"] == pytest.approx(4.5)
+    assert found["drain_s"] == pytest.approx(0.15)
+    assert found["backlog_at_window_end"] == 1
+    # Looked at 100.0, 100.5, ... 102.0 and at the last arrival: 1 waiting at first, 2 at most, 0 at the end.
+    assert [t for t, _ in found["backlog_series_s_events"]] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.15]
+    assert [n for _, n in found["backlog_series_s_events"]] == [1, 2, 2, 2, 1, 0]
+    assert found["max_backlog"] == 2
+
+    # Everything within the window: no drain.
+    assert keeping_up([100.0], [100.5], start=100.0, seconds=2.0)["drain_s"] == 0.0
+
+
+def _phase(share: float, latencies_ms: list[float], retried: int = 0) -> Phase:
+    load = LoadResult(latencies=[0.05] * len(latencies_ms), seconds=2.0)
+    started = 1000.0
+    commits, queued, arrivals, answered = {}, {}, {}, {}
+    for k, ms in enumerate(latencies_ms):
+        committed = started + 0.2 * k
+        event = f"e{k}"
+        commits[event] = (committed, committed + 0.01)
+        queued[event] = (committed + 0.04, committed + ms / 1000, 2 if k < retried else 1)
+        arrivals[f"lead{k}"] = Arrival(event, committed + ms / 1000, "lead.created", "")
+        answered[f"lead{k}"] = committed + 0.005
+    return Phase("half figure 1's rate" if share < 1 else "figure 1's rate", share, 5.0, load, started, answered,
+                 arrivals, commits, queued)
+
+
+def test_the_webhook_figures_rows_carry_their_goals_at_half_the_rate_only() -> None:
+    half, full = _phase(0.5, [60.0] * 9 + [90.0], retried=1), _phase(1.0, [200.0] * 10)
+    details = {"half_rate": half.details(), "full_rate": full.details()}
+    assert details["half_rate"]["deliveries_retried"] == 1
+    parts = details["half_rate"]["where_the_time_goes_ms"]
+    assert parts["commit_to_queued_in_webhooks"]["p50_ms"] == pytest.approx(40.0)
+    assert parts["queued_to_received"]["p50_ms"] == pytest.approx(20.0)
+    assert parts["commit_to_relay_ack"]["p50_ms"] == pytest.approx(10.0)
+    baseline = [0.005] * 99 + [0.030]  # raw Kafka round trips: p99 ~ 29.75 ms
+    rows = _webhook_rows([half, full], details, 10.0, baseline)
+    by_metric = {(r.figure, r.metric): r for r in rows}
+    assert list(by_metric) == [
+        ("webhook", "p50 at half figure 1's rate"), ("webhook", "p99 at half figure 1's rate"),
+        ("webhook", "p50 at figure 1's rate"), ("webhook", "p99 at figure 1's rate"),
+        ("webhook_rate", "deliveries/s at half figure 1's rate"), ("webhook_rate", "drain at half figure 1's rate"),
+        ("webhook_rate", "deliveries/s at figure 1's rate"), ("webhook_rate", "drain at figure 1's rate")]
+    p99 = by_metric[("webhook", "p99 at half figure 1's rate")]
+    assert p99.value == pytest.approx(87.3) and p99.goal is not None and p99.goal.text("ms") == "<= baseline + 50.0 ms"
+    assert p99.goal_met is False  # 87.3 > 29.75 + 50
+    assert by_metric[("webhook", "p99 at figure 1's rate")].goal is None
+    rate = by_metric[("webhook_rate", "deliveries/s at half figure 1's rate")]
+    # 10 commits 0.2 s apart from 1000.0, each received 60-90 ms later: all within the 2 s window.
+    assert (rate.value, rate.baseline_value, rate.goal_met) == (5.0, 5.0, True)
+    drain = by_metric[("webhook_rate", "drain at half figure 1's rate")]
+    assert (drain.value, drain.baseline_value, drain.goal_met) == (0.0, 30.0, True)
+    assert by_metric[("webhook_rate", "drain at figure 1's rate")].goal is None
+
+    table = format_table(rows)
+    assert "12. commit -> webhook received" in table and "13. webhook deliveries/s" in table
+    assert "goals: 2 of 3 met; missed: 12. commit -> webhook received p99 at half figure 1's rate" in table
+
+
+def test_the_receiver_answers_204_and_keeps_each_events_first_arrival() -> None:
+    receiver = Receiver()
+    try:
+        body = json.dumps({"type": "lead.created", "timestamp": "2026-12-07T10:00:00.000Z",
+                           "data": {"id": "lead-1"}}).encode()
+        with requests.Session() as session:  # one kept-alive connection, as the dispatcher's pool
+            for _ in range(2):  # the second a retry: the same webhook-id
+                r = session.post(receiver.url, data=body, headers={"webhook-id": "evt-1"}, timeout=10)
+                assert r.status_code == 204
+        assert receiver.wait_for(["lead-1"], timeout=10) == 0
+        assert receiver.wait_for(["lead-1", "lead-2"], timeout=0.1) == 1
+        got = receiver.of(["lead-1", "lead-2"])
+        assert list(got) == ["lead-1"]
+        assert (got["lead-1"].event_id, got["lead-1"].event_type) == ("evt-1", "lead.created")
+        assert (receiver.requests, receiver.duplicates) == (2, 1)
+    finally:
+        receiver.stop()

@@ -774,6 +774,14 @@ class Bench:
 
         return trigger_load.figure(self)
 
+    def figure_webhooks(self) -> list[Row]:
+        """Figures 12 and 13: a lead's commit -> its webhook on a loopback receiver, and deliveries/s
+        against the creates/s, creates paced as figure 2 under load (crm_devstack.bench.webhook_load);
+        after figure 1."""
+        from crm_devstack.bench import webhook_load
+
+        return webhook_load.figure(self)
+
     def figure_cpu(self) -> list[Row]:
         """CPU per create and per stage change by part vs the bare insert's (crm_devstack.bench.cpu)."""
         from crm_devstack.bench import cpu

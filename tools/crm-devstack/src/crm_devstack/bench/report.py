@@ -23,6 +23,8 @@ FIGURES = {
     "board": "8. console board page (500 cards)",
     "import": "9. import of leads (CSV)",
     "cpu": "11. CPU per create / stage change",
+    "webhook": "12. commit -> webhook received",
+    "webhook_rate": "13. webhook deliveries/s",
 }
 
 

@@ -168,6 +168,7 @@ def measure(plan: BenchPlan, target: Target, baselines: BaselineApps, log: Calla
         bench.settle("figures 1 and 5")
         cpu_use = bench.figure_cpu()
         trigger_load = bench.figure_trigger_under_load()
+        webhooks = bench.figure_webhooks()
         listing = bench.figure_list()
         bench.settle("figure 4")
         imports = bench.figure_import()
@@ -177,8 +178,8 @@ def measure(plan: BenchPlan, target: Target, baselines: BaselineApps, log: Calla
     finally:
         if clean_up:
             bench.clean_up()
-    return (create + trigger + trigger_load + outbox + listing + bulk + catchup + ryw + board + imports + cpu_use,
-            bench.details)
+    return (create + trigger + trigger_load + outbox + listing + bulk + catchup + ryw + board + imports + cpu_use
+            + webhooks, bench.details)
 
 
 def run_bench(plan: BenchPlan, out_dir: Path, *, log: Callable[[str], None] = say,

@@ -23,7 +23,7 @@ import aiohttp
 import psycopg
 import requests
 
-from crm_devstack.bench.load import LoadResult, Unexpected, percentile, run_load
+from crm_devstack.bench.load import LoadResult, Operation, Unexpected, percentile, run_load
 from crm_devstack.bench.report import Goal, Row
 from crm_devstack.errors import DevstackError
 
@@ -120,6 +120,23 @@ def leads_of_the_bench_source(bench: Bench, count: int) -> list[str]:
     return ids
 
 
+def open_loop_tasks(rate: float, floor: int) -> int:
+    """Tasks for an open loop at ``rate`` operations a second: enough for every operation due while
+    earlier ones wait up to ``LATENCY_ROOM`` s for their answer (at least ``floor``, at most 512)."""
+    return max(floor, min(512, math.ceil(rate * LATENCY_ROOM)))
+
+
+def paced_load(operation: Operation, rate: float, seconds: float, concurrency: int) -> LoadResult:
+    """``operation`` started at ``rate`` a second for ``seconds`` (an open loop, as long as the
+    ``concurrency`` tasks keep up): figure 2 under load's changes, figure 12's creates."""
+    return run_load(operation, concurrency=concurrency, seconds=seconds, rate=rate)
+
+
+def paced_rates(full: float) -> list[tuple[str, float, float]]:
+    """``(label, share, rate)`` of the paced phases: half and all of figure 1's ``full`` create rate."""
+    return [(label, share, full * share) for label, share in RATES]
+
+
 def _paced(bench: Bench, leads: list[str], rate: float, seconds: float, concurrency: int
            ) -> tuple[LoadResult, list[float], int]:
     """Stage changes at ``rate`` a second for ``seconds``; their latencies to the group row."""
@@ -136,7 +153,7 @@ def _paced(bench: Bench, leads: list[str], rate: float, seconds: float, concurre
                     raise Unexpected(f"status {response.status}", data)
             watch.expect(leads[n], time.perf_counter())
 
-        load = run_load(change, concurrency=concurrency, seconds=seconds, rate=rate)
+        load = paced_load(change, rate, seconds, concurrency)
         watch.wait_all(timeout=max(120.0, 10 * seconds))
         return load, list(watch.latencies.values()), watch.looks
     finally:
@@ -155,16 +172,14 @@ def figure(bench: Bench) -> list[Row]:
               f"{full:,.1f} creates/s, {seconds:g} s each")
     # An open loop: enough tasks for every change due while earlier ones wait up to LATENCY_ROOM s for
     # their answer; enough leads for every change the loop can start (one per task past the deadline).
-    concurrencies = {label: max(bench.plan.concurrency, min(512, math.ceil(full * share * LATENCY_ROOM)))
-                     for label, share in RATES}
-    needed = {label: math.ceil(full * share * seconds) + concurrencies[label] + 5 for label, share in RATES}
+    concurrencies = {label: open_loop_tasks(rate, bench.plan.concurrency) for label, _share, rate in paced_rates(full)}
+    needed = {label: math.ceil(rate * seconds) + concurrencies[label] + 5 for label, _share, rate in paced_rates(full)}
     bench.say(f"  {sum(needed.values()):,} leads of the bench's source, in bulk creates of {BULK_ITEMS}")
     leads = leads_of_the_bench_source(bench, sum(needed.values()))
     rows: list[Row] = []
     details: dict[str, Any] = {"raw_kafka_p99_ms": round(raw_p99, 3), "poll_seconds": POLL_SECONDS}
-    for label, share in RATES:
+    for label, share, rate in paced_rates(full):
         bench.settle(f"figure 2 under load, before {label}")
-        rate = full * share
         mine, leads = leads[:needed[label]], leads[needed[label]:]
         bench.say(f"  {label}: {rate:,.1f} changes/s, open loop, up to {concurrencies[label]} at a time")
         load, latencies, looks = _paced(bench, mine, rate, seconds, concurrencies[label])
