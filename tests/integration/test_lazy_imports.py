@@ -23,7 +23,7 @@ from crm_kit.settings import load_settings
 name, role, scratch = sys.argv[1], sys.argv[2], sys.argv[3]
 env = {"CRM_SERVICE_NAME": name, "CRM_DATABASE_URL": f"sqlite:///{scratch}/db.sqlite3",
        "CRM_KAFKA_BOOTSTRAP": "127.0.0.1:9", "CRM_JWT_SECRET": "x" * 40, "CRM_LOG_FORMAT": "text",
-       "CRM_ATTACHMENTS_DIR": f"{scratch}/files", "CRM_CONSOLE_SECRET_KEY": "x" * 40,
+       "CRM_ATTACHMENTS_DIR": f"{scratch}/files", "CRM_CONSOLE_SECRET_KEY": "x" * 40, "CRM_WEBHOOK_SECRETS_KEY": "x",
        "CRM_GATEWAY_URL": "http://127.0.0.1:9", "CRM_CONSOLE_URL": "http://127.0.0.1:9",
        **{f"CRM_{s.upper()}_URL": "http://127.0.0.1:9" for s in sys.argv[4].split(",")}}
 os.environ.update(env)
