@@ -1,7 +1,8 @@
 """Command line of ``make chaos``: ``python -m crm_devstack.chaos [--operations N] [--clients N]``.
 
-Exits 0 when nothing was lost or duplicated, no client was refused (404/422) a request about its
-own writes and every fault kind was injected, 1 otherwise.
+Exits 0 when nothing was lost or duplicated, every public event reached the run's webhook receiver
+(signed, in order per record), no client was refused (404/422) a request about its own writes and
+every fault kind was injected, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m crm_devstack.chaos",
         description="Load the platform while Kafka, the workers, the outbox relays and PostgreSQL fail in turn; "
-                    "then verify against the databases that no event or effect was lost or duplicated.")
+                    "then verify against the databases that no event or effect was lost or duplicated, and "
+                    "that a webhook receiver got every public event.")
     parser.add_argument("--operations", type=positive(int, "--operations"), default=10_000,
                         help="client operations, at least (default 10000)")
     parser.add_argument("--clients", type=positive(int, "--clients"), default=8, help="concurrent clients (default 8)")

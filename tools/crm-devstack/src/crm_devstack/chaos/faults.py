@@ -4,7 +4,7 @@
   ports and data;
 - ``worker_kill``: one service's worker (its consumers and outbox relay) is SIGKILLed and
   started again;
-- ``relay_crash``: one service's worker is replaced by the same worker with a crashing relay
+- ``relay_crash``: one publishing service's worker is replaced by the same worker with a crashing relay
   (``crm_devstack.chaos.faulty_worker --relay-exit-after-publish``), which SIGKILLs itself after
   Kafka confirmed a batch and before the rows are marked sent (those rows are published again
   after the restart); then the plain worker is started again;
@@ -27,8 +27,12 @@ from crm_devstack.platform import Platform
 from crm_devstack.postgres import PostgresCluster
 from crm_devstack.stack import SERVICES
 from crm_devstack.supervisor import wait_http_ok
+from crm_events.topics import all_topics
 
 FAULT_KINDS = ("kafka_kill", "worker_kill", "relay_crash", "postgres_restart")
+PUBLISHERS = tuple(s for s in SERVICES if any(t.owner == s for t in all_topics(include_dlq=False)))
+"""The services whose workers run an outbox relay: those that own a topic (the webhooks service
+publishes nothing, its worker has no relay to crash; it is killed like every other worker)."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class InjectedFault:
     after_operations: int
 
 
-def plan_faults(*, worker_kills: tuple[str, ...] = SERVICES, relay_crashes: tuple[str, ...] = SERVICES,
+def plan_faults(*, worker_kills: tuple[str, ...] = SERVICES, relay_crashes: tuple[str, ...] = PUBLISHERS,
                 kafka_kills: int = 1, postgres_restarts: int = 1) -> list[Fault]:
     """The faults of a run, kinds interleaved so that each one hits a platform still
     recovering from different earlier ones."""

@@ -19,7 +19,17 @@ from sqlalchemy import Engine, create_engine
 
 from crm_devstack.chaos.faults import FAULT_KINDS, Fault, FaultInjector, InjectedFault, plan_faults
 from crm_devstack.chaos.observe import Backlog, RedeliveryWatch, handled_types, subscriptions, wait_caught_up
-from crm_devstack.chaos.verify import Verification, Verifier
+from crm_devstack.chaos.verify import Check, Verification, Verifier
+from crm_devstack.chaos.webhooks import (
+    WAIT_SECONDS,
+    Receiver,
+    Subscription,
+    WebhookVerification,
+    public_events,
+    receiver,
+    subscribe,
+    verify_deliveries,
+)
 from crm_devstack.chaos.workload import Api, Client, KindSetup, Pace, RecordLedger, Stats, configure
 from crm_devstack.kafka import KafkaBroker, ensure_kafka_jars
 from crm_devstack.platform import Platform, start_platform
@@ -42,6 +52,7 @@ class ChaosConfig:
     seed: int = 1
     faults: list[Fault] = field(default_factory=plan_faults)
     catch_up_timeout: float = 600.0
+    webhook_timeout: float = WAIT_SECONDS  # after the catch-up, for the receiver to have every event
     db_prefix: str = "chaos"
 
 
@@ -58,6 +69,11 @@ class ChaosReport:
     verification: Verification | None
     errors: list[str]
     logs_dir: Path | None = None
+    webhooks: WebhookVerification | None = None  # the deliveries to the run's receiver
+
+    @property
+    def webhooks_lost(self) -> int:
+        return self.webhooks.lost if self.webhooks else -1
 
     @property
     def total_operations(self) -> int:
@@ -84,7 +100,7 @@ class ChaosReport:
     def ok(self) -> bool:
         return (not self.errors and self.caught_up and self.verification is not None and self.lost == 0
                 and self.duplicated == 0 and self.verification.dead_lettered == 0
-                and self.own_writes_refused == 0
+                and self.own_writes_refused == 0 and self.webhooks is not None and self.webhooks.ok
                 and all(self.faults_by_kind[kind] for kind in FAULT_KINDS) and not self.stats.unexpected)
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,6 +123,7 @@ class ChaosReport:
             "checks": [{"name": c.name, "checked": c.checked, "lost": c.lost, "duplicated": c.duplicated,
                         "examples": c.examples} for c in v.checks] if v else [],
             "counts": v.counts if v else {}, "errors": self.errors, "unexpected": self.stats.unexpected,
+            "webhooks": self.webhooks.to_dict() if self.webhooks else None,
         }
 
     def render(self) -> str:
@@ -142,14 +159,17 @@ class ChaosReport:
                              f"{c.duplicated:>4}")
                 lines.extend(f"      {example}" for example in c.examples)
             lines.append(f"dead-lettered: {v.dead_lettered}")
+        if self.webhooks is not None:
+            lines.extend(self.webhooks.render())
         by_operation = ", ".join(f"{op} {s.refused[op]} of {n}" for op, n in sorted(s.own_requests.items()))
         lines.append(f"own writes refused (404/422): {self.own_writes_refused} of {sum(s.own_requests.values())} "
                      f"requests about the clients' own records ({by_operation or 'none'})")
         lines.extend(f"      {example}" for example in s.refusal_examples)
         lines.extend(f"unexpected answer: {u}" for u in s.unexpected[:10])
         lines.extend(f"error: {e}" for e in self.errors)
-        lines.append(f"lost: {self.lost}   duplicated: {self.duplicated}   own writes refused: "
-                     f"{self.own_writes_refused}   -> {'OK' if self.ok else 'FAILED'}")
+        lines.append(f"lost: {self.lost}   duplicated: {self.duplicated}   webhook deliveries lost: "
+                     f"{self.webhooks_lost}   own writes refused: {self.own_writes_refused}   -> "
+                     f"{'OK' if self.ok else 'FAILED'}")
         if self.logs_dir is not None:
             lines.append(f"logs: {self.logs_dir}")
         return "\n".join(lines)
@@ -191,8 +211,8 @@ def run_chaos(kafka: KafkaBroker, postgres: PostgresCluster, config: ChaosConfig
     restarted), run the load with the faults, wait for the catch-up, verify; stop the platform."""
     platform = start_platform(kafka, postgres, db_prefix=config.db_prefix, env=PLATFORM_ENV)
     try:
-        with _engines(platform) as engines:
-            report = _run(platform, kafka, postgres, config, engines, log)
+        with _engines(platform) as engines, receiver() as endpoint:
+            report = _run(platform, kafka, postgres, config, engines, endpoint, log)
     finally:
         platform.stop(keep_logs=keep_logs)
     if keep_logs:
@@ -201,11 +221,16 @@ def run_chaos(kafka: KafkaBroker, postgres: PostgresCluster, config: ChaosConfig
 
 
 def _run(platform: Platform, kafka: KafkaBroker, postgres: PostgresCluster, config: ChaosConfig,
-         engines: dict[str, Engine], log: Callable[[str], None]) -> ChaosReport:
+         engines: dict[str, Engine], endpoint: Receiver, log: Callable[[str], None]) -> ChaosReport:
     tag = uuid.uuid4().hex[:6].upper()
     stop = threading.Event()
     headers = platform.auth(("admin",), user="chaos-admin")
     admin = Api(platform.gateway_url, headers, Stats(), stop)
+    # First of all, so that every public event of the run is for it (an admin's sees every office).
+    subscription = subscribe(admin, endpoint.url)
+    endpoint.set_secret(subscription.secret)
+    log(f"chaos {tag}: webhook receiver {endpoint.url} subscribed to every event ({subscription.id}); "
+        f"it answers every {endpoint.fail_every}th request 500")
     log(f"chaos {tag}: configuring stages, sources, groups and triggers")
     setups: dict[str, KindSetup] = configure(admin, tag)
     groups = subscriptions(platform)  # the consumers to wait for and to check, from the worker plans
@@ -276,14 +301,37 @@ def _run(platform: Platform, kafka: KafkaBroker, postgres: PostgresCluster, conf
         if not platform.processes.is_running(f"{service}-worker"):
             errors.append(f"the {service} worker is not running after the run")
     verification = None
+    webhooks = None
     if caught_up:
         log(f"chaos {tag}: caught up in {waited:.0f} s; verifying against the databases")
         records: list[RecordLedger] = [r for c in clients for r in c.records]
-        verification = Verifier(engines, kafka.bootstrap, groups, handled_types(platform), setups, records, tag).run()
+        verifier = Verifier(engines, kafka.bootstrap, groups, handled_types(platform), setups, records, tag)
+        verification = verifier.run()
+        webhooks = _webhook_deliveries(verifier, endpoint, subscription, groups["webhooks"], config, log)
+        check = Check("webhooks: every public event delivered to the receiver", checked=webhooks.expected,
+                      lost=webhooks.lost, examples=[e for e in webhooks.examples if "never delivered" in e])
+        verification.checks.append(check)
     operations: Counter[str] = Counter()
     operations.update(stats.operations)
     return ChaosReport(operations, seconds, injected, stats, waited, caught_up, left, watch.duplicates_dropped,
-                       verification, errors)
+                       verification, errors, webhooks=webhooks)
+
+
+def _webhook_deliveries(verifier: Verifier, endpoint: Receiver, subscription: Subscription,
+                        consumers: dict[str, tuple[str, ...]], config: ChaosConfig,
+                        log: Callable[[str], None]) -> WebhookVerification:
+    """Wait (bounded) for the receiver to have every public event of the outboxes that the webhooks
+    service reads (its consumers' topics, from its worker plan), then compare."""
+    topics = {topic for consumer_topics in consumers.values() for topic in consumer_topics}
+    events = public_events(verifier.outboxes, verifier.envelopes, topics, subscription.since)
+    log(f"webhooks: waiting up to {config.webhook_timeout:g} s for {len(events.expected)} public events at the "
+        "receiver")
+    complete, waited = endpoint.wait_for(events.expected, config.webhook_timeout)
+    result = verify_deliveries(events, endpoint.arrivals())
+    result.waited = waited
+    if not complete:
+        log(f"webhooks: {result.lost} events still not delivered after {waited:.0f} s")
+    return result
 
 
 def _nudge(api: Api, service: str, tag: str) -> None:

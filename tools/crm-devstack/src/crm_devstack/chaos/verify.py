@@ -9,7 +9,9 @@ than it should be (duplicated); nothing is read through the services' APIs.
 - triggers: one execution per trigger and qualifying event (from the records' own events),
   all applied, each effect present once (history rows, group memberships, group events);
 - read models: linking's and triggers' copies of every record and the catalogue's stage usage
-  equal the records; every service's catalogue copy equals the catalogue.
+  equal the records; every service's catalogue copy equals the catalogue;
+- webhooks (``crm_devstack.chaos.webhooks``, after this): every public event of the outboxes
+  reached the run's receiver, signed, in order per record.
 """
 
 from __future__ import annotations
@@ -143,6 +145,8 @@ class Verifier:
         self.tag = tag
         self.checks: list[Check] = []
         self.counts: dict[str, int] = {}
+        self.outboxes: dict[str, list[Any]] = {}  # service -> its outbox rows (``run`` reads them)
+        self.envelopes: dict[str, Any] = {}  # event_id -> the decoded envelope
 
     def check(self, name: str) -> Check:
         found = Check(name)
@@ -150,10 +154,11 @@ class Verifier:
         return found
 
     def run(self) -> Verification:
-        outboxes = {service: _rows(engine, select(OUTBOX.c.event_id, OUTBOX.c.topic, OUTBOX.c.sent_at,
-                                                  OUTBOX.c.payload))
+        outboxes = {service: _rows(engine, select(OUTBOX.c.id, OUTBOX.c.event_id, OUTBOX.c.topic, OUTBOX.c.sent_at,
+                                                  OUTBOX.c.created_at, OUTBOX.c.payload).order_by(OUTBOX.c.id))
                     for service, engine in self.engines.items()}
         envelopes = {row.event_id: decode(row.payload) for rows in outboxes.values() for row in rows}
+        self.outboxes, self.envelopes = outboxes, envelopes  # the webhook check reads them too
         republished, dead_lettered = self.events(outboxes, envelopes)
         events = {kind: [envelopes[row.event_id] for row in outboxes[plural] if row.topic == f"crm.{plural}.v1"]
                   for kind, plural in KINDS.items()}
