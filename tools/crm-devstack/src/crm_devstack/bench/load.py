@@ -117,7 +117,10 @@ async def _drive(operation: Operation, concurrency: int, seconds: float, warmup:
                and (max_operations is None or result.ok < max_operations)):
             n = next(sequence)
             if rate:  # paced: operation n starts at n / rate seconds, or as soon as a task is free
-                await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+                due = started + n / rate
+                if due >= stop_at:  # not due in the window: quit now (sleeping first would stretch the window)
+                    return
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
                 if time.perf_counter() >= stop_at:
                     return
             began = time.perf_counter()

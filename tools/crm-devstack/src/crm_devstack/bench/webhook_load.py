@@ -175,12 +175,13 @@ def keeping_up(commits: list[float], arrivals: list[float], start: float, second
             "backlog_series_s_events": [list(point) for point in series]}
 
 
-def _ms_summary(values: list[float]) -> dict[str, Any]:
+def _ms_summary(values: list[float], *, samples: bool = False) -> dict[str, Any]:
     if not values:
         return {"count": 0}
-    return {"count": len(values), "p50_ms": round(1000 * percentile(values, 50), 3),
-            "p90_ms": round(1000 * percentile(values, 90), 3), "p99_ms": round(1000 * percentile(values, 99), 3),
-            "max_ms": round(1000 * max(values), 3)}
+    found = {"count": len(values), "p50_ms": round(1000 * percentile(values, 50), 3),
+             "p90_ms": round(1000 * percentile(values, 90), 3), "p99_ms": round(1000 * percentile(values, 99), 3),
+             "max_ms": round(1000 * max(values), 3)}
+    return {**found, "samples_ms": [round(1000 * v, 2) for v in values]} if samples else found
 
 
 def _rfc3339(text: str) -> float | None:
@@ -222,12 +223,11 @@ class Phase:
         return {
             "target_per_s": round(self.rate, 2), "achieved_per_s": round(self.load.throughput, 2),
             "creates": self.load.summary(),
-            "commit_to_received_ms": {**_ms_summary(latencies),
-                                      "samples_ms": [round(1000 * v, 2) for v in latencies]},
-            "where_the_time_goes_ms": {
+            "commit_to_received_ms": _ms_summary(latencies, samples=True),
+            "where_the_time_goes_ms": {  # each delivery's samples in the order of commit_to_received_ms's
                 "commit_to_relay_ack": _ms_summary(relay),
-                "commit_to_queued_in_webhooks": _ms_summary(to_queue),
-                "queued_to_received": _ms_summary(queue_to_received)},
+                "commit_to_queued_in_webhooks": _ms_summary(to_queue, samples=True),
+                "queued_to_received": _ms_summary(queue_to_received, samples=True)},
             "cross_checks_ms": {"envelope_timestamp_to_received": _ms_summary(stamped),
                                 "post_answered_to_received": _ms_summary(from_answer)},
             "deliveries_retried": retried,
