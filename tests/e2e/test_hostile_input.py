@@ -207,6 +207,9 @@ def _make_world(api: Api) -> World:
     ids["trigger"] = api.ok("POST", "/v1/triggers", {
         "name": f"H {t}", "kind": "lead", "active": False, "event": {"type": "created"},
         "actions": [{"type": "add_to_group", "group_id": ids["lead_group"]}]})["id"]
+    # Inactive, so nothing is sent (test platforms allow http to loopback; port 9 is discard).
+    ids["webhook"] = api.ok("POST", "/v1/webhooks", {"url": "http://127.0.0.1:9/h", "event_types": ["lead.created"],
+                                                     "active": False, "description": f"H {t}"})["id"]
     _settled(api, ["/v1/leads/" + ids["lead"], "/v1/opportunities/" + ids["opportunity"]])
     # Imports: a job still uploading (rows), one to map, and one checked by its service's worker (start).
     for collection, (columns, mapping) in IMPORTS.items():
@@ -335,6 +338,18 @@ def _cases(w: World) -> list[Case]:
     add("POST", "/v1/triggers/{id}/dry-run", f"{trigger}/dry-run", {"record_id": ids["lead"]}, "record_id",
         "record_id", both(version(trigger), count(f"{trigger}/executions")))
 
+    webhook = f"/v1/webhooks/{ids['webhook']}"
+    add("POST", "/v1/webhooks", "/v1/webhooks", {"url": "http://127.0.0.1:9/x", "event_types": ["lead.created"],
+                                                 "active": False, "description": "X"},
+        "description", "url", count("/v1/webhooks"))
+    add("PATCH", "/v1/webhooks/{id}", webhook, {"description": "Y"}, "description", None, version(webhook))
+    add("POST", "/v1/webhooks/{id}/rotate-secret", f"{webhook}/rotate-secret", {}, "x", None, version(webhook))
+    def backlog() -> Any:  # what a test or replay would queue (the webhook is inactive: nothing is sent)
+        return api.ok("GET", webhook)["backlog"]
+    add("POST", "/v1/webhooks/{id}/test", f"{webhook}/test", {}, "x", None, backlog)
+    add("POST", "/v1/webhooks/{id}/replay", f"{webhook}/replay", {"since": "2026-01-01T00:00:00Z"}, "since", "since",
+        backlog)
+
     add("POST", "/v1/leads/wizard", "/v1/leads/wizard",
         {"company": {"mode": "new", "data": {"name": "W"}}, "record": {"mode": "empty", "data": {"title": "W"}}},
         "record.data.title", "company.data.name", both(count("/v1/leads"), count("/v1/companies")))
@@ -350,9 +365,13 @@ def _cases(w: World) -> list[Case]:
 @pytest.fixture(scope="module")
 def world(platform) -> Iterator[World]:
     api = Api(platform.gateway_url, platform.auth(("admin",), user="hostile-admin", office="office-1"))
+    made: World | None = None
     try:
-        yield _make_world(api)
+        made = _make_world(api)
+        yield made
     finally:
+        if made is not None:  # its webhook would keep a queue (inactive ones keep collecting) for the session
+            api("DELETE", f"/v1/webhooks/{made.ids['webhook']}")
         api.session.close()
 
 

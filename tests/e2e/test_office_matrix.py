@@ -32,6 +32,7 @@ model that has not seen office 1's writes yet; and nothing sleeps.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -311,6 +312,37 @@ def lists_none_of_office1(w: World, path: str, subject: str, params: dict[str, A
 # record kind) and returns the route's cells.
 
 Builder = Callable[[World, "str | None"], list[Cell]]
+
+
+def _event_feed(w: World) -> list[Cell]:
+    """The feed read from just before office 1's lead (where the admin, who sees every office, finds
+    it): none of office 1's events, nor any other office's record."""
+    lead_id, cursor, start = w.kinds["leads"].record["id"], "0", None
+    deadline = time.monotonic() + 120
+    while start is None:
+        r = w.admin("GET", "/v1/events", params={"after": cursor, "types": "lead.created", "page_size": 500})
+        if r.status_code == 503 and time.monotonic() < deadline:  # the feed's consumer is catching up: retry
+            time.sleep(float(r.headers.get("Retry-After", "1")))
+            continue
+        assert r.status_code == 200, f"setup: GET /v1/events: {r.status_code} {r.text[:500]}"
+        body = r.json()
+        start = next((int(i["cursor"]) - 1 for i in body["items"] if i["data"]["id"] == lead_id), None)
+        if body["next_cursor"] == cursor:
+            break
+        cursor = body["next_cursor"]
+    assert start is not None, "the admin's feed does not have office 1's lead"
+    hidden = w.office1_record_ids | w.office1_activity_ids
+
+    def check(r: requests.Response) -> str | None:
+        items = r.json()["items"]
+        leaked = [i["type"] for i in items if {i["data"].get("id"), i["data"].get("record_id")} & hidden]
+        foreign = [i["type"] for i in items if i["data"].get("office_id") not in (None, w.stranger.office)]
+        wrong = ([f"shows office 1's events {leaked}"] if leaked else []) \
+            + ([f"shows events of another office's records {foreign}"] if foreign else [])
+        return "; ".join(wrong) or None
+
+    return [Cell("/v1/events", "the event feed from office 1's lead on", frozenset({200}),
+                 "200 without office-1 events", {"params": {"after": str(start), "page_size": 500}}, check)]
 
 
 def _record(fn: Callable[[World, Office1Kind], list[Cell]]) -> Builder:
@@ -737,6 +769,13 @@ RULES: dict[tuple[str, str], tuple[str, Builder | None, str]] = {
         f"/v1/triggers/{uuid.uuid4()}/dry-run", "dry run on the office-1 lead", frozenset({403}),
         "403 (triggers:admin)",
         {"json": {"record_id": w.kinds["leads"].record["id"]}}, no_trace(w), WRITE)], "403"),
+    # -- webhooks: webhooks:admin, which the stranger lacks; the event feed is for everyone
+    **{(m, p): _unrelated("a webhook names no record (webhooks:admin)")
+       for p, methods in {"/v1/webhooks": ("GET", "POST"), "/v1/webhooks/{id}": ("GET", "PATCH", "DELETE"),
+                          "/v1/webhooks/{id}/deliveries": ("GET",), "/v1/webhooks/{id}/replay": ("POST",),
+                          "/v1/webhooks/{id}/rotate-secret": ("POST",), "/v1/webhooks/{id}/test": ("POST",)}.items()
+       for m in methods},
+    ("GET", "/v1/events"): ("list", lambda w, _p: _event_feed(w), "200 without office-1 events"),
     ("GET", "/v1/trigger-executions"): ("admin-only", lambda w, _p: [Cell(
         "/v1/trigger-executions", "executions of the office-1 lead", frozenset({403}), "403 (triggers:admin)",
         {"params": {"record_id": w.kinds["leads"].record["id"]}}, no_trace(w))], "403"),

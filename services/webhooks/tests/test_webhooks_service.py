@@ -19,6 +19,8 @@ from sqlalchemy import select
 
 from crm.events.v1.records_pb2 import PipelineRecord, StageChanged
 from crm_events.envelope import new_envelope
+from crm_events.topics import LEADS
+from crm_kit import consistency
 from crm_kit.cli import migrate
 from crm_kit.db import Database, utcnow
 from crm_kit.service import find_service
@@ -262,3 +264,26 @@ def test_replay_sends_again_what_happened_since(any_db_url):
     finally:
         env.db.dispose()
         receiver.stop()
+
+
+def test_subscriptions_answer_at_once_while_the_event_copy_is_behind(env):
+    """Subscriptions are the service's own: a client's token (the gateway's offsets) never makes them
+    wait - not even replay (what the copy has not taken in yet is queued when it arrives); the feed
+    does (503 when the copy stays behind)."""
+    behind = {**auth(), consistency.REQUIRE_OFFSETS: consistency.encode_offsets({LEADS: {0: 999}}),
+              consistency.REQUIRE_MODE: consistency.STRICT, consistency.REQUIRE_WAIT: "0.05"}
+    r = env.client.post("/v1/webhooks", json={"url": "https://203.0.113.9/x", "event_types": ["*"]}, headers=behind)
+    assert r.status_code == 422  # 203.0.113.0/24 is documentation space, not public: refused, but at once
+    r = env.client.get("/v1/webhooks", headers=behind)
+    assert r.status_code == 200
+    with env.db.transaction() as s:
+        s.execute(subscriptions.insert().values(
+            id="s1", url="https://example.com/x", event_types=["*"], description="", active=True, office_id="o1",
+            all_offices=True, secret=env.dispatcher.vault.seal("whsec_x"), secret_hint="x", version=1,
+            created_at=utcnow(), created_by="u1", modified_at=utcnow(), modified_by="u1"))
+    assert env.client.post("/v1/webhooks/s1/test", headers=behind).status_code == 202
+    assert env.client.get("/v1/webhooks/s1/deliveries", headers=behind).status_code == 200
+    r = env.client.post("/v1/webhooks/s1/replay", json={"since": "2026-01-01T00:00:00Z"}, headers=behind)
+    assert r.status_code == 202
+    r = env.client.get("/v1/events", headers=behind)
+    assert r.status_code == 503 and r.headers["Retry-After"]

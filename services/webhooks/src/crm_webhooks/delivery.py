@@ -56,6 +56,7 @@ MAX_ERROR = 500
 RETENTION = dt.timedelta(days=30)
 KEEP_DELIVERED = dt.timedelta(days=1)
 GAUGES_EVERY = 5.0
+MIN_GAP = 0.02  # seconds between two rounds at the least
 HOUSEKEEPING_EVERY = 300.0
 
 
@@ -128,6 +129,8 @@ class Dispatcher:
                 stop.wait(1.0)
                 continue
             QUEUED.clear()
+            # A short gap between rounds: a stream of commits must not turn the loop into a spin.
+            stop.wait(MIN_GAP)
             # Woken by new deliveries (this process's consumer) or a finished attempt.
             deadline = time.monotonic() + self.poll
             while not stop.is_set() and time.monotonic() < deadline:
@@ -165,19 +168,25 @@ class Dispatcher:
 
     def claim(self, limit: int = 200) -> list[Claimed]:
         with self._lock:
-            full = [sub for sub, n in self.in_flight.items() if n >= self.cap]
+            full = {sub for sub, n in self.in_flight.items() if n >= self.cap}
         now = utcnow()
         with self.database.transaction() as s:
+            # Only the endpoints that may be sent to now: an inactive one's queue (it may be long: it
+            # keeps collecting) is never looked through.
+            open_ids = [sub for sub in s.execute(select(subscriptions.c.id).where(
+                subscriptions.c.active.is_(True))).scalars() if sub not in full]
+            if not open_ids:
+                return []
             stmt = (select(deliveries.c.id, deliveries.c.subscription_id, deliveries.c.event_id,
                            deliveries.c.event_type, deliveries.c.attempts, events.c.body, events.c.occurred_at,
                            subscriptions.c.url, subscriptions.c.secret, subscriptions.c.previous_secret,
                            subscriptions.c.previous_valid_until)
                     .join(subscriptions, subscriptions.c.id == deliveries.c.subscription_id)
                     .join(events, events.c.seq == deliveries.c.event_seq)
-                    .where(deliveries.c.state == "pending", deliveries.c.next_attempt_at <= now,
+                    .where(deliveries.c.subscription_id.in_(open_ids), deliveries.c.state == "pending",
+                           deliveries.c.next_attempt_at <= now,
                            or_(deliveries.c.leased_until.is_(None), deliveries.c.leased_until < now),
-                           subscriptions.c.active.is_(True), not_(_earlier_pending()),
-                           *([subscriptions.c.id.not_in(full)] if full else []))
+                           not_(_earlier_pending()))
                     .order_by(deliveries.c.id).limit(limit))
             if s.get_bind().dialect.name == "postgresql":
                 stmt = stmt.with_for_update(of=deliveries, skip_locked=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import false, or_, select
+from sqlalchemy import false, func, or_, select
 
 from crm_kit.identity import Identity
 from crm_kit.web import Api, RequestContext
@@ -47,6 +47,9 @@ def build_feed_api() -> Api:
     @api.get("/v1/events", query=FeedQuery, response=FeedOut,
              summary="The events the caller may see, oldest first, from a cursor (?after=, ?types=)")
     def feed(ctx: RequestContext) -> dict[str, Any]:
+        if ctx.query["after"] == "latest":
+            newest = ctx.session.execute(select(func.max(events.c.seq))).scalar()
+            return {"entries": [], "next_cursor": str(newest or 0)}
         after = int(ctx.query["after"] or 0)
         types = [t.strip() for t in ctx.query["types"].split(",") if t.strip()]
         window = (select(events.c.seq).where(events.c.seq > after, events.c.entity != TEST_ENTITY)

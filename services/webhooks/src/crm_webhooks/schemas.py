@@ -78,6 +78,10 @@ class AttemptOut(Schema):
     result = fields.String(metadata={"enum": list(RESULTS)})
 
 
+class EmptyIn(Schema):
+    """No fields: an empty object, or no body at all (anything else is refused, as unknown)."""
+
+
 class ReplayIn(Schema):
     since = Timestamp(required=True, metadata={"description": "Events that happened at or after this time."})
 
@@ -97,8 +101,10 @@ def _types(value: str) -> None:
 
 
 class FeedQuery(Schema):
-    after = fields.String(load_default="", validate=[validate.Length(max=20), validate.Regexp(r"^[0-9]*$")],
-                          metadata={"description": "next_cursor of the previous page (empty: from the oldest kept)."})
+    after = fields.String(load_default="", validate=[validate.Length(max=20), validate.Regexp(r"^([0-9]*|latest)$")],
+                          metadata={"description": "next_cursor of the previous page (empty: from the oldest kept; "
+                                                   "`latest`: no items, the cursor of the newest event, to start "
+                                                   "from now)."})
     types = fields.String(load_default="", validate=[validate.Length(max=4000), _types],
                           metadata={"description": "Comma-separated event types (empty: all)."})
     page_size = fields.Integer(load_default=100, validate=validate.Range(min=1, max=MAX_FEED_PAGE))

@@ -78,6 +78,9 @@ class Route:
     produces: str = "application/json"
     max_body: int | None = None
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # path variable -> its JSON schema
+    # False: the route reads none of the service's copies of other services' events, so it never
+    # waits for them to catch up with a consistency token (it answers from its own tables at once).
+    read_models: bool = True
 
     @property
     def endpoint(self) -> str:
@@ -122,6 +125,7 @@ class Api:
         produces: str = "application/json",
         max_body: int | None = None,
         params: Mapping[str, Mapping[str, Any]] | None = None,
+        read_models: bool = True,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Declare an endpoint. ``permission=None`` means any valid token; ``public`` none.
 
@@ -154,6 +158,7 @@ class Api:
                     produces=produces,
                     max_body=max_body,
                     params=dict(params or {}),
+                    read_models=read_models,
                 )
             )
             return fn
@@ -321,7 +326,8 @@ def _make_view(route: Route) -> Callable[..., Response]:
                                                                               "message": "Unknown parameter."}])
         if route.body is not None:
             ctx.body = _load_body(route)
-        _await_read_models()
+        if route.read_models:
+            _await_read_models()
 
         key = request.headers.get(idem.HEADER) if route.idempotent else None
         if key is None:
