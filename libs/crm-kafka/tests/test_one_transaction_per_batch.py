@@ -276,3 +276,52 @@ def test_alone_each_event_has_a_transaction_of_its_own(pg_url, bootstrap, new_to
     assert applied_sequences(db, marker) == [1, 2, 3, 4, 5]
     assert transactions == [1] * 5
     db.dispose()
+
+
+class Gathering:
+    """A handler that batches its writes: ``__call__`` gathers, ``finish`` writes them all in one
+    statement (failing the first ``fail_first`` times it is called)."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.finishes: list[list[int]] = []  # the sequences each finish wrote
+        self.fail_first = fail_first
+
+    def __call__(self, session: Any, envelope: Envelope) -> None:
+        session.info.setdefault("gathered", []).append(envelope)
+
+    def finish(self, session: Any) -> None:
+        gathered = session.info.pop("gathered", [])
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            raise RuntimeError("finish fails")
+        session.execute(effects.insert(), [{"event_id": e.event_id, "marker": e.probe.note,
+                                            "sequence": e.probe.sequence} for e in gathered])
+        self.finishes.append([e.probe.sequence for e in gathered])
+
+
+def test_a_handler_that_gathers_writes_a_batch_once_in_its_transaction(any_db_url, bootstrap, new_topic):
+    db = prepare(any_db_url)
+    topic, marker, total = new_topic(1), "g-" + uuid.uuid4().hex[:8], 12
+    produce(bootstrap, topic, probes(marker, total))
+    handler = Gathering()
+    transactions = inbox_transactions(db)
+
+    consume_until_caught_up(new_consumer(db, bootstrap, topic, handler), bootstrap,
+                            lambda: len(applied_sequences(db, marker)) == total)
+
+    assert handler.finishes == [list(range(1, total + 1))] and transactions == [1]
+    db.dispose()
+
+
+def test_a_failing_finish_sends_the_batch_one_by_one_and_nothing_is_written_twice(any_db_url, bootstrap, new_topic):
+    db = prepare(any_db_url)
+    topic, marker, total = new_topic(1), "f-" + uuid.uuid4().hex[:8], 5
+    produce(bootstrap, topic, probes(marker, total))
+    handler = Gathering(fail_first=1)  # the batch's finish fails: its transaction is rolled back
+
+    consume_until_caught_up(new_consumer(db, bootstrap, topic, handler), bootstrap,
+                            lambda: len(applied_sequences(db, marker)) == total)
+
+    assert handler.finishes == [[n] for n in range(1, total + 1)]  # then each event with its own finish
+    assert applied_sequences(db, marker) == list(range(1, total + 1))
+    db.dispose()

@@ -17,6 +17,8 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
+from crm.events.v1.envelope_pb2 import Envelope
+from crm.events.v1.linking_pb2 import LinkingChange
 from crm.events.v1.records_pb2 import PipelineRecord, StageChanged
 from crm_events.envelope import new_envelope
 from crm_events.topics import LEADS
@@ -29,7 +31,7 @@ from crm_kit.web import issue_token
 from crm_webhooks import targets
 from crm_webhooks.delivery import Dispatcher
 from crm_webhooks.ingest import handle
-from crm_webhooks.tables import attempts, deliveries, subscriptions
+from crm_webhooks.tables import attempts, deliveries, events, subscriptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests" / "e2e"))
 from webhook_receiver import Receiver  # noqa: E402 - the e2e tests' receiver, shared
@@ -61,21 +63,33 @@ class Env:
         assert r.status_code == 201, r.json
         return dict(r.json)
 
-    def lead(self, record_id: str, version: int, *, stage: str = "s1", source: str = "web",
-             office: str = "o1", what: str = "created", from_stage: str = "") -> None:
-        record = PipelineRecord(id=record_id, kind="lead", title=f"Lead {record_id[:4]}", owner_id="u1",
-                                office_id=office, stage_id=stage, source_id=source, version=version)
-        record.modified_at.FromDatetime(utcnow())
-        payload: Any = record
-        if what == "stage_changed":
-            payload = StageChanged(record=record, from_stage_id=from_stage, to_stage_id=stage)
+    def lead(self, record_id: str, version: int, **fields: str) -> None:
+        """The consumer's handling of one lead event, in a transaction of its own."""
+        self.take_in([lead_event(record_id, version, **fields)])
+
+    def take_in(self, envelopes: list[Envelope]) -> None:
+        """The consumer's handling of ``envelopes`` in one transaction (one poll's batch)."""
         with self.db.transaction() as s:
-            handle(s, new_envelope(f"lead.{what}", "lead", record_id, version, payload, producer="leads"))
+            for envelope in envelopes:
+                handle(s, envelope)
+            handle.finish(s)
 
     def log(self, sub_id: str) -> list[Any]:
         with self.db.transaction() as s:
             return list(s.execute(select(attempts).where(attempts.c.subscription_id == sub_id)
                                   .order_by(attempts.c.id)).all())
+
+
+def lead_event(record_id: str, version: int, *, stage: str = "s1", source: str = "web", office: str = "o1",
+               what: str = "created", from_stage: str = "") -> Envelope:
+    """A lead event as the leads service sends it."""
+    record = PipelineRecord(id=record_id, kind="lead", title=f"Lead {record_id[:4]}", owner_id="u1",
+                            office_id=office, stage_id=stage, source_id=source, version=version)
+    record.modified_at.FromDatetime(utcnow())
+    payload: Any = record
+    if what == "stage_changed":
+        payload = StageChanged(record=record, from_stage_id=from_stage, to_stage_id=stage)
+    return new_envelope(f"lead.{what}", "lead", record_id, version, payload, producer="leads")
 
 
 @pytest.fixture
@@ -287,3 +301,47 @@ def test_subscriptions_answer_at_once_while_the_event_copy_is_behind(env):
     assert r.status_code == 202
     r = env.client.get("/v1/events", headers=behind)
     assert r.status_code == 503 and r.headers["Retry-After"]
+
+
+def test_a_batch_is_taken_in_as_its_events_one_by_one(any_db_url, resolver):
+    """One poll's events in one transaction (the consumer's batch): each endpoint's deliveries are in
+    the events' order, each event's changes are against the event before it in the same batch, a
+    link's office is that of a record first seen in the same batch, and an event seen twice is
+    logged and queued once."""
+    resolver["example.com"] = [PUBLIC]
+    env = Env(any_db_url, CRM_ROLE_PERMISSIONS=json.dumps({"admin": ["webhooks:admin"], "hooks": ["webhooks:admin"]}))
+    try:
+        everything = env.subscribe("https://example.com/all", event_types=["*"])
+        filtered = env.subscribe("https://example.com/s2", event_types=["lead.created", "lead.stage_changed"],
+                                 filter='stage_id = "s2"')
+        r = env.client.post("/v1/webhooks", json={"url": "https://example.com/o1", "event_types": ["*"]},
+                            headers=auth(("hooks",), office="o1"))
+        assert r.status_code == 201, r.json
+        hooks_o1 = r.json
+        lead, link = str(uuid.uuid4()), str(uuid.uuid4())
+        linked = new_envelope("linking.contact.linked", "record_contact", link, 1, LinkingChange(
+            entity="record_contact", id=link, record_kind="lead", record_id=lead, version=1), producer="linking")
+        created = lead_event(lead, 1, office="o2")
+        batch = [created, lead_event(lead, 2, stage="s2", what="stage_changed", from_stage="s1", office="o2"),
+                 linked, lead_event(lead, 3, stage="s3", what="stage_changed", from_stage="s2", office="o2"),
+                 created]
+        env.take_in(batch)
+        env.take_in([created, linked])  # a second delivery of both, in a batch of its own: nothing new
+        with env.db.transaction() as s:
+            logged = s.execute(select(events.c.event_id, events.c.office_id, events.c.body)
+                               .order_by(events.c.seq)).all()
+            queued = {sub: [row.event_id for row in s.execute(
+                select(deliveries.c.event_id).where(deliveries.c.subscription_id == sub).order_by(deliveries.c.id))]
+                for sub in (everything["id"], filtered["id"], hooks_o1["id"])}
+        order = [e.event_id for e in batch[:4]]
+        assert [row.event_id for row in logged] == order
+        assert [row.office_id for row in logged] == ["o2"] * 4  # the link's record was new in this batch
+        bodies = [json.loads(row.body) for row in logged]
+        assert bodies[1]["data"]["changes"]["stage_id"] == {"from": "s1", "to": "s2"}
+        assert bodies[3]["data"]["changes"]["stage_id"] == {"from": "s2", "to": "s3"}
+        assert bodies[2]["type"] == "contact.linked" and bodies[2]["data"]["record_id"] == lead
+        assert queued[everything["id"]] == order
+        assert queued[filtered["id"]] == [order[1]]  # the filter held on the record as that event left it
+        assert queued[hooks_o1["id"]] == []  # office o1's endpoint gets nothing of o2, the link included
+    finally:
+        env.db.dispose()

@@ -21,6 +21,12 @@ group committed offsets long ago, and a restored backup resumes where the backup
 Kafka's committed offsets are still kept, for lag monitoring (on assignment, the database's are
 committed there too).
 
+A handler may batch its writes: when it has a ``finish(session)`` method, the consumer calls it
+once per transaction, after the handler has seen that transaction's events and before their
+inbox rows are written (a batch's, or a single event's), so a handler that only gathers in
+``__call__`` can write the whole batch in a few multi-row statements. Whatever ``finish`` raises
+fails the transaction exactly as a handler's error does.
+
 A failing handler is retried with exponential backoff; after ``max_attempts`` the message
 goes to ``<topic>.dlq`` with the error and its origin in headers, and the consumer goes on.
 Undecodable messages go to the DLQ at once. A database that cannot be reached is waited for
@@ -296,6 +302,7 @@ class IdempotentConsumer:
                     rows.append({"consumer": self.name, "event_id": envelope.event_id, "topic": msg.topic() or "",
                                  "processed_at": utcnow()})
                 if rows:
+                    self._finish(session)
                     # With RETURNING, SQLAlchemy sends the rows as one multi-row INSERT from a statement
                     # compiled once ("insertmanyvalues"); ``.values(rows)`` would compile 200 rows
                     # afresh for every batch (about 40 ms of CPU).
@@ -396,6 +403,7 @@ class IdempotentConsumer:
                 if self._seen(session, envelope.event_id):
                     return "duplicate"
                 self.handler(session, envelope)
+                self._finish(session)
                 session.execute(INBOX.insert().values(consumer=self.name, event_id=envelope.event_id,
                                                       topic=topic, processed_at=utcnow()))
             return "applied"
@@ -406,6 +414,12 @@ class IdempotentConsumer:
                 if self._seen(session, envelope.event_id):
                     return "duplicate"
             raise
+
+    def _finish(self, session: Session) -> None:
+        """The handler's end of a transaction's events (a handler that batches its writes)."""
+        finish = getattr(self.handler, "finish", None)
+        if finish is not None:
+            finish(session)
 
     def _after_apply(self, envelope: Envelope) -> None:
         """Called once ``envelope``'s effect committed (``self.applied`` counts it), before its

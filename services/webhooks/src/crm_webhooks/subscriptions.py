@@ -20,7 +20,7 @@ from crm_kit.identity import Identity
 from crm_webhooks import filters, signing, targets
 from crm_webhooks.errors import BadEventTypes, BadFilter, BadTarget, UnknownSubscription
 from crm_webhooks.events import ALL, EVENT_TYPES, RECORD_KINDS, TEST_ENTITY, TEST_TYPE, PublicEvent
-from crm_webhooks.ingest import QUEUED, enqueue
+from crm_webhooks.ingest import QUEUED, Queued, enqueue
 from crm_webhooks.tables import deliveries, events, subscriptions
 
 ALL_OFFICES_ROLE = "admin"
@@ -150,8 +150,8 @@ def replay(session: Session, row: Any, since: dt.datetime) -> int:
                                    events.c.entity_id, events.c.office_id)
                             .where(events.c.occurred_at >= since, events.c.entity != TEST_ENTITY)
                             .order_by(events.c.seq)).all()
-    queued = sum(enqueue(session, [sub], e.type, e.entity, e.seq, e.event_id, f"{e.entity}:{e.entity_id}",
-                         e.office_id) for e in found)
+    queued = enqueue(session, [sub], [Queued(e.seq, e.type, e.entity, e.event_id, f"{e.entity}:{e.entity_id}",
+                                             e.office_id) for e in found])
     _wake_after_commit(session)
     return queued
 
