@@ -128,6 +128,42 @@ def test_an_outage_loses_nothing_and_keeps_each_records_order(platform):
         receiver.stop()
 
 
+def test_links_are_delivered_and_in_the_feed(platform):
+    """A link's id is its contact's and its record's (73 characters): link events reach an endpoint
+    and the feed like any other (they were once dead-lettered by the service's consumer)."""
+    admin = Client(platform)
+    tag = uuid.uuid4().hex[:8]
+    receiver = Receiver()
+    try:
+        with subscription(admin, receiver, event_types=["contact.linked", "contact.unlinked"]) as sub:
+            start = admin("GET", "/v1/events", params={"after": "latest"}).json()["next_cursor"]
+            lead = post(admin, "/v1/leads", {"title": f"Linked {tag}"})
+            roles = admin("GET", "/v1/lead-tables/roles").json()["items"]
+            sign = next(r for r in roles if r["code"] == "SIGN")
+            r = admin("POST", f"/v1/leads/{lead['id']}/contacts", json={
+                "contact": {"first_name": "Lin", "last_name": f"Ked {tag}"}, "role_id": sign["id"]})
+            assert r.status_code == 201, r.text
+            contact_id = r.json()["contact_id"]
+            r = admin("DELETE", f"/v1/leads/{lead['id']}/contacts/{contact_id}")
+            assert r.status_code in (200, 204), r.text
+            token = r.headers["Consistency-Token"]
+
+            def mine(rc: Receiver) -> list[dict]:  # in the order they arrived (wait_for holds the lock)
+                return [got.json for got in rc.processed.values() if got.json["data"].get("record_id") == lead["id"]]
+
+            receiver.wait_for(lambda rc: len(mine(rc)) >= 2, what="the link and unlink events")
+            assert [p["type"] for p in mine(receiver)] == ["contact.linked", "contact.unlinked"]  # in order
+            assert mine(receiver)[0]["data"]["contact_id"] == contact_id
+            assert len(receiver.verified(sub["secret"])) == len(receiver.processed)  # each one signed
+            feed = admin("GET", "/v1/events", params={"after": start, "types": "contact.linked,contact.unlinked",
+                                                      "page_size": 500}, headers={"Consistency-Token": token})
+            assert feed.status_code == 200, feed.text
+            assert [i["type"] for i in feed.json()["items"] if i["data"].get("record_id") == lead["id"]] == \
+                ["contact.linked", "contact.unlinked"]
+    finally:
+        receiver.stop()
+
+
 def test_a_killed_worker_loses_nothing_and_resends_with_the_same_id(platform):
     admin = Client(platform)
     source = table_entry(admin, "sources", "KIL")

@@ -318,7 +318,8 @@ def test_a_batch_is_taken_in_as_its_events_one_by_one(any_db_url, resolver):
                             headers=auth(("hooks",), office="o1"))
         assert r.status_code == 201, r.json
         hooks_o1 = r.json
-        lead, link = str(uuid.uuid4()), str(uuid.uuid4())
+        lead = str(uuid.uuid4())
+        link = f"{uuid.uuid4()}:{lead}"  # a link's id, as the linking service makes it: <contact id>:<record id>
         linked = new_envelope("linking.contact.linked", "record_contact", link, 1, LinkingChange(
             entity="record_contact", id=link, record_kind="lead", record_id=lead, version=1), producer="linking")
         created = lead_event(lead, 1, office="o2")

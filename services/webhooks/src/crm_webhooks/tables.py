@@ -21,6 +21,7 @@ from crm_kit.db import UTCDateTime, new_metadata
 
 ID = 36
 REF = 200
+KEY = 100  # what an event is about: a record's or file's id, or a link's (``<file id>:<record id>``)
 SEQ = BigInteger().with_variant(Integer, "sqlite")
 
 metadata = new_metadata()
@@ -56,7 +57,7 @@ events = Table(
     Column("event_id", String(ID), nullable=False, unique=True),
     Column("type", String(100), nullable=False),
     Column("entity", String(40), nullable=False),  # lead, opportunity, company, contact, ...
-    Column("entity_id", String(ID), nullable=False),
+    Column("entity_id", String(KEY), nullable=False),
     # Who may see it: the record's office; NULL: shared files (companies, contacts, job orders,
     # placements); "" for something whose office is not known (only callers who see every office).
     Column("office_id", String(REF)),
@@ -90,7 +91,7 @@ events = Table(
 entity_states = Table(
     "entity_states", metadata,
     Column("entity", String(40), primary_key=True),
-    Column("id", String(ID), primary_key=True),
+    Column("id", String(KEY), primary_key=True),
     Column("version", BigInteger, nullable=False),
     Column("office_id", String(REF)),
     Column("data", JSON, nullable=False),
@@ -103,7 +104,7 @@ deliveries = Table(
     Column("event_seq", BigInteger, nullable=False),
     Column("event_id", String(ID), nullable=False),
     Column("event_type", String(100), nullable=False),
-    Column("ordering_key", String(100), nullable=False),  # "<entity>:<id>": one record's events in order
+    Column("ordering_key", String(150), nullable=False),  # "<entity>:<id>": one record's events in order
     Column("state", String(20), nullable=False),  # pending | delivered
     Column("attempts", Integer, nullable=False),
     Column("next_attempt_at", UTCDateTime, nullable=False),
