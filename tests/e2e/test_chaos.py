@@ -52,6 +52,7 @@ def test_no_event_or_effect_is_lost_or_duplicated_while_everything_fails_in_turn
     # one record's first deliveries in version order - though the receiver answered some 500.
     webhooks = report.webhooks
     assert webhooks is not None
+    assert report.operations["link"] > 0  # linking events (a link's long id) are among those delivered
     assert webhooks.expected > 0 and webhooks.lost == 0, webhooks.examples
     assert webhooks.delivered == webhooks.expected
     assert webhooks.answered_500 > 0

@@ -2,8 +2,8 @@
 
 Setup (through the gateway, like an administrator): per kind, four stages of its own
 (``W1``/``W2`` to work in, ``H`` the hand-off, ``Q`` where automation puts a handed-off
-record), a source that triggers watch (``S``) and one they do not (``N``), two groups, and
-three triggers whose conditions name ``S``:
+record), a source that triggers watch (``S``) and one they do not (``N``), two groups, a
+contact role (``R``), and three triggers whose conditions name ``S``:
 
 - ``created`` -> ``add_to_group`` G1;
 - ``stage_changed`` to ``H`` -> ``set_stage`` ``Q``;
@@ -11,7 +11,9 @@ three triggers whose conditions name ``S``:
 
 Each client creates records (a POST with an ``Idempotency-Key``, retried with the same key and
 body until it gets an answer) and moves its own records through ``W1``/``W2`` and finally to
-``H`` (a PATCH with ``If-Match``). When a PATCH gets no clear answer (412, 5xx, a dropped
+``H`` (a PATCH with ``If-Match``); now and then it links its contact (one per client) to one
+of its records (at most once each, a POST with an ``Idempotency-Key``): linking events, which
+the webhooks receiver must get too. When a PATCH gets no clear answer (412, 5xx, a dropped
 connection) the client reads the record's stage history and decides from the number of
 user moves in it whether its change was applied, so every move is made exactly once. After
 the hand-off a client never touches the record again: only the triggers change it, so the
@@ -64,6 +66,7 @@ class KindSetup:
     other_source: str  # N: no trigger fires for these records
     created_group: str  # G1
     qualified_group: str  # G2
+    role: str  # R: the role of the clients' contacts on records
     triggers: dict[str, str] = field(default_factory=dict)  # created, handoff, qualified -> trigger id
 
     @property
@@ -83,6 +86,7 @@ class RecordLedger:
     user_moves: int = 0  # stage changes the client made (beyond creation)
     moves_planned: int = 0  # W1/W2 moves before the hand-off
     handed_off: bool = False
+    linked: bool = False  # the client's contact is on it
 
 
 @dataclass
@@ -226,7 +230,7 @@ def configure(api: Api, tag: str) -> dict[str, KindSetup]:
             "names": {"en": f"Chaos {code} {tag}"}, "code": f"CH{tag}{code}", "index": 900 + n})["id"])
             for n, code in enumerate(("W1", "W2", "H", "Q"))}
         setups[kind] = KindSetup(kind, stages, entry("sources", "S"), entry("sources", "N"),
-                                 entry("groups", "G1"), entry("groups", "G2"))
+                                 entry("groups", "G1"), entry("groups", "G2"), entry("roles", "R"))
     for kind, setup in setups.items():
         watched = {"source_id": setup.watched_source}
         rules = {
@@ -281,6 +285,7 @@ class Client:
         self.records: list[RecordLedger] = []
         self.active: list[RecordLedger] = []
         self.serial = 0
+        self.contact: str | None = None  # made at the first link
         self.error: BaseException | None = None
 
     @property
@@ -299,6 +304,8 @@ class Client:
         roll = self.random.random()
         if roll < 0.01:
             self.catalogue_write()
+        elif roll < 0.06 and any(not r.linked for r in self.active):
+            self.link(self.random.choice([r for r in self.active if not r.linked]))
         elif len(self.active) < 3 or roll < 0.25:
             self.create()
         else:
@@ -376,6 +383,18 @@ class Client:
         items = self.api.until_answered("GET", f"{path}/stage-history", lambda r: r.status_code == 200,
                                         own="history_read").json()["items"]
         return sum(1 for item in items if item["cause"] == "user" and item["from_stage_id"] is not None)
+
+    def link(self, record: RecordLedger) -> None:
+        """Put the client's contact on ``record`` (the linking service knows the record from Kafka:
+        with the token, at once; 409/422 would mean "not yet" and are asked again)."""
+        if self.contact is None:
+            self.contact = str(_post_until_known(self.api, "/v1/contacts", {
+                "first_name": "Chaos", "last_name": f"{self.tag} c{self.number}"})["id"])
+        setup = self.setups[record.kind]
+        _post_until_known(self.api, f"/v1/{setup.plural}/{record.id}/contacts",
+                          {"contact_id": self.contact, "role_id": setup.role})
+        record.linked = True
+        self.stats.operations["link"] += 1
 
     def catalogue_write(self) -> None:
         """A new attribute: catalogue events go on while the copies are being checked."""
