@@ -10,15 +10,11 @@ import uuid
 from typing import Any
 
 import pytest
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
+from crm_devstack.migration_testing import Migrations
 from crm_kit.db import Database
-from crm_kit.migrations import alembic_config
-from crm_kit.service import find_service
 from crm_linking.tables import activities, catalogue_view, contacts, record_contacts, record_views
 
 pytestmark = pytest.mark.integration
@@ -31,11 +27,8 @@ def _audit() -> dict[str, Any]:
 
 
 def test_0002_backfills_exclusive_roles_and_offices(any_db_url: str) -> None:
-    spec = find_service("linking")
-    assert spec.migrations is not None
-    config = alembic_config(any_db_url, spec.migrations, spec.metadata)
-    command.upgrade(config, "linking_0001")
-    command.upgrade(config, "kit@head")
+    migrations = Migrations("linking", any_db_url)
+    migrations.start_at("linking_0001")
     db = Database(any_db_url)
     try:
         roles = {code: str(uuid.uuid4()) for code in ("MAIN", "SIGN", "OTHER")}
@@ -70,7 +63,7 @@ def test_0002_backfills_exclusive_roles_and_offices(any_db_url: str) -> None:
                     id=acts[name], type="note", subject=name, lead_id=lead_id, opportunity_id=opportunity_id,
                     **_audit()))
 
-        command.upgrade(config, "heads")
+        migrations.upgrade()
 
         with db.transaction() as s:
             rows = s.execute(select(record_contacts.c.record_id, record_contacts.c.contact_id,
@@ -93,11 +86,9 @@ def test_0002_backfills_exclusive_roles_and_offices(any_db_url: str) -> None:
                       .values(role_id=roles["SIGN"], exclusive_role="SIGN"))
 
         # The tables of the code and of the migrations agree.
-        with db.engine.connect() as connection:
-            diff = compare_metadata(MigrationContext.configure(connection), spec.metadata)
-        assert diff == [], diff
+        assert migrations.differences(db) == []
 
-        command.downgrade(config, "linking_0001")  # and back: role-less links cannot stay
+        migrations.downgrade("linking_0001")  # and back: role-less links cannot stay
         with db.transaction() as s:
             assert s.execute(select(record_contacts.c.contact_id).where(record_contacts.c.record_id == lead)
                              .order_by(record_contacts.c.contact_id)).scalars().all() == sorted(
