@@ -132,8 +132,8 @@ class ChaosReport:
         v = self.verification
         lines = [
             f"chaos run: {self.total_operations} operations by concurrent clients in {self.seconds:.0f} s "
-            f"({ops['create']} creates, {ops['stage_change']} stage changes, {ops['catalogue_write']} catalogue "
-            "writes)",
+            f"({ops['create']} creates, {ops['stage_change']} stage changes, {ops['link']} contacts linked, "
+            f"{ops['catalogue_write']} catalogue writes)",
         ]
         if v is not None:
             lines.append(
