@@ -99,6 +99,18 @@ class Console:
         return sorted(items, key=lambda s: s.get("index", 0))
 
     # -- checks ---------------------------------------------------------------------------------
+    def assert_administrators_only(self, page: Page, link: str, paths: tuple[str, ...]) -> None:
+        """A marketing user (signed in here, in an office of their own) sees no ``link`` in the main
+        navigation, and each of ``paths`` answers them 403."""
+        tag = uuid.uuid4().hex[:8]
+        self.sign_in(page, f"u-{tag}", f"o-{tag}", "marketing")
+        nav = page.get_by_role("navigation", name="Main")
+        expect(nav.get_by_role("link", name="Leads", exact=True)).to_be_visible()
+        expect(nav.get_by_role("link", name=link)).to_have_count(0)
+        for path in paths:
+            response = page.goto(self.url + path)
+            assert response is not None and response.status == 403, path
+
     def assert_accessible(self, page: Page, screen: str) -> None:
         """axe-core on the page as it is: no serious or critical violation."""
         results = self._axe.run(page)

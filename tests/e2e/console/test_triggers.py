@@ -141,14 +141,7 @@ def test_a_trigger_made_from_a_board_column_fires_logs_and_dry_runs(page: Page, 
 
 
 def test_a_non_administrator_sees_no_triggers(page: Page, console: Any) -> None:
-    tag = uuid.uuid4().hex[:8]
-    console.sign_in(page, f"u-{tag}", f"o-{tag}", "marketing")
-    nav = page.get_by_role("navigation", name="Main")
-    expect(nav.get_by_role("link", name="Leads", exact=True)).to_be_visible()
-    expect(nav.get_by_role("link", name="Triggers")).to_have_count(0)
-    for path in ("/triggers", "/triggers/new", "/triggers/executions"):
-        response = page.goto(console.url + path)
-        assert response is not None and response.status == 403, path
+    console.assert_administrators_only(page, "Triggers", ("/triggers", "/triggers/new", "/triggers/executions"))
     page.goto(console.url + "/leads")
     expect(page.get_by_text("Column menu")).to_have_count(0)
     expect(page.get_by_role("link", name="When a record enters this stage…")).to_have_count(0)

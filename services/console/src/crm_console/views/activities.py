@@ -27,6 +27,7 @@ from crm_console.gateway import ApiError
 from crm_console.kinds import KINDS as RECORD_KINDS
 from crm_console.kinds import Kind
 from crm_console.session import caller, can, gateway, login_required
+from crm_console.times import api_time
 
 bp = Blueprint("activities", __name__)
 
@@ -46,11 +47,8 @@ def _require(permission: str) -> None:
 
 def to_input(value: str | None) -> str:
     """An API timestamp as a ``datetime-local`` value (UTC, to the minute)."""
-    if not value:
-        return ""
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
+    parsed = api_time(value)
+    if parsed is None:
         return ""
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(UTC)

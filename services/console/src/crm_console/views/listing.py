@@ -13,7 +13,6 @@ template visible at the record's stage.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, render_template, request
@@ -25,6 +24,7 @@ from crm_console import catalogue
 from crm_console.gateway import ApiError
 from crm_console.kinds import Kind
 from crm_console.session import caller, can, gateway, login_required, permitted_kind
+from crm_console.times import api_time
 
 bp = Blueprint("listing", __name__)
 
@@ -41,13 +41,8 @@ ACTIONS = {  # the API's bulk actions: label, the argument they need
 @bp.app_template_filter("when")
 def when(value: Any) -> str:
     """An API timestamp (ISO 8601) in the person's locale."""
-    if not value:
-        return ""
-    try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return str(value)
-    return format_datetime(moment, "short")
+    moment = api_time(value)
+    return format_datetime(moment, "short") if moment is not None else str(value or "")
 
 
 def actions_for(kind: Kind) -> list[tuple[str, Any]]:

@@ -18,7 +18,6 @@ the API's bytes through. Every call is the signed-in person's: the API decides w
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -44,6 +43,7 @@ from crm_console import catalogue
 from crm_console.gateway import ApiError
 from crm_console.kinds import Kind, kind_of
 from crm_console.session import caller, can, gateway, login_required, permitted_kind
+from crm_console.times import api_time
 
 bp = Blueprint("record_tabs", __name__)
 
@@ -120,13 +120,8 @@ def record_url(records: str, record_id: str, **params: str) -> str:
 
 
 def _when(value: Any, fmt: str = "short") -> str:
-    if not value:
-        return ""
-    try:
-        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return str(value)
-    return format_datetime(parsed, fmt)
+    parsed = api_time(value)
+    return format_datetime(parsed, fmt) if parsed is not None else str(value or "")
 
 
 def _size(value: Any) -> str:

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -27,6 +27,7 @@ from flask_babel import ngettext
 
 from crm_console.gateway import ApiError
 from crm_console.session import caller, gateway, permission_guard
+from crm_console.times import api_time
 from crm_console.views.activities import from_input
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -62,12 +63,9 @@ bp.before_request(permission_guard(PERMISSION))
 @bp.app_template_filter("logged_at")
 def logged_at(value: str | None) -> str:
     """An API timestamp in UTC to the second (a delivery's attempts may be seconds apart)."""
-    if not value:
-        return ""
-    try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return str(value)
+    moment = api_time(value)
+    if moment is None:
+        return str(value or "")
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%d %H:%M:%S") + " UTC"
