@@ -78,3 +78,16 @@ def test_a_read_model_still_behind_after_the_wait_is_stale_or_unavailable(edge):
     strict = client.get("/v1/notes", headers=required(5, wait=0.05))
     assert strict.status_code == 503 and strict.headers["Retry-After"] == str(consistency.RETRY_AFTER_SECONDS)
     assert strict.content_type == "application/problem+json"
+
+
+def test_an_answer_says_when_no_copy_had_a_part_in_it(edge):
+    """``Crm-Copies: none`` tells the gateway a refusal is final: here, a body refused before the wait
+    for the read models. An answer after the wait says nothing (a copy may have had its part)."""
+    client, db = edge
+    apply(db, "first", 1)
+    refused = client.post("/v1/notes", json={"title": ""}, headers=required(1))
+    assert refused.status_code == 422 and refused.headers[consistency.COPIES] == "none"
+    listed = client.get("/v1/notes", headers=required(1))
+    assert listed.status_code == 200 and consistency.COPIES not in listed.headers
+    missing = client.get(f"/v1/notes/{uuid.uuid4()}", headers=required(1))
+    assert missing.status_code == 404 and consistency.COPIES not in missing.headers

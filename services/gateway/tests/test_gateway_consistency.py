@@ -50,6 +50,7 @@ class Owners:
     def __init__(self) -> None:
         self.written = 0
         self.refusals = 0  # POSTs to refuse with 422 (a copy that does not know a reference yet)
+        self.read_no_copy = False  # the refusals say no copy had a part in them (Crm-Copies: none)
         self.asked: list[str] = []
         self.required: list[dict] = []
         app = Flask("owners")
@@ -66,7 +67,8 @@ class Owners:
             self.required.append(json.loads(request.headers.get("Crm-Require-Offsets") or "{}"))
             if request.method == "POST" and self.refusals:
                 self.refusals -= 1
-                return Response('{"status": 422}', status=422, mimetype="application/problem+json")
+                return Response('{"status": 422}', status=422, mimetype="application/problem+json",
+                                headers={"Crm-Copies": "none"} if self.read_no_copy else {})
             if request.method == "POST":
                 self.written += 1
                 return Response("{}", status=201, mimetype="application/json",
@@ -140,6 +142,26 @@ def test_a_tokenless_post_goes_at_once_and_only_a_refusal_waits_for_the_latest_w
     owners.asked.clear()
     assert gateway.post("/v1/contacts/bulk", json={"items": []}, headers=auth()).status_code == 201
     assert owners.asked == ["", "", ""] and owners.required[-1] == {"crm.leads.v1": {"0": 2}}
+
+
+def test_a_refusal_that_read_no_copy_is_final(make_gateway, owners):
+    """Invalid input, or a route of the service's own data (webhook subscriptions): asking again after
+    the latest writes would get the same, and an owner slow to answer would turn it into a 503."""
+    gateway = make_gateway(owners.server.url).test_client()
+    value = gateway.post("/v1/leads", json={"title": "x"}, headers=auth()).headers[TOKEN_HEADER]
+    owners.asked.clear()
+    owners.required.clear()
+    owners.refusals, owners.read_no_copy = 2, True
+    for headers in ({**auth(), TOKEN_HEADER: value}, auth()):  # with a token, and a tokenless POST
+        gateway.set_cookie(COOKIE, "")
+        r = gateway.post("/v1/leads/l1/contacts", json={"x": 1}, headers=headers)
+        assert r.status_code == 422 and "Crm-Copies" not in r.headers  # the client sees the refusal, not the header
+    assert len(owners.required) == 2  # each sent once: not asked again
+    assert "" not in owners.asked  # nobody asked for every change committed so far
+    owners.refusals, owners.read_no_copy = 1, False  # a refusal that may come from a lagging copy: asked again
+    gateway.set_cookie(COOKIE, "")
+    assert gateway.post("/v1/leads/l1/contacts", json={"x": 2}, headers=auth()).status_code == 201
+    assert len(owners.required) == 4 and owners.asked.count("") == 3
 
 
 def test_a_path_with_a_line_break_is_404_not_405(make_gateway, echo):

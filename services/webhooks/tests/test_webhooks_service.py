@@ -288,8 +288,9 @@ def test_subscriptions_answer_at_once_while_the_event_copy_is_behind(env):
               consistency.REQUIRE_MODE: consistency.STRICT, consistency.REQUIRE_WAIT: "0.05"}
     r = env.client.post("/v1/webhooks", json={"url": "https://203.0.113.9/x", "event_types": ["*"]}, headers=behind)
     assert r.status_code == 422  # 203.0.113.0/24 is documentation space, not public: refused, but at once
+    assert r.headers[consistency.COPIES] == "none"  # final: the gateway passes it on, asks nobody again
     r = env.client.get("/v1/webhooks", headers=behind)
-    assert r.status_code == 200
+    assert r.status_code == 200 and r.headers[consistency.COPIES] == "none"
     with env.db.transaction() as s:
         s.execute(subscriptions.insert().values(
             id="s1", url="https://example.com/x", event_types=["*"], description="", active=True, office_id="o1",
@@ -300,7 +301,7 @@ def test_subscriptions_answer_at_once_while_the_event_copy_is_behind(env):
     r = env.client.post("/v1/webhooks/s1/replay", json={"since": "2026-01-01T00:00:00Z"}, headers=behind)
     assert r.status_code == 202
     r = env.client.get("/v1/events", headers=behind)
-    assert r.status_code == 503 and r.headers["Retry-After"]
+    assert r.status_code == 503 and r.headers["Retry-After"] and consistency.COPIES not in r.headers
 
 
 def test_a_batch_is_taken_in_as_its_events_one_by_one(any_db_url, resolver):

@@ -41,6 +41,10 @@ REQUIRE_WAIT = "Crm-Require-Wait"
 # Service -> gateway: the newest outbox id this request wrote; the answer is not as fresh as asked.
 WRITTEN = "Crm-Written"
 STALE = "Crm-Stale"
+# Service -> gateway: "none" when the answer consulted none of the service's read models (a route
+# of its own data alone, or a refusal of the request before any copy was read), so a refusal in it
+# is final: asking again after the latest writes would get the same.
+COPIES = "Crm-Copies"
 
 STRICT, LENIENT = "strict", "lenient"
 RETRY_AFTER_SECONDS = 1

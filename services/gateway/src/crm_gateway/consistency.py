@@ -25,7 +25,9 @@ a 200, wait first.
 **Never a false 404/409/422.** When a request carrying a token (or a tokenless POST) is refused with one of those
 (it may be about someone else's recent write, which the token does not cover), the gateway
 asks again, waiting for every row committed so far; a refusal from a service that was still
-behind becomes 503 with ``Retry-After``. Refusals write nothing, so asking again is safe.
+behind becomes 503 with ``Retry-After``. Refusals write nothing, so asking again is safe. A
+refusal that says it read no copy (``Crm-Copies: none``: invalid input, or a route of the
+service's own data such as a webhook subscription) is final and goes to the client as it is.
 """
 
 from __future__ import annotations
@@ -279,8 +281,8 @@ class Consistency:
                                     body=body())
 
         resp = attempt(plan)
-        if resp.status_code not in REPAIRABLE or not sources_of(service):
-            return resp
+        if resp.status_code not in REPAIRABLE or not sources_of(service) or resp.headers.get(kit.COPIES) == "none":
+            return resp  # not a refusal, or one that no copy had a part in: final
         if (token is not None or lazy) and replayable:
             resp.close()
             metrics.CONSISTENCY_REPAIRS.labels(service).inc()

@@ -312,6 +312,7 @@ def _make_view(route: Route) -> Callable[..., Response]:
         ctx = RequestContext(route)
         kit = ctx.kit
         consistency.start_request()
+        g.crm_reads_copies = False  # until the wait for the read models (crm_kit.consistency.COPIES)
         if not route.public:
             ctx.identity = kit.verifier.identity_from_header(request.headers.get("Authorization"))
             g.crm_identity = ctx.identity
@@ -327,6 +328,7 @@ def _make_view(route: Route) -> Callable[..., Response]:
         if route.body is not None:
             ctx.body = _load_body(route)
         if route.read_models:
+            g.crm_reads_copies = True
             _await_read_models()
 
         key = request.headers.get(idem.HEADER) if route.idempotent else None

@@ -166,6 +166,8 @@ def _install_edge_rules(app: Flask, service: str) -> None:
             resp.headers.setdefault(name, value)
         if g.get("crm_stale"):  # answered from copies older than the gateway asked for (errors too)
             resp.headers[consistency.STALE] = "true"
+        if g.get("crm_reads_copies") is False:  # a kit route that read no copy (other routes: unknown)
+            resp.headers[consistency.COPIES] = "none"
         languages = g.get("crm_languages")
         if languages is not None:  # names resolved from Accept-Language (RequestContext.language)
             resp.vary.add("Accept-Language")
