@@ -172,15 +172,19 @@ def take_in(session: Session, pending: list[PublicEvent]) -> int:
                                    for seq, (e, office) in zip(seqs, taken, strict=True)])
 
 
-def _passing(session: Session, text_: str, kind: str, seqs: list[int]) -> set[int]:
-    """Which of ``seqs`` (``kind`` events) the filter ``text_`` holds on."""
-    condition = filters.applies(text_, kind)
-    if condition is None:
-        return set(seqs)
-    found: set[int] = set()
-    for chunk in _chunks(seqs):
-        found.update(session.execute(select(events.c.seq).where(events.c.seq.in_(chunk), condition)).scalars())
-    return found
+def _refused(session: Session, text_: str | None, queued: Sequence[Queued]) -> set[int]:
+    """The seqs of the record events among ``queued`` that the filter ``text_`` (if any) does not hold on."""
+    refused: set[int] = set()
+    for kind in RECORD_KINDS:
+        seqs = [q.seq for q in queued if q.entity == kind]
+        condition = filters.applies(text_, kind) if seqs else None
+        if condition is None:
+            continue
+        refused.update(seqs)
+        for chunk in _chunks(seqs):
+            refused.difference_update(session.execute(
+                select(events.c.seq).where(events.c.seq.in_(chunk), condition)).scalars())
+    return refused
 
 
 def enqueue(session: Session, subs: Sequence[Any], queued: Sequence[Queued]) -> int:
@@ -190,11 +194,8 @@ def enqueue(session: Session, subs: Sequence[Any], queued: Sequence[Queued]) -> 
     for sub in subs:
         mine = [q for q in queued
                 if wants(sub, q.type) and visible_to(q.office_id, sub.office_id, sub.all_offices)]
-        if sub.filter and sub.filter.strip():
-            passing: set[int] = set()
-            for kind in RECORD_KINDS:
-                passing |= _passing(session, sub.filter, kind, [q.seq for q in mine if q.entity == kind])
-            mine = [q for q in mine if q.entity not in RECORD_KINDS or q.seq in passing]
+        refused = _refused(session, sub.filter, mine)
+        mine = [q for q in mine if q.seq not in refused]
         rows += [{"subscription_id": sub.id, "event_seq": q.seq, "event_id": q.event_id, "event_type": q.type,
                   "ordering_key": q.ordering_key, "state": "pending", "attempts": 0, "next_attempt_at": now,
                   "created_at": now} for q in mine]
