@@ -44,7 +44,12 @@ def migrate(spec: ServiceSpec, settings: Settings) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+GUNICORN = ["-m", "gunicorn", "-c", "python:crm_kit.web.gunicorn_conf", "crm_kit.cli:wsgi()"]
+
+
+def main(argv: list[str] | None = None, *, in_process: bool = False) -> int:
+    """Run one command. ``in_process``: an api's gunicorn runs in this process instead of replacing
+    it (a process forked from a fork server that imported the libraries: it keeps sharing them)."""
     parser = argparse.ArgumentParser(prog="crm-service", description=__doc__)
     parser.add_argument("service", help=f"one of: {', '.join(installed_services()) or '(none installed)'}")
     parser.add_argument("command", choices=["api", "worker", "migrate"])
@@ -76,12 +81,17 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["CRM_BIND"] = args.bind
     if args.workers:
         os.environ["CRM_WEB_CONCURRENCY"] = str(args.workers)
+    if in_process:
+        # No build first: it would stay in the master as a second copy of the app. A configuration
+        # error then stops the worker's boot, and gunicorn's master exits with its traceback logged.
+        from gunicorn.app.wsgiapp import run
+
+        sys.argv = ["gunicorn", *GUNICORN[2:]]
+        run(prog="gunicorn")  # exits (SystemExit) when the master stops
+        return 0  # pragma: no cover - gunicorn's master ends with sys.exit
     # Build once here so configuration errors fail before gunicorn forks workers.
     spec.build_app(settings)
-    os.execvp(  # noqa: S606 - replaces this process with gunicorn, no shell involved
-        sys.executable,
-        [sys.executable, "-m", "gunicorn", "-c", "python:crm_kit.web.gunicorn_conf", "crm_kit.cli:wsgi()"],
-    )
+    os.execvp(sys.executable, [sys.executable, *GUNICORN])  # noqa: S606 - replaces this process, no shell
     return 0  # pragma: no cover - exec does not return
 
 

@@ -16,11 +16,23 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from .errors import DevstackError
 
 _PR_SET_PDEATHSIG = 1
+
+
+class Process(Protocol):
+    """What the helpers here need of a started process: ``subprocess.Popen`` has it, and so has a
+    process forked from the fork server (``crm_devstack.forked.ForkedProcess``)."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
 
 
 def tail_file(path: Path, lines: int = 40, *, start: int = 0) -> str:
@@ -105,13 +117,13 @@ def signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
-def wait_exit(target: subprocess.Popen[bytes] | int, timeout: float) -> bool:
+def wait_exit(target: Process | int, timeout: float) -> bool:
     """Wait up to `timeout` seconds for a process to end; return True when it has.
 
     A Popen is waited for (which also reaps it); a bare pid, a process some other
     program started, is polled.
     """
-    if isinstance(target, subprocess.Popen):
+    if not isinstance(target, int):
         try:
             target.wait(timeout=max(timeout, 0))
         except subprocess.TimeoutExpired:
@@ -125,14 +137,14 @@ def wait_exit(target: subprocess.Popen[bytes] | int, timeout: float) -> bool:
     return True
 
 
-def terminate_group(target: subprocess.Popen[bytes] | int, timeout: float) -> bool:
+def terminate_group(target: Process | int, timeout: float) -> bool:
     """Stop a process started in its own session: SIGTERM its group, then SIGKILL.
 
     Returns True when it ended within `timeout` seconds of SIGTERM, False when it had
     to be killed. Never waits more than `timeout` + 10 seconds.
     """
-    pid = target.pid if isinstance(target, subprocess.Popen) else target
-    if isinstance(target, subprocess.Popen) and target.poll() is not None:
+    pid = target if isinstance(target, int) else target.pid
+    if not isinstance(target, int) and target.poll() is not None:
         # The leader is gone; make sure nothing it left in its group survives.
         signal_group(pid, signal.SIGKILL)
         return True

@@ -24,6 +24,8 @@ from typing import IO, Any, TextIO
 import requests
 
 from .errors import DevstackError
+from .forked import NAME as FORKSERVER
+from .forked import ForkServer
 from .kafka import KAFKA_VERSION, KafkaBroker, cached_kafka_jars, ensure_kafka_jars, stop_from_pid_file
 from .ports import port_accepts, port_in_use
 from .processes import (
@@ -436,6 +438,7 @@ class LocalStack:
         self.config = config
         self.group = ProcessGroup(die_with_parent=True)
         self.broker: KafkaBroker | None = None
+        self.forkserver: ForkServer | None = None
 
     def run(self, ready_timeout: float = READY_TIMEOUT) -> int:
         """Start Kafka, migrate, start every api and worker, wait for the gateway, supervise.
@@ -536,6 +539,8 @@ class LocalStack:
             )
             _say(f"{name}: migrated in {time.monotonic() - began:.1f} s")
 
+        # The services' processes are forks of one process that imported their libraries once.
+        self.forkserver = ForkServer.start(self.group, config.log_path(FORKSERVER), cwd=config.root)
         for name in ALL_SERVICES:
             bind = f"127.0.0.1:{config.api_ports[name]}"
             self._add(f"{name}-api", [str(config.service_bin), name, "api", "--bind", bind], name, "api")
@@ -553,7 +558,8 @@ class LocalStack:
 
     def _add(self, process: str, argv: list[str], name: str, role: str) -> None:
         env = embedded_env(service_env(self.config, name, role))
-        self.group.add(process, argv, env, self.config.log_path(process), cwd=self.config.root)
+        spawn = self.forkserver.spawn if self.forkserver is not None else None
+        self.group.add(process, argv, env, self.config.log_path(process), cwd=self.config.root, spawn=spawn)
         self._write_state()
 
     def _write_state(self) -> None:

@@ -9,14 +9,20 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import requests
 
 from .errors import DevstackError
-from .processes import describe_exit, die_with_parent, signal_group, tail_file, terminate_group
+from .processes import Process, describe_exit, die_with_parent, signal_group, tail_file, terminate_group
 
 # Signals after which a child is expected to be gone: check() does not report it.
 _ENDING_SIGNALS = {signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
+
+
+Spawn = Callable[[Sequence[str], Mapping[str, str] | None, IO[bytes], Path | None], Process]
+"""Starts a program (argv, complete environment or None, the log to append to, cwd) in a session of
+its own, or raises OSError: ``subprocess.Popen`` by default, ``crm_devstack.forked`` for forks."""
 
 
 @dataclass
@@ -26,7 +32,9 @@ class _Child:
     env: dict[str, str] | None
     log_path: Path
     cwd: Path | None
-    proc: subprocess.Popen[bytes] | None = None
+    spawn: Spawn | None = None
+    pass_fds: tuple[int, ...] = ()
+    proc: Process | None = None
     # True once we stopped or deliberately signalled it: its exit is no failure.
     exit_expected: bool = False
     # Where the current run's output starts in the (appended) log.
@@ -54,16 +62,22 @@ class ProcessGroup:
         env: Mapping[str, str] | None,
         log_path: Path,
         cwd: Path | None = None,
-    ) -> subprocess.Popen[bytes]:
-        """Start `argv` as child `name` and return its Popen.
+        *,
+        spawn: Spawn | None = None,
+        pass_fds: tuple[int, ...] = (),
+    ) -> Process:
+        """Start `argv` as child `name` and return its Popen (or what `spawn` returned).
 
         `env` is the child's complete environment (None: inherit ours). Output
-        (stdout and stderr) is appended to `log_path` after a header line. Raises
-        DevstackError when the name is taken or the program cannot be executed.
+        (stdout and stderr) is appended to `log_path` after a header line. `spawn`
+        starts it instead of `subprocess.Popen` (and again on a restart); `pass_fds`
+        are kept open in a Popen's child. Raises DevstackError when the name is taken
+        or the program cannot be executed.
         """
         if name in self._children:
             raise DevstackError(f"A child named {name!r} already exists in this process group.")
-        child = _Child(name, list(argv), dict(env) if env is not None else None, Path(log_path), cwd)
+        child = _Child(name, list(argv), dict(env) if env is not None else None, Path(log_path), cwd, spawn,
+                       tuple(pass_fds))
         self._spawn(child)
         self._children[name] = child
         return child.proc  # type: ignore[return-value]
@@ -129,7 +143,7 @@ class ProcessGroup:
             terminate_group(child.proc, timeout)
 
     def restart(self, name: str, timeout: float = 10, *,
-                env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+                env: Mapping[str, str] | None = None) -> Process:
         """Stop child `name` if it runs, start it again with the same command; return the new Popen.
 
         `env`, when given, is the child's new complete environment, for this run and later ones.
@@ -171,16 +185,20 @@ class ProcessGroup:
             log.write(f"\n=== {stamp} starting {child.name}: {' '.join(child.argv)} ===\n".encode())
             log.flush()
             try:
-                child.proc = subprocess.Popen(
-                    child.argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=child.env,
-                    cwd=child.cwd,
-                    start_new_session=True,
-                    preexec_fn=die_with_parent() if self._die_with_parent else None,
-                )
+                if child.spawn is not None:
+                    child.proc = child.spawn(child.argv, child.env, log, child.cwd)
+                else:
+                    child.proc = subprocess.Popen(
+                        child.argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=child.env,
+                        cwd=child.cwd,
+                        start_new_session=True,
+                        preexec_fn=die_with_parent() if self._die_with_parent else None,
+                        pass_fds=child.pass_fds,
+                    )
             except OSError as exc:
                 raise DevstackError(f"Cannot start {child.name}: {' '.join(child.argv)}: {exc}") from exc
         child.exit_expected = False
