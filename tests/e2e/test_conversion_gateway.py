@@ -330,7 +330,7 @@ def test_a_killed_opportunities_worker_leaves_nothing_half_done(platform, roles)
     for envelope in (event, again):
         partition, offset = _deliver_again(platform, envelope)
         _consumed(platform, "opportunities", "opportunities.conversions", partition, offset)
-        _consumed(platform, "linking", "linking.reactions", partition, offset)
+        _consumed(platform, "linking", "linking.records", partition, offset)
     # Exactly once: the opportunity, its version, every carried link.
     assert [o["id"] for o in c.items(f"/v1/opportunities?lead_id={lead.id}")] == [opportunity_id]
     assert c.get(location)["version"] == opportunity.json()["version"]

@@ -43,8 +43,8 @@ from crm_kit.web import issue_token
 from crm_kit.web.auth import DEFAULT_ROLE_PERMISSIONS
 from crm_linking import links
 from crm_linking.link_routes import build_links_api
-from crm_linking.reactions import REACTIONS, reactions_handler
-from crm_linking.records import apply_record_event
+from crm_linking.reactions import reactions_handler
+from crm_linking.records import RECORDS, apply_record_event
 from crm_linking.tables import (
     activities,
     catalogue_view,
@@ -54,6 +54,7 @@ from crm_linking.tables import (
     placements,
     record_contacts,
     record_job_orders,
+    record_views,
     timeline,
 )
 
@@ -199,7 +200,17 @@ def test_the_api_is_registered_once_and_documented(linking):
         assert path in paths, path
     operation_ids = [op["operationId"] for item in paths.values() for op in item.values()]
     assert len(operation_ids) == len(set(operation_ids))
-    assert REACTIONS.name == "reactions" and REACTIONS.topics == ["crm.leads.v1", "crm.opportunities.v1"]
+    assert RECORDS.name == "records" and RECORDS.topics == ["crm.leads.v1", "crm.opportunities.v1"]
+
+
+def test_the_records_consumer_takes_an_event_into_the_view_and_reacts_in_one_pass(linking):
+    """One consumer group for the record topics: the read model and the timeline from one delivery."""
+    state = PipelineRecord(id=str(uuid.uuid4()), kind="lead", title="One pass", owner_id="u1", office_id="o1",
+                           stage_id="stage-new", version=1)
+    with linking.db.transaction() as s:
+        RECORDS.handler(s, new_envelope("lead.created", "lead", state.id, 1, state))
+    assert linking.count(record_views, record_views.c.id == state.id) == 1
+    assert [entry.type for entry in linking.timeline("lead", state.id)] == ["created"]
 
 
 def test_a_write_answers_with_the_last_outbox_row_it_wrote(linking):

@@ -1,5 +1,6 @@
 """linking_0002 on a database that linking_0001 filled (SQLite and PostgreSQL): role-less links,
 one MAIN and one SIGN per record from then on, and the activities' office, backfilled sensibly.
+linking_0005: the record topics' two consumer groups become one, at the lower position.
 The tables the code defines and the ones the migrations make agree (Alembic finds no difference).
 """
 
@@ -14,6 +15,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from crm_devstack.migration_testing import Migrations
+from crm_events.topics import CATALOGUE, LEADS, OPPORTUNITIES
+from crm_kafka.consumer import INBOX, OFFSETS
 from crm_kit.db import Database
 from crm_linking.tables import activities, catalogue_view, contacts, record_contacts, record_views
 
@@ -93,5 +96,47 @@ def test_0002_backfills_exclusive_roles_and_offices(any_db_url: str) -> None:
             assert s.execute(select(record_contacts.c.contact_id).where(record_contacts.c.record_id == lead)
                              .order_by(record_contacts.c.contact_id)).scalars().all() == sorted(
                 [people["bob"], people["cas"], people["eve"]])
+    finally:
+        db.dispose()
+
+
+def test_0005_records_takes_over_reactions_at_the_lower_position(any_db_url: str) -> None:
+    """Every event either consumer had not applied yet is applied again (by both halves, each
+    idempotent); nothing of ``reactions`` is left to hold reads that wait for the record topics."""
+    migrations = Migrations("linking", any_db_url)
+    migrations.start_at("linking_0004")
+    db = Database(any_db_url)
+    records, reactions, catalogue = "linking.records", "linking.reactions", "linking.catalogue"
+    try:
+        with db.transaction() as s:
+            s.execute(insert(OFFSETS), [
+                {"consumer": records, "topic": LEADS, "partition": 0, "next_offset": 10},
+                {"consumer": records, "topic": LEADS, "partition": 1, "next_offset": 5},
+                {"consumer": records, "topic": OPPORTUNITIES, "partition": 0, "next_offset": 7},
+                {"consumer": reactions, "topic": LEADS, "partition": 0, "next_offset": 8},
+                {"consumer": reactions, "topic": LEADS, "partition": 1, "next_offset": 9},
+                {"consumer": catalogue, "topic": CATALOGUE, "partition": 0, "next_offset": 4}])
+            s.execute(insert(INBOX), [{"consumer": consumer, "event_id": str(uuid.uuid4()), "topic": LEADS,
+                                       "processed_at": NOW} for consumer in (records, records, reactions, catalogue)])
+
+        migrations.upgrade()
+
+        def positions() -> set[tuple[str, str, int, int]]:
+            with db.transaction() as s:
+                return {tuple(row) for row in s.execute(select(OFFSETS.c.consumer, OFFSETS.c.topic,
+                                                               OFFSETS.c.partition, OFFSETS.c.next_offset))}
+
+        def inboxes() -> list[str]:
+            with db.transaction() as s:
+                return sorted(s.execute(select(INBOX.c.consumer)).scalars())
+
+        # The opportunities' partition 0: reactions had no position (the beginning), so neither has.
+        assert positions() == {(records, LEADS, 0, 8), (records, LEADS, 1, 5), (catalogue, CATALOGUE, 0, 4)}
+        assert inboxes() == [catalogue]
+        assert migrations.differences(db) == []
+
+        migrations.downgrade("linking_0004")
+        assert positions() == {(records, LEADS, 0, 8), (records, LEADS, 1, 5), (reactions, LEADS, 0, 8),
+                               (reactions, LEADS, 1, 5), (catalogue, CATALOGUE, 0, 4)}
     finally:
         db.dispose()

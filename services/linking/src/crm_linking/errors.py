@@ -5,7 +5,7 @@ web edge answers it with the category's status (``crm_kit.web.problem``), its ``
 ``errors`` and extension members (``reason``, ``role_code``, ``linked_record_id``...). The
 words are the API contract's: a class builds them from what it names.
 
-The reactions consumer retries ``ChangedMeanwhile`` (``ConcurrentChange``): another transaction
+The records consumer (its reactions) retries ``ChangedMeanwhile`` (``ConcurrentChange``): another transaction
 made the change impossible for now, and the retry sees that change.
 """
 

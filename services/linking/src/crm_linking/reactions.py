@@ -1,7 +1,8 @@
 """How linking reacts to the records' events (``RECORD_TOPICS``: the leads' and the opportunities').
 
-A consumer group of its own ("reactions"), separate from the record-view updater
-(``records.apply_record_event``): each keeps its own offsets and inbox rows.
+They run in the worker's ``records`` consumer, after the record view has taken the same event
+(``records.RECORDS``), in the same transaction: one consumer group, one inbox row and one offset
+per event for both (two groups until linking_0005).
 
 - ``<kind>.deleted``: the record loses its links (events for each removed link); its
   activities stay, with ``lead_id``/``opportunity_id`` cleared (``linking.activity.updated``),
@@ -29,8 +30,7 @@ that already has another opportunity stays where it is (a job order links to at 
 opportunity), with a log line.
 
 The opportunity's main contact follows its own ``contact_id`` (``links.sync_main_contact``,
-from the records consumer): whichever of the two consumers comes first, the end state is the
-same.
+from the record view): whichever of the two events comes first, the end state is the same.
 """
 
 from __future__ import annotations
@@ -45,9 +45,7 @@ from sqlalchemy.orm import Session
 from crm.events.v1.envelope_pb2 import Envelope
 from crm_catalogue_view import CatalogueView
 from crm_events.envelope import record_state
-from crm_events.topics import RECORD_TOPICS
 from crm_kafka.consumer import Dispatch
-from crm_kafka.worker import ConsumerSpec
 from crm_kit.db import utcnow
 from crm_linking import journal
 from crm_linking.errors import ConcurrentChange
@@ -74,8 +72,6 @@ from crm_linking.tables import (
 )
 
 log = logging.getLogger(__name__)
-
-TOPICS = list(RECORD_TOPICS)
 
 
 def _subject(envelope: Envelope) -> tuple[str, str]:
@@ -249,6 +245,3 @@ for _kind in RECORD_KINDS:
     })
 # One record event's effects on links and timelines (other event types: ignored).
 reactions_handler = Dispatch(_HANDLERS)
-
-
-REACTIONS = ConsumerSpec("reactions", TOPICS, reactions_handler)

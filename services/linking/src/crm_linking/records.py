@@ -1,5 +1,6 @@
 """Linking's read model of leads and opportunities (``record_views``), kept from their events by
-the worker's ``records`` consumer (``RECORDS``).
+the worker's ``records`` consumer (``RECORDS``), which then reacts to the same event
+(``reactions.py``: timelines, deletions, conversions) in the same transaction.
 
 Every record event carries the record after the change: the newest state of each record is
 kept and a deleted record is forgotten - the kit's one implementation of that
@@ -21,6 +22,7 @@ from crm_kafka.record_view import RecordView
 from crm_kit.db import utcnow
 from crm_linking.journal import actor_id, occurred_at
 from crm_linking.links import RECORD_KINDS, sync_main_contact
+from crm_linking.reactions import reactions_handler
 from crm_linking.tables import record_views
 
 
@@ -44,4 +46,12 @@ def apply_record_event(session: Session, envelope: Envelope) -> None:
                           causation_id=envelope.event_id, at=occurred_at(envelope), event_id=envelope.event_id)
 
 
-RECORDS = RECORD_VIEWS.consumer("records", apply_record_event)
+def take_record_event(session: Session, envelope: Envelope) -> None:
+    """The worker's one handler of record events: the read model first, then the reactions. One
+    consumer group for both halves the polls, decodes, inbox rows and offsets per event (linking
+    read the record topics in two groups, ``records`` and ``reactions``, until linking_0005)."""
+    apply_record_event(session, envelope)
+    reactions_handler(session, envelope)
+
+
+RECORDS = RECORD_VIEWS.consumer("records", take_record_event)

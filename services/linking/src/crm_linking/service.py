@@ -2,9 +2,9 @@
 their links to leads and opportunities, and its read model of those records.
 
 The wiring only: the routes (``file_routes``, ``link_routes`` and the kit's imports), and the
-worker's three consumers - ``records`` (``records.RECORDS``: the read model of leads
-and opportunities, and each record's main contact on its contacts tab), ``catalogue`` (its copy
-of the catalogue) and ``reactions`` (``reactions.py``: timelines, deletions, conversions) - and
+worker's two consumers - ``records`` (``records.RECORDS``: the read model of leads and
+opportunities, each record's main contact on its contacts tab, and ``reactions.py``: timelines,
+deletions, conversions) and ``catalogue`` (its copy of the catalogue) - and
 the loop that runs the CSV imports of companies and contacts (``crm_kit.imports``)."""
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from crm_kit.db import Database
 from crm_kit.imports import ServiceImports
 from crm_kit.settings import Settings
 from crm_linking.files import BULK_CREATABLE, SPECS, file_importer
-from crm_linking.reactions import REACTIONS
 from crm_linking.records import RECORDS
 from crm_linking.tables import metadata
 
@@ -34,7 +33,6 @@ def worker_plan(settings: Settings, database: Database) -> WorkerPlan:
     return WorkerPlan(service="linking", consumers=[
         RECORDS,
         consumer_spec(),
-        REACTIONS,
     ], extra_loops=[IMPORTS.loop(database)])
 
 
