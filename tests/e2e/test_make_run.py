@@ -9,7 +9,7 @@ import json
 
 import requests
 
-from crm_devstack.bench.memory_figure import embedded_stack
+from crm_devstack.embedded import embedded_stack
 from crm_devstack.forked import NAME as FORKSERVER
 from crm_devstack.stack import ALL_SERVICES, SERVICES, make_token
 

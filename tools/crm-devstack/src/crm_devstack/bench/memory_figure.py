@@ -15,16 +15,10 @@ The goal (issue 19) is at most 1 GB of PSS idle. Run alone:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,63 +26,16 @@ import requests
 
 from crm_devstack.bench.load import LoadResult, json_request, run_load
 from crm_devstack.bench.report import FIGURES, Goal, Row
+from crm_devstack.embedded import RunningStack, embedded_stack
 from crm_devstack.errors import DevstackError
-from crm_devstack.memory import MB, Snapshot, measure, peak, sample_while, stack_roots
-from crm_devstack.ports import free_port
-from crm_devstack.stack import DEFAULT_API_PORTS, DEFAULT_WORKER_PORTS, StackConfig, make_token
+from crm_devstack.memory import MB, Snapshot, measure, peak, sample_while
+from crm_devstack.stack import make_token
 from crm_devstack.supervisor import wait_http_ok
 
 FIGURE = "memory"
 FIGURES.setdefault(FIGURE, "10. memory of the local platform (make run)")
 GOAL_MB = 1024.0
 GOAL = "goal: 1 GB (issue 19)"
-SECRET = "memory-figure-secret-long-enough-for-hs256"  # noqa: S105 - a throwaway local platform
-
-
-@dataclass(frozen=True)
-class RunningStack:
-    config: StackConfig
-    pid: int
-    log_path: Path
-
-    def roots(self) -> dict[str, list[int]]:
-        return stack_roots(self.config.state_file, self.pid)
-
-
-def _repo_kafka_cache() -> Path:
-    from crm_devstack.stack import find_repo_root
-
-    configured = os.environ.get("CRM_KAFKA_CACHE")
-    return Path(configured) if configured else find_repo_root() / ".run" / "kafka-cache"
-
-
-@contextlib.contextmanager
-def embedded_stack(env: Mapping[str, str] | None = None, *, log: Callable[[str], None] = print,
-                   ready_timeout: float = 300) -> Iterator[RunningStack]:
-    """``python -m crm_devstack start`` in a temporary folder on free ports (plus ``env``); stopped
-    and removed on the way out. Raises ``DevstackError`` with the end of its log if it does not start."""
-    root = Path(tempfile.mkdtemp(prefix="crm-memory-"))
-    ports = {f"CRM_{name.upper()}_PORT": str(free_port()) for name in DEFAULT_API_PORTS}
-    ports |= {f"CRM_{name.upper()}_WORKER_PORT": str(free_port()) for name in DEFAULT_WORKER_PORTS}
-    ports |= {"CRM_KAFKA_PORT": str(free_port()), "CRM_KAFKA_CONTROLLER_PORT": str(free_port())}
-    full_env = {**os.environ, **ports, "CRM_REPO_ROOT": str(root), "CRM_KAFKA_CACHE": str(_repo_kafka_cache()),
-                "CRM_JWT_SECRET": SECRET, "CRM_RATE_LIMIT": "1000000/second", **(env or {})}
-    config = StackConfig.from_environment(root, full_env)
-    command = [sys.executable, "-m", "crm_devstack"]
-    log_path = root / "start.log"
-    try:
-        with open(log_path, "wb") as out:
-            started = subprocess.run([*command, "start", "--ready-timeout", str(ready_timeout)], env=full_env,
-                                     cwd=root, stdout=out, stderr=subprocess.STDOUT, timeout=ready_timeout + 600,
-                                     check=False)
-        if started.returncode != 0:
-            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
-            raise DevstackError(f"the local platform (make run) did not start:\n{tail}")
-        pid = int(config.pid_file.read_text())
-        yield RunningStack(config, pid, log_path)
-    finally:
-        subprocess.run([*command, "stop"], env=full_env, cwd=root, capture_output=True, timeout=120, check=False)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _first_create(stack: RunningStack, headers: dict[str, str], timeout: float = 120) -> None:
