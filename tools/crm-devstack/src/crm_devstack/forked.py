@@ -17,10 +17,13 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from crm_devstack.forkserver import MAX_MESSAGE
 from crm_devstack.processes import pid_alive, wait_exit
+
+if TYPE_CHECKING:
+    from crm_devstack.supervisor import ProcessGroup
 
 NAME = "forkserver"
 START_TIMEOUT = 60.0
@@ -41,7 +44,7 @@ class ForkServer:
         threading.Thread(target=self._listen, name="forkserver-listener", daemon=True).start()
 
     @classmethod
-    def start(cls, group: Any, log_path: Path, cwd: Path | None = None) -> ForkServer:
+    def start(cls, group: ProcessGroup, log_path: Path, cwd: Path | None = None) -> ForkServer:
         """Start the server as ``group``'s member ``forkserver`` (a ``ProcessGroup``)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -71,10 +74,6 @@ class ForkServer:
         if "pid" not in reply:
             raise OSError(reply.get("error", "the fork server is gone"))
         return ForkedProcess(argv=list(argv), pid=int(reply["pid"]), server=self)
-
-    def close(self) -> None:
-        """Close our end: the server ends (its children get SIGTERM)."""
-        self._sock.close()
 
     def returncode(self, pid: int) -> int | None:
         with self._changed:

@@ -32,7 +32,6 @@ import importlib
 import json
 import os
 import selectors
-import signal
 import socket
 import sys
 import time
@@ -78,10 +77,6 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
     return imported
 
 
-def _returncode(status: int) -> int:
-    return os.waitstatus_to_exitcode(status)
-
-
 def _in_process(argv: list[str]) -> bool:
     """True for this installation's crm-service (run in the fork itself); else it is executed."""
     own = Path(sys.executable).parent / CRM_SERVICE
@@ -101,8 +96,7 @@ def _child(request: dict[str, Any], log_fd: int, parent_death: Any) -> None:
         os.dup2(null, 0)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 4096)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the server's socket, the other forks' pidfds
         if request.get("cwd"):
             os.chdir(request["cwd"])
         env = {str(k): str(v) for k, v in request["env"].items()}
@@ -112,6 +106,7 @@ def _child(request: dict[str, Any], log_fd: int, parent_death: Any) -> None:
         os.environ.clear()
         os.environ.update(env)
         sys.argv = argv
+        sys.path[0] = os.path.dirname(argv[0])  # as for the program run as a script
         from crm_kit.cli import main
 
         code = main(argv[1:], in_process=True)
@@ -182,7 +177,7 @@ class Server:
         _, status = os.waitpid(pid, 0)
         self.selector.unregister(pidfd)
         os.close(pidfd)
-        code = _returncode(status)
+        code = os.waitstatus_to_exitcode(status)
         print(f"forkserver: pid {pid} ended ({code})", flush=True)
         self.send({"exit": pid, "returncode": code})
 
