@@ -525,6 +525,8 @@ def test_start_status_stop_and_the_service_environment(fake_repo: FakeRepo) -> N
     status = fake_repo.cli("status", timeout=60)
     assert status.returncode == 0, status.stdout
     assert "gateway api" in status.stdout and "leads worker" in status.stdout and "down" not in status.stdout
+    forkserver = json.loads((fake_repo.root / ".run" / "stack.json").read_text())["children"]["forkserver"]
+    assert f"fork server              running (pid {forkserver})" in status.stdout
 
     run_dir = fake_repo.root / ".run"
     bootstrap = f"127.0.0.1:{fake_repo.ports['CRM_KAFKA_PORT']}"

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from crm_devstack.supervisor import ProcessGroup
 
 NAME = "forkserver"
+MODULE = "crm_devstack.forkserver"
+"""The server's program (``python -m``): its forks that run crm-service in process keep its command line."""
 START_TIMEOUT = 60.0
 UNKNOWN_EXIT = 255
 """The return code of a forked process that ended after its fork server (nobody reported it)."""
@@ -48,7 +50,7 @@ class ForkServer:
         """Start the server as ``group``'s member ``forkserver`` (a ``ProcessGroup``)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            group.add(NAME, [sys.executable, "-m", "crm_devstack.forkserver", str(theirs.fileno())], None,
+            group.add(NAME, [sys.executable, "-m", MODULE, str(theirs.fileno())], None,
                       log_path, cwd=cwd, pass_fds=(theirs.fileno(),))
         finally:
             theirs.close()

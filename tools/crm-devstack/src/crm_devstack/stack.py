@@ -24,6 +24,7 @@ from typing import IO, Any, TextIO
 import requests
 
 from .errors import DevstackError
+from .forked import MODULE as FORKSERVER_MODULE
 from .forked import NAME as FORKSERVER
 from .forked import ForkServer
 from .kafka import KAFKA_VERSION, KafkaBroker, cached_kafka_jars, ensure_kafka_jars, stop_from_pid_file
@@ -402,12 +403,14 @@ def _read_state(config: StackConfig) -> dict[str, Any]:
 
 
 def _recorded_children_alive(config: StackConfig) -> dict[str, int]:
-    """Children recorded in stack.json that still run the service command."""
+    """Children recorded in stack.json that still run the service command (or the fork server's,
+    which its forks keep: a recorded pid that some other program reuses by now is not ours)."""
     children = _read_state(config).get("children", {})
     alive: dict[str, int] = {}
     for name, pid in children.items():
         if isinstance(pid, int) and pid_alive(pid):
-            if any(Path(part).name == config.service_bin.name for part in pid_cmdline(pid)):
+            if any(Path(part).name == config.service_bin.name or part == FORKSERVER_MODULE
+                   for part in pid_cmdline(pid)):
                 alive[name] = pid
     return alive
 
@@ -721,6 +724,8 @@ def stack_status(config: StackConfig, out: IO[str] | None = None) -> int:
     kafka_up = kafka_pid is not None and pid_alive(kafka_pid) and port_accepts(config.kafka_port)
     line("kafka", f"up on {config.kafka_bootstrap} (pid {kafka_pid})" if kafka_up else "down", kafka_up)
     children = _recorded_children_alive(config)
+    forkserver = children.get(FORKSERVER)
+    line("fork server", f"running (pid {forkserver})" if forkserver else "down", forkserver is not None)
     for name in ALL_SERVICES:
         url = f"{config.api_url(name)}/readyz"
         try:
