@@ -44,7 +44,7 @@ def migrate(spec: ServiceSpec, settings: Settings) -> int:
     return 0
 
 
-GUNICORN = ["-m", "gunicorn", "-c", "python:crm_kit.web.gunicorn_conf", "crm_kit.cli:wsgi()"]
+GUNICORN_ARGS = ["-c", "python:crm_kit.web.gunicorn_conf", "crm_kit.cli:wsgi()"]
 
 
 def main(argv: list[str] | None = None, *, in_process: bool = False) -> int:
@@ -86,12 +86,12 @@ def main(argv: list[str] | None = None, *, in_process: bool = False) -> int:
         # error then stops the worker's boot, and gunicorn's master exits with its traceback logged.
         from gunicorn.app.wsgiapp import run
 
-        sys.argv = ["gunicorn", *GUNICORN[2:]]
+        sys.argv = ["gunicorn", *GUNICORN_ARGS]
         run(prog="gunicorn")  # exits (SystemExit) when the master stops
         return 0  # pragma: no cover - gunicorn's master ends with sys.exit
     # Build once here so configuration errors fail before gunicorn forks workers.
     spec.build_app(settings)
-    os.execvp(sys.executable, [sys.executable, *GUNICORN])  # noqa: S606 - replaces this process, no shell
+    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", *GUNICORN_ARGS])  # noqa: S606 - replaces this process, no shell
     return 0  # pragma: no cover - exec does not return
 
 

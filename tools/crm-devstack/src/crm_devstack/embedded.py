@@ -46,7 +46,7 @@ def embedded_stack(env: Mapping[str, str] | None = None, *, log: Callable[[str],
                    ready_timeout: float = 300) -> Iterator[RunningStack]:
     """``python -m crm_devstack start`` in a temporary folder on free ports (plus ``env``); stopped
     and removed on the way out. Raises ``DevstackError`` with the end of its log if it does not start."""
-    root = Path(tempfile.mkdtemp(prefix="crm-memory-"))
+    root = Path(tempfile.mkdtemp(prefix="crm-embedded-"))
     ports = {f"CRM_{name.upper()}_PORT": str(free_port()) for name in DEFAULT_API_PORTS}
     ports |= {f"CRM_{name.upper()}_WORKER_PORT": str(free_port()) for name in DEFAULT_WORKER_PORTS}
     ports |= {"CRM_KAFKA_PORT": str(free_port()), "CRM_KAFKA_CONTROLLER_PORT": str(free_port())}

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from crm_devstack import forkserver
 from crm_devstack.forkserver import MAX_MESSAGE
 from crm_devstack.processes import pid_alive, wait_exit
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from crm_devstack.supervisor import ProcessGroup
 
 NAME = "forkserver"
-MODULE = "crm_devstack.forkserver"
+MODULE = forkserver.__name__
 """The server's program (``python -m``): its forks that run crm-service in process keep its command line."""
 START_TIMEOUT = 60.0
 UNKNOWN_EXIT = 255

@@ -86,12 +86,14 @@ def _in_process(argv: list[str]) -> bool:
         return False
 
 
-def _child(request: dict[str, Any], log_fd: int, parent_death: Any) -> None:
-    """In the forked process: become the requested program; never returns."""
+def _child(request: dict[str, Any], log_fd: int, parent_death: Any, started: int) -> None:
+    """In the forked process: become the requested program; never returns. Closing ``started``
+    tells the server the process is in its own session (a signal to its group reaches it)."""
     code = 1
     try:
         os.setsid()
         parent_death()
+        os.close(started)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(log_fd, 1)
@@ -157,11 +159,23 @@ class Server:
             request = json.loads(data)
             for stream in (sys.stdout, sys.stderr):
                 stream.flush()
-            pid = os.fork()
+            started, in_session = os.pipe()
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(started)
+                os.close(in_session)
+                raise
             if pid == 0:
                 self.selector.close()
                 self.sock.detach()  # closed below with every other descriptor, never by this object
-                _child(request, fds[0], self.parent_death)
+                os.close(started)
+                _child(request, fds[0], self.parent_death, in_session)
+            # Answer once the fork has its own session, as Popen returns once its child has: a
+            # signal to the group right after would otherwise find no such group.
+            os.close(in_session)
+            with os.fdopen(started, "rb") as ready:
+                ready.read()
             pidfd = os.pidfd_open(pid)
             self.selector.register(pidfd, selectors.EVENT_READ, pid)
             self.send({"pid": pid})

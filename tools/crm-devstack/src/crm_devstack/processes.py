@@ -120,8 +120,8 @@ def signal_group(pgid: int, sig: int) -> bool:
 def wait_exit(target: Process | int, timeout: float) -> bool:
     """Wait up to `timeout` seconds for a process to end; return True when it has.
 
-    A Popen is waited for (which also reaps it); a bare pid, a process some other
-    program started, is polled.
+    A Process (a Popen, or a fork the fork server reports on) is waited for (a Popen
+    is also reaped); a bare pid, a process some other program started, is polled.
     """
     if not isinstance(target, int):
         try:

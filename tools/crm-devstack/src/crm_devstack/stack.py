@@ -39,7 +39,7 @@ from .processes import (
     terminate_group,
     wait_exit,
 )
-from .supervisor import ProcessGroup, wait_http_ok
+from .supervisor import ProcessGroup, Spawn, wait_http_ok
 
 SERVICES = ("catalogue", "leads", "opportunities", "linking", "triggers", "webhooks")
 """Domain services, in start order; each has `migrate`, `api` and `worker`."""
@@ -441,7 +441,6 @@ class LocalStack:
         self.config = config
         self.group = ProcessGroup(die_with_parent=True)
         self.broker: KafkaBroker | None = None
-        self.forkserver: ForkServer | None = None
 
     def run(self, ready_timeout: float = READY_TIMEOUT) -> int:
         """Start Kafka, migrate, start every api and worker, wait for the gateway, supervise.
@@ -543,12 +542,12 @@ class LocalStack:
             _say(f"{name}: migrated in {time.monotonic() - began:.1f} s")
 
         # The services' processes are forks of one process that imported their libraries once.
-        self.forkserver = ForkServer.start(self.group, config.log_path(FORKSERVER), cwd=config.root)
+        fork = ForkServer.start(self.group, config.log_path(FORKSERVER), cwd=config.root).spawn
         for name in ALL_SERVICES:
             bind = f"127.0.0.1:{config.api_ports[name]}"
-            self._add(f"{name}-api", [str(config.service_bin), name, "api", "--bind", bind], name, "api")
+            self._add(f"{name}-api", [str(config.service_bin), name, "api", "--bind", bind], name, "api", fork)
             if name in SERVICES:
-                self._add(f"{name}-worker", [str(config.service_bin), name, "worker"], name, "worker")
+                self._add(f"{name}-worker", [str(config.service_bin), name, "worker"], name, "worker", fork)
         _say(f"started {len(self.group.names())} processes; waiting for {config.gateway_url}/readyz")
 
         try:
@@ -559,9 +558,8 @@ class LocalStack:
             raise DevstackError(self._not_ready_report(ready_timeout)) from exc
         _say(f"ready in {time.monotonic() - started:.1f} s")
 
-    def _add(self, process: str, argv: list[str], name: str, role: str) -> None:
+    def _add(self, process: str, argv: list[str], name: str, role: str, spawn: Spawn) -> None:
         env = embedded_env(service_env(self.config, name, role))
-        spawn = self.forkserver.spawn if self.forkserver is not None else None
         self.group.add(process, argv, env, self.config.log_path(process), cwd=self.config.root, spawn=spawn)
         self._write_state()
 
