@@ -15,10 +15,10 @@ transaction and says what it did, so the reader can react (arm a trigger, sync a
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Envelope
@@ -54,6 +54,9 @@ class RecordView:
     table: Table
     columns: Callable[[PipelineRecord, Envelope], Mapping[str, Any]]
     tombstone: Callable[[Envelope], Mapping[str, Any]] | None = None
+    # The upsert per (dialect, columns), built once: building it per event, with the values in it,
+    # cost more CPU than running it (SQLAlchemy coerces every value and keys the statement afresh).
+    _upserts: dict[tuple[str, frozenset[str]], Any] = field(default_factory=dict, compare=False, repr=False)
 
     def apply(self, session: Session, envelope: Envelope) -> Seen:
         """Take ``envelope`` into the view (any envelope of the record topics)."""
@@ -67,12 +70,7 @@ class RecordView:
         if self.tombstone:
             values["deleted"] = False
         # The usual case in one statement: a record first seen, or strictly newer than the view's.
-        newer = t.c.version < record.version
-        if self.tombstone:
-            newer = newer & t.c.deleted.is_(False)
-        upsert = insert_on_conflict(session, t).values(id=record.id, **values)
-        upsert = upsert.on_conflict_do_update(index_elements=[t.c.id], set_=values, where=newer).returning(t.c.id)
-        if session.execute(upsert).first() is not None:
+        if session.execute(self._upsert(session, values), {"id": record.id, **values}).first() is not None:
             return Seen(record=record, stored=True, newer=True)
         # The same version again (a redelivery), an older one, or a deleted record.
         wanted = [t.c.version, t.c.deleted] if self.tombstone else [t.c.version]
@@ -81,6 +79,23 @@ class RecordView:
             return Seen(record=record)  # deleted meanwhile, or older than what is known
         session.execute(update(t).where(t.c.id == record.id).values(**values))
         return Seen(record=record, stored=True)
+
+    def _upsert(self, session: Session, values: Mapping[str, Any]) -> Any:
+        """``INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE`` the row is older (and not deleted)
+        ``RETURNING id``, with a parameter per column: built once per dialect and set of columns."""
+        key = (session.get_bind().dialect.name, frozenset(values))
+        upsert = self._upserts.get(key)
+        if upsert is None:
+            t = self.table
+            upsert = insert_on_conflict(session, t).values(
+                {name: bindparam(name, type_=t.c[name].type) for name in ("id", *values)})
+            newer = t.c.version < upsert.excluded.version
+            if self.tombstone:
+                newer = newer & t.c.deleted.is_(False)
+            upsert = upsert.on_conflict_do_update(index_elements=[t.c.id], where=newer,
+                                                  set_={name: upsert.excluded[name] for name in values})
+            upsert = self._upserts.setdefault(key, upsert.returning(t.c.id))
+        return upsert
 
     def _forget(self, session: Session, envelope: Envelope) -> Seen:
         t = self.table

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, exists, insert, select
 from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Actor, Envelope
@@ -76,3 +76,29 @@ def note(session: Session, record_kind: str, record_id: str, kind: str, data: Ma
     session.execute(insert(timeline).values(record_kind=record_kind, record_id=record_id, at=at or utcnow(),
                                             type=kind, data={k: _plain(v) for k, v in data.items()},
                                             event_id=event_id))
+
+
+def _note_once_statement() -> Any:
+    """``INSERT INTO timeline ... SELECT <the entry> WHERE NOT EXISTS (<its event's entry of that type>)``,
+    with parameters: built once (building it per event cost more CPU than running it). The entry and
+    the look each have parameters of their own: PostgreSQL types a parameter once, and it would be
+    text in the select list but varchar in the comparison."""
+    t = timeline
+    columns = ["record_kind", "record_id", "at", "type", "data", "event_id"]
+    done = exists().where(*(t.c[name] == bindparam(f"seen_{name}", type_=t.c[name].type)
+                            for name in ("record_kind", "record_id", "type", "event_id")))
+    entry = select(*(bindparam(name, type_=t.c[name].type) for name in columns)).where(~done)
+    return insert(t).from_select(columns, entry)
+
+
+_NOTE_ONCE = _note_once_statement()
+
+
+def note_once(session: Session, record_kind: str, record_id: str, kind: str, data: Mapping[str, Any], *,
+              at: dt.datetime, event_id: str) -> None:
+    """``note``, unless event ``event_id`` left a ``kind`` entry on the record already (a redelivery):
+    one statement instead of a look and an insert."""
+    session.execute(_NOTE_ONCE, {
+        "record_kind": record_kind, "record_id": record_id, "at": at, "type": kind,
+        "data": {k: _plain(v) for k, v in data.items()}, "event_id": event_id,
+        "seen_record_kind": record_kind, "seen_record_id": record_id, "seen_type": kind, "seen_event_id": event_id})

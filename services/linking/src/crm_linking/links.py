@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Insert, delete, insert, select, update
+from sqlalchemy import Insert, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -85,11 +85,15 @@ def exclusive_code(role: CatalogueEntryView | None) -> str | None:
     return role.code if role is not None and role.code in PROTECTED_ROLE_CODES else None
 
 
+# Asked for every record event (the main contact's sync): built once, with parameters.
+_EXCLUSIVE_LINK = select(record_contacts).where(
+    record_contacts.c.record_kind == bindparam("kind"), record_contacts.c.record_id == bindparam("record_id"),
+    record_contacts.c.exclusive_role == bindparam("code"))
+
+
 def exclusive_link(session: Session, kind: str, record_id: str, code: str) -> Any:
     """The record's contact link with the exclusive role ``code`` (MAIN or SIGN), if any."""
-    return session.execute(select(record_contacts).where(
-        record_contacts.c.record_kind == kind, record_contacts.c.record_id == record_id,
-        record_contacts.c.exclusive_role == code)).first()
+    return session.execute(_EXCLUSIVE_LINK, {"kind": kind, "record_id": record_id, "code": code}).first()
 
 
 def contact_link(session: Session, kind: str, record_id: str, contact_id: str) -> Any:

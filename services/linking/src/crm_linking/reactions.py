@@ -85,12 +85,8 @@ def _subject(envelope: Envelope) -> tuple[str, str]:
 def _note_once(session: Session, kind: str, record_id: str, type_: str, data: Mapping[str, Any],
                envelope: Envelope) -> None:
     """A timeline entry for ``envelope``, unless this event already left one of this type."""
-    done = session.execute(select(timeline.c.id).where(
-        timeline.c.record_kind == kind, timeline.c.record_id == record_id, timeline.c.type == type_,
-        timeline.c.event_id == envelope.event_id)).first()
-    if done is None:
-        journal.note(session, kind, record_id, type_, {**data, "by": actor_id(envelope)}, at=occurred_at(envelope),
-                     event_id=envelope.event_id)
+    journal.note_once(session, kind, record_id, type_, {**data, "by": actor_id(envelope)}, at=occurred_at(envelope),
+                      event_id=envelope.event_id)
 
 
 def _created(session: Session, envelope: Envelope) -> None:
