@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from crm_catalogue_view import CatalogueView
@@ -48,15 +48,29 @@ class Records:
         self.groups = tables["record_groups"]
         self.view = view or CatalogueView()
         self.files = KnownFiles(tables.get("known_files"))
+        # The hot path's statements, built once with parameters: built per call with the values in
+        # them they cost more CPU than running them (SQLAlchemy coerces each value and keys the
+        # statement afresh). An INSERT or UPDATE without values() takes its columns from the
+        # parameters it runs with.
+        t, groups = self.table, self.groups
+        self._by_id = select(t).where(t.c.id == bindparam("record_id"))
+        self._group_ids = select(groups.c.group_id).where(groups.c.record_id == bindparam("record_id")) \
+            .order_by(groups.c.group_id)
+        self._insert = insert(t).returning(*t.c)
+        self._insert_group = insert(groups)
+        self._insert_history = insert(self.history)
+        # Guarded: holds only if nobody wrote the row since it was read (parameters named apart from
+        # the columns the SET takes from the rest).
+        self._update = update(t).where(t.c.id == bindparam("guard_id"), t.c.version == bindparam("guard_version")) \
+            .returning(*t.c)
 
     # -- reading ---------------------------------------------------------------------------------
 
     def get(self, session: Session, record_id: str) -> Any:
-        return session.execute(select(self.table).where(self.table.c.id == record_id)).first()
+        return session.execute(self._by_id, {"record_id": record_id}).first()
 
     def group_ids(self, session: Session, record_id: str) -> list[str]:
-        return list(session.execute(select(self.groups.c.group_id).where(self.groups.c.record_id == record_id)
-                                    .order_by(self.groups.c.group_id)).scalars())
+        return list(session.execute(self._group_ids, {"record_id": record_id}).scalars())
 
     def group_ids_of(self, session: Session, record_ids: list[str]) -> dict[str, list[str]]:
         """Group ids of many records at once (list pages)."""
@@ -127,11 +141,11 @@ class Records:
         it without reading the copy again)."""
         new = self._prepare(session, data, actor, record_id=record_id, trusted=trusted)
         # RETURNING: the row as stored, without reading it back (one round trip less per create).
-        row = session.execute(insert(self.table).values(**new.values).returning(*self.table.c)).one()
+        row = session.execute(self._insert, new.values).one()
         for group_id in new.group_ids:
-            session.execute(insert(self.groups).values(record_id=row.id, group_id=group_id,
-                                                       added_at=new.values["created_at"], added_by=actor.user_id))
-        session.execute(insert(self.history).values(**new.history))
+            session.execute(self._insert_group, {"record_id": row.id, "group_id": group_id,
+                                                 "added_at": new.values["created_at"], "added_by": actor.user_id})
+        session.execute(self._insert_history, new.history)
         self.emit(session, "created", row, actor, snapshot(self.kind, row, new_group_ids(data)))
         return row, new.stage
 
@@ -226,13 +240,13 @@ class Records:
             group_id = stage.attr("stage_group_id")
             values.update(stage_group_id=group_id, stage_changed_at=now)
             stage_move = (row.stage_id, stage.id, row.stage_group_id, group_id)
-            session.execute(insert(self.history).values(record_id=row.id, from_stage_id=row.stage_id,
-                                                        to_stage_id=stage.id, at=now, by=actor.user_id,
-                                                        cause=actor.cause))
+            session.execute(self._insert_history, {"record_id": row.id, "from_stage_id": row.stage_id,
+                                                   "to_stage_id": stage.id, "at": now, "by": actor.user_id,
+                                                   "cause": actor.cause})
         if "attribute_ids" in values:
             values["attribute_ids"] = list(dict.fromkeys(values["attribute_ids"] or []))
-        new = self._guarded(session, row, update(self.table).values(**values, version=row.version + 1,
-                                                                    modified_at=now, modified_by=actor.user_id))
+        new = self._guarded_update(session, row, {**values, "version": row.version + 1, "modified_at": now,
+                                                  "modified_by": actor.user_id})
         state = self.snapshot(session, new)  # one read of the groups for every event below
         if set(changes) - {"stage_id"}:
             self.emit(session, "updated", new, actor, state)
@@ -252,8 +266,8 @@ class Records:
         members = self.group_ids(session, row.id)
         if group_id in members:
             return row, False
-        session.execute(insert(self.groups).values(record_id=row.id, group_id=group_id, added_at=utcnow(),
-                                                   added_by=actor.user_id))
+        session.execute(self._insert_group, {"record_id": row.id, "group_id": group_id, "added_at": utcnow(),
+                                             "added_by": actor.user_id})
         # The groups now, without reading them again (sorted as group_ids reads them: ids are ASCII).
         return self._touch(session, row, actor, "added_to_group", group_id, sorted([*members, group_id])), True
 
@@ -279,8 +293,8 @@ class Records:
                group_ids: list[str] | None = None) -> Any:
         """Bump the version for a membership change and emit its event (``group_ids``: the record's
         groups after it, when the caller knows them)."""
-        new = self._guarded(session, row, update(self.table).values(version=row.version + 1, modified_at=utcnow(),
-                                                                    modified_by=actor.user_id))
+        new = self._guarded_update(session, row, {"version": row.version + 1, "modified_at": utcnow(),
+                                                  "modified_by": actor.user_id})
         state = self.snapshot(session, new) if group_ids is None else snapshot(self.kind, new, group_ids)
         self.emit(session, what, new, actor, events.membership_changed(state, group_id))
         return new
@@ -294,6 +308,13 @@ class Records:
         the row as the statement left it (RETURNING: no read back)."""
         result = session.execute(statement.where(self.table.c.id == row.id, self.table.c.version == row.version)
                                  .returning(*self.table.c)).first()
+        if result is None:
+            raise record_changed(self.kind.kind)
+        return result
+
+    def _guarded_update(self, session: Session, row: Any, values: Mapping[str, Any]) -> Any:
+        """``_guarded`` for an UPDATE setting ``values``, with the statement built once."""
+        result = session.execute(self._update, {**values, "guard_id": row.id, "guard_version": row.version}).first()
         if result is None:
             raise record_changed(self.kind.kind)
         return result
