@@ -27,7 +27,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from crm_kit import metrics
@@ -54,6 +54,11 @@ _TABLES = new_metadata().tables
 OUTBOX = _TABLES["outbox"]
 OFFSETS = _TABLES["consumer_offsets"]
 RELAY_POSITIONS = _TABLES["relay_positions"]
+# Asked on every request that needs fresh copies or positions: built once, with parameters.
+_OFFSETS_OF = select(OFFSETS).where(OFFSETS.c.topic.in_(bindparam("topics", expanding=True)))
+_NEWEST = select(func.max(OUTBOX.c.id))
+_PENDING = select(OUTBOX.c.id).where(OUTBOX.c.sent_at.is_(None), OUTBOX.c.id <= bindparam("target")).limit(1)
+_POSITIONS = select(RELAY_POSITIONS)
 
 # topic -> {partition: next offset}
 Offsets = dict[str, dict[int, int]]
@@ -178,7 +183,7 @@ class ReadModels:
         if not topics:
             return []
         stored = {(row.consumer, row.topic, row.partition): row.next_offset
-                  for row in session.execute(select(OFFSETS).where(OFFSETS.c.topic.in_(topics)))}
+                  for row in session.execute(_OFFSETS_OF, {"topics": topics})}
         late = []
         for topic in topics:
             for partition, offset in required[topic].items():
@@ -227,7 +232,7 @@ class ReadModels:
 def relay_positions(session: Session) -> Offsets:
     """The next offset of every partition the relay has delivered to (from ``relay_positions``)."""
     positions: Offsets = {}
-    for row in session.execute(select(RELAY_POSITIONS)):
+    for row in session.execute(_POSITIONS):
         positions.setdefault(row.topic, {})[row.partition] = row.next_offset
     return positions
 
@@ -254,10 +259,9 @@ def outbox_position(service: str, database: Database, upto: int | None, wait: fl
     attempt = 0
     while True:
         with database.transaction() as session:
-            newest = session.execute(select(func.max(OUTBOX.c.id))).scalar() or 0
+            newest = session.execute(_NEWEST).scalar() or 0
             target = newest if upto is None else min(upto, newest)
-            pending = session.execute(select(OUTBOX.c.id).where(OUTBOX.c.sent_at.is_(None), OUTBOX.c.id <= target)
-                                      .limit(1)).first()
+            pending = session.execute(_PENDING, {"target": target}).first()
             if pending is None:
                 positions = relay_positions(session)
         if pending is None:
