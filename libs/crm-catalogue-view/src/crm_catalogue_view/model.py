@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf.json_format import MessageToDict
-from sqlalchemy import JSON, Boolean, Column, Index, Integer, MetaData, String, Table, select, update
+from sqlalchemy import JSON, Boolean, Column, Index, Integer, MetaData, String, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Envelope
@@ -144,6 +144,13 @@ class CatalogueView:
 
     def __init__(self, table: Table = VIEW) -> None:
         self.table = table
+        # Asked on every create, stage change and list page: built once, with parameters.
+        t = table
+        self._by_id = select(t).where(t.c.id == bindparam("entry_id"), t.c.deleted.is_(False))
+        of_kind = select(t).where(t.c.kind == bindparam("kind"), t.c.entity == bindparam("entity"),
+                                  t.c.deleted.is_(False))
+        self._entries = {False: of_kind.order_by(t.c.index, t.c.code),
+                         True: of_kind.where(t.c.active.is_(True)).order_by(t.c.index, t.c.code)}
 
     def _row_to_view(self, row: Any) -> CatalogueEntryView:
         return CatalogueEntryView(id=row.id, kind=row.kind, entity=row.entity, code=row.code, names=dict(row.names),
@@ -158,9 +165,7 @@ class CatalogueView:
         known = session.info.setdefault(_KNOWN, {})
         key = (self.table.name, entry_id)
         if key not in known:
-            row = session.execute(
-                select(self.table).where(self.table.c.id == entry_id, self.table.c.deleted.is_(False))
-            ).first()
+            row = session.execute(self._by_id, {"entry_id": entry_id}).first()
             known[key] = self._row_to_view(row) if row else None
         return known[key]  # type: ignore[no-any-return]
 
@@ -184,11 +189,7 @@ class CatalogueView:
     def entries(self, session: Session, kind: str, entity: str, *,
                 active_only: bool = False) -> list[CatalogueEntryView]:
         """Every (active) entity of ``kind`` and ``entity``, ordered by index then code."""
-        stmt = select(self.table).where(self.table.c.kind == kind, self.table.c.entity == entity,
-                                        self.table.c.deleted.is_(False))
-        if active_only:
-            stmt = stmt.where(self.table.c.active.is_(True))
-        rows = session.execute(stmt.order_by(self.table.c.index, self.table.c.code)).all()
+        rows = session.execute(self._entries[active_only], {"kind": kind, "entity": entity}).all()
         return [self._row_to_view(r) for r in rows]
 
     def stages(self, session: Session, kind: str, *, active_only: bool = False) -> list[CatalogueEntryView]:
