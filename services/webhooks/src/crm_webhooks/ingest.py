@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import select, text, tuple_
+from sqlalchemy import bindparam, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Envelope
@@ -120,17 +120,35 @@ def _states(session: Session, keys: set[tuple[str, str]]) -> dict[tuple[str, str
     return found
 
 
+# Run for every batch (every event, at a low rate): built once, with parameters.
+_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+_SUBSCRIPTIONS = select(subscriptions.c.id, subscriptions.c.event_types, subscriptions.c.filter,
+                        subscriptions.c.office_id, subscriptions.c.all_offices).order_by(subscriptions.c.id)
+_LOGGED = select(events.c.event_id).where(events.c.event_id.in_(bindparam("event_ids", expanding=True)))
+_LOG = events.insert().returning(events.c.seq, sort_by_parameter_order=True)
+_STATE_UPSERTS: dict[str, Any] = {}
+
+
+def _state_upsert(session: Session) -> Any:
+    """Entity states, newest first seen or replaced (one statement per dialect)."""
+    dialect = session.get_bind().dialect.name
+    if dialect not in _STATE_UPSERTS:
+        upsert = insert_on_conflict(session, entity_states)
+        _STATE_UPSERTS[dialect] = upsert.on_conflict_do_update(index_elements=["entity", "id"], set_={
+            "version": upsert.excluded.version, "office_id": upsert.excluded.office_id,
+            "data": upsert.excluded.data}).returning(entity_states.c.id)
+    return _STATE_UPSERTS[dialect]
+
+
 def take_in(session: Session, pending: list[PublicEvent]) -> int:
     """Write ``pending`` (in their order) to the log and queue them; how many deliveries."""
     if is_postgres(session):
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-    subs = list(session.execute(
-        select(subscriptions.c.id, subscriptions.c.event_types, subscriptions.c.filter,
-               subscriptions.c.office_id, subscriptions.c.all_offices).order_by(subscriptions.c.id)).all())
+        session.execute(_LOCK, {"key": _LOCK_KEY})
+    subs = list(session.execute(_SUBSCRIPTIONS).all())
     ids = [e.event_id for e in pending]
     logged: set[str] = set()  # in the log already (the inbox makes this rare: a restored backup)
     for chunk in _chunks(ids):
-        logged.update(session.execute(select(events.c.event_id).where(events.c.event_id.in_(chunk))).scalars())
+        logged.update(session.execute(_LOGGED, {"event_ids": list(chunk)}).scalars())
     states = _states(session, {(e.entity, e.entity_id) for e in pending}
                      | {e.record_ref for e in pending if e.record_ref is not None})
     changed: dict[tuple[str, str], State] = {}
@@ -158,16 +176,11 @@ def take_in(session: Session, pending: list[PublicEvent]) -> int:
         rows.append(row)
         taken.append((event, office))
     if changed:
-        upsert = insert_on_conflict(session, entity_states)
-        session.execute(upsert.on_conflict_do_update(index_elements=["entity", "id"], set_={
-            "version": upsert.excluded.version, "office_id": upsert.excluded.office_id,
-            "data": upsert.excluded.data}).returning(entity_states.c.id),
-            [{"entity": k[0], "id": k[1], "version": s.version, "office_id": s.office_id, "data": s.data}
+        session.execute(_state_upsert(session), [{"entity": k[0], "id": k[1], "version": s.version, "office_id": s.office_id, "data": s.data}
              for k, s in changed.items()])
     if not rows:
         return 0
-    seqs = session.execute(events.insert().returning(events.c.seq, sort_by_parameter_order=True),
-                           rows).scalars().all()
+    seqs = session.execute(_LOG, rows).scalars().all()
     return enqueue(session, subs, [Queued(seq, e.type, e.entity, e.event_id, e.ordering_key, office)
                                    for seq, (e, office) in zip(seqs, taken, strict=True)])
 
