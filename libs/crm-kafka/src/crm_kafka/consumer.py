@@ -474,8 +474,8 @@ class IdempotentConsumer:
         result: Any = session.execute(_WRITE_OFFSET, {"at_consumer": self.name, "at_topic": msg.topic(),
                                                       "at_partition": msg.partition(), "at_next_offset": next_offset})
         if result.rowcount == 0:
-            session.execute(OFFSETS.insert(), {"consumer": self.name, "topic": msg.topic(), "partition": msg.partition(),
-                                               "next_offset": next_offset})
+            session.execute(OFFSETS.insert(), {"consumer": self.name, "topic": msg.topic(),
+                                               "partition": msg.partition(), "next_offset": next_offset})
 
     def _store_offset(self, msg: Message) -> None:
         """Record a dead-lettered message as done, so a restart does not dead-letter it again."""

@@ -26,8 +26,8 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import event as sa_event
 from sqlalchemy import bindparam, select, text, tuple_
+from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from crm.events.v1.envelope_pb2 import Envelope
@@ -176,8 +176,9 @@ def take_in(session: Session, pending: list[PublicEvent]) -> int:
         rows.append(row)
         taken.append((event, office))
     if changed:
-        session.execute(_state_upsert(session), [{"entity": k[0], "id": k[1], "version": s.version, "office_id": s.office_id, "data": s.data}
-             for k, s in changed.items()])
+        session.execute(_state_upsert(session), [
+            {"entity": k[0], "id": k[1], "version": s.version, "office_id": s.office_id, "data": s.data}
+            for k, s in changed.items()])
     if not rows:
         return 0
     seqs = session.execute(_LOG, rows).scalars().all()
